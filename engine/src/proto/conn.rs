@@ -148,7 +148,9 @@ impl Connection {
         let payload_len = header.payload_len as usize;
         let frame_len = header_len + payload_len;
         if input.len() < frame_len {
-            return Ok(Read::Incomplete { frame_len: Some(frame_len) });
+            return Ok(Read::Incomplete {
+                frame_len: Some(frame_len),
+            });
         }
         let payload = &mut input[header_len..frame_len];
         if let Some(key) = header.mask {
@@ -156,7 +158,10 @@ impl Connection {
         }
         self.last_recv = now;
         match self.on_frame(header, payload, out) {
-            Ok(event) => Ok(Read::Frame { consumed: frame_len, event }),
+            Ok(event) => Ok(Read::Frame {
+                consumed: frame_len,
+                event,
+            }),
             Err(e) => Err(self.fail(e, out)),
         }
     }
@@ -193,7 +198,11 @@ impl Connection {
         }
         let max_frame = self.config.max_frame_size;
         if h.payload_len > max_frame as u64 {
-            return Err(CapacityError::FrameTooLong { size: h.payload_len, max: max_frame }.into());
+            return Err(CapacityError::FrameTooLong {
+                size: h.payload_len,
+                max: max_frame,
+            }
+            .into());
         }
         let so_far = match (h.opcode, &self.reassembly) {
             (OpCode::Continuation, None) => {
@@ -206,7 +215,11 @@ impl Connection {
         let size = so_far + h.payload_len;
         let max_message = self.config.max_message_size;
         if size > max_message as u64 {
-            return Err(CapacityError::MessageTooLong { size, max: max_message }.into());
+            return Err(CapacityError::MessageTooLong {
+                size,
+                max: max_message,
+            }
+            .into());
         }
         Ok(())
     }
@@ -219,12 +232,14 @@ impl Connection {
     ) -> Result<Option<Event<'a>>, Error> {
         let payload: &'a [u8] = payload;
         Ok(match h.opcode {
-            OpCode::Text | OpCode::Binary if h.fin => Some(Event::Message(if h.opcode == OpCode::Text {
-                let text = std::str::from_utf8(payload).map_err(|_| Error::InvalidUtf8)?;
-                Message::Text(Cow::Borrowed(text))
-            } else {
-                Message::Binary(Cow::Borrowed(payload))
-            })),
+            OpCode::Text | OpCode::Binary if h.fin => {
+                Some(Event::Message(if h.opcode == OpCode::Text {
+                    let text = std::str::from_utf8(payload).map_err(|_| Error::InvalidUtf8)?;
+                    Message::Text(Cow::Borrowed(text))
+                } else {
+                    Message::Binary(Cow::Borrowed(payload))
+                }))
+            }
             OpCode::Text | OpCode::Binary => {
                 let text = h.opcode == OpCode::Text;
                 let mut r = Box::new(Reassembly {
@@ -348,12 +363,24 @@ impl Connection {
 
     /// The header of a data frame whose payload the caller sends itself, uncopied (for example
     /// a shared `Bytes` as a second iovec). Servers only: client payloads must be masked.
-    pub fn data_header(&mut self, opcode: OpCode, fin: bool, len: usize) -> Result<HeaderBuf, Error> {
+    pub fn data_header(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        len: usize,
+    ) -> Result<HeaderBuf, Error> {
         if self.role == Role::Client {
             return Err(UsageError::MaskRequired.into());
         }
         self.check_send(opcode, fin, len)?;
-        Ok(FrameHeader { fin, rsv: 0, opcode, mask: None, payload_len: len as u64 }.encode())
+        Ok(FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask: None,
+            payload_len: len as u64,
+        }
+        .encode())
     }
 
     /// Whether data messages may still be sent.
@@ -385,7 +412,13 @@ impl Connection {
     }
 
     /// Starts the close handshake. A second call while waiting for the peer is a no-op.
-    pub fn close(&mut self, code: CloseCode, reason: &str, out: &mut Vec<u8>, now: u64) -> Result<(), Error> {
+    pub fn close(
+        &mut self,
+        code: CloseCode,
+        reason: &str,
+        out: &mut Vec<u8>,
+        now: u64,
+    ) -> Result<(), Error> {
         if !code.is_valid_on_wire() {
             return Err(UsageError::InvalidCloseCode(code.0).into());
         }
@@ -394,7 +427,9 @@ impl Connection {
             State::CloseSent { .. } => Ok(()),
             State::Open => {
                 self.write_close(code, reason, out);
-                self.state = State::CloseSent { deadline: now + self.config.close_timeout_ms };
+                self.state = State::CloseSent {
+                    deadline: now + self.config.close_timeout_ms,
+                };
                 Ok(())
             }
         }
@@ -411,7 +446,10 @@ impl Connection {
             State::CloseSent { deadline } => Some(deadline),
             State::Open => {
                 let idle = self.config.idle_timeout_ms.map(|t| self.last_recv + t);
-                let ping = self.config.ping_interval_ms.map(|p| self.last_recv.max(self.last_ping) + p);
+                let ping = self
+                    .config
+                    .ping_interval_ms
+                    .map(|p| self.last_recv.max(self.last_ping) + p);
                 match (idle, ping) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -463,7 +501,13 @@ impl Connection {
             Role::Server => None,
             Role::Client => Some(self.next_mask()),
         };
-        let header = FrameHeader { fin, rsv: 0, opcode, mask, payload_len: payload.len() as u64 };
+        let header = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
         out.extend_from_slice(&header.encode());
         let start = out.len();
         out.extend_from_slice(payload);

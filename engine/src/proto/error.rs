@@ -227,11 +227,17 @@ mod tests {
 
     #[test]
     fn close_codes_by_category() {
-        assert_eq!(Error::from(ProtocolError::UnmaskedFrame).close_code(), Some(CloseCode(1002)));
+        assert_eq!(
+            Error::from(ProtocolError::UnmaskedFrame).close_code(),
+            Some(CloseCode(1002))
+        );
         assert_eq!(Error::InvalidUtf8.close_code(), Some(CloseCode(1007)));
         let big = CapacityError::MessageTooLong { size: 10, max: 5 };
         assert_eq!(Error::from(big).close_code(), Some(CloseCode(1009)));
-        assert_eq!(Error::Handshake(HandshakeError::Malformed).close_code(), None);
+        assert_eq!(
+            Error::Handshake(HandshakeError::Malformed).close_code(),
+            None
+        );
         assert!(!Error::Usage(UsageError::ControlTooLong).is_fatal());
     }
 

@@ -136,7 +136,10 @@ impl FrameHeader {
             buf[len..len + 4].copy_from_slice(&key);
             len += 4;
         }
-        HeaderBuf { buf, len: len as u8 }
+        HeaderBuf {
+            buf,
+            len: len as u8,
+        }
     }
 }
 
@@ -156,7 +159,14 @@ impl std::ops::Deref for HeaderBuf {
 
 /// The header of an unmasked server frame: what a broadcast encodes once and shares.
 pub fn server_header(opcode: OpCode, fin: bool, payload_len: usize) -> HeaderBuf {
-    FrameHeader { fin, rsv: 0, opcode, mask: None, payload_len: payload_len as u64 }.encode()
+    FrameHeader {
+        fin,
+        rsv: 0,
+        opcode,
+        mask: None,
+        payload_len: payload_len as u64,
+    }
+    .encode()
 }
 
 #[cfg(test)]
@@ -167,7 +177,11 @@ mod tests {
         let bytes = h.encode();
         assert_eq!(FrameHeader::parse(&bytes), Ok(Some((h, bytes.len()))));
         for short in 0..bytes.len() {
-            assert_eq!(FrameHeader::parse(&bytes[..short]), Ok(None), "prefix {short} of {h:?}");
+            assert_eq!(
+                FrameHeader::parse(&bytes[..short]),
+                Ok(None),
+                "prefix {short} of {h:?}"
+            );
         }
     }
 
@@ -175,12 +189,29 @@ mod tests {
     fn header_roundtrips_and_short_buffers_consume_nothing() {
         for len in [0u64, 1, 125, 126, 127, 65535, 65536, 1 << 40] {
             for mask in [None, Some([9, 8, 7, 6])] {
-                for opcode in [OpCode::Text, OpCode::Binary, OpCode::Continuation, OpCode::Ping] {
-                    roundtrip(FrameHeader { fin: len % 2 == 0, rsv: 0, opcode, mask, payload_len: len });
+                for opcode in [
+                    OpCode::Text,
+                    OpCode::Binary,
+                    OpCode::Continuation,
+                    OpCode::Ping,
+                ] {
+                    roundtrip(FrameHeader {
+                        fin: len % 2 == 0,
+                        rsv: 0,
+                        opcode,
+                        mask,
+                        payload_len: len,
+                    });
                 }
             }
         }
-        roundtrip(FrameHeader { fin: true, rsv: 0b101, opcode: OpCode::Close, mask: None, payload_len: 2 });
+        roundtrip(FrameHeader {
+            fin: true,
+            rsv: 0b101,
+            opcode: OpCode::Close,
+            mask: None,
+            payload_len: 2,
+        });
     }
 
     #[test]
@@ -195,7 +226,10 @@ mod tests {
     #[test]
     fn rejects_unknown_opcodes_and_huge_lengths() {
         for op in [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
-            assert_eq!(FrameHeader::parse(&[0x80 | op, 0]), Err(ProtocolError::UnknownOpcode(op)));
+            assert_eq!(
+                FrameHeader::parse(&[0x80 | op, 0]),
+                Err(ProtocolError::UnknownOpcode(op))
+            );
         }
         let mut buf = vec![0x82, 127];
         buf.extend_from_slice(&(1u64 << 63).to_be_bytes());
@@ -205,14 +239,18 @@ mod tests {
     #[test]
     fn rfc_examples() {
         // Section 5.7: single-frame masked text "Hello".
-        let bytes = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let bytes = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
         let (h, n) = FrameHeader::parse(&bytes).unwrap().unwrap();
         assert_eq!(n, 6);
         assert_eq!(h.mask, Some([0x37, 0xfa, 0x21, 0x3d]));
         assert_eq!(h.payload_len, 5);
         assert!(h.fin);
         // 256 bytes binary, unmasked.
-        let (h, n) = FrameHeader::parse(&[0x82, 0x7E, 0x01, 0x00]).unwrap().unwrap();
+        let (h, n) = FrameHeader::parse(&[0x82, 0x7E, 0x01, 0x00])
+            .unwrap()
+            .unwrap();
         assert_eq!((h.payload_len, n, h.opcode), (256, 4, OpCode::Binary));
     }
 }

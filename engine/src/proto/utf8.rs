@@ -60,7 +60,11 @@ impl Utf8Validator {
 
     /// Checks that the message did not end inside a code point.
     pub fn finish(&self) -> Result<(), InvalidUtf8> {
-        if self.pending_len == 0 { Ok(()) } else { Err(InvalidUtf8) }
+        if self.pending_len == 0 {
+            Ok(())
+        } else {
+            Err(InvalidUtf8)
+        }
     }
 }
 
@@ -93,7 +97,11 @@ mod tests {
             let expected = std::str::from_utf8(s).is_ok();
             for i in 0..=s.len() {
                 for j in i..=s.len() {
-                    assert_eq!(feed_split(s, &[i, j]).is_ok(), expected, "{s:?} split {i},{j}");
+                    assert_eq!(
+                        feed_split(s, &[i, j]).is_ok(),
+                        expected,
+                        "{s:?} split {i},{j}"
+                    );
                 }
             }
         }

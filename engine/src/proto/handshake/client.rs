@@ -51,7 +51,10 @@ impl ClientHandshake {
             text.push_str(&format!("Origin: {origin}\r\n"));
         }
         if !request.protocols.is_empty() {
-            text.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", request.protocols.join(", ")));
+            text.push_str(&format!(
+                "Sec-WebSocket-Protocol: {}\r\n",
+                request.protocols.join(", ")
+            ));
         }
         for (name, value) in request.headers {
             text.push_str(&format!("{name}: {value}\r\n"));
@@ -66,7 +69,10 @@ impl ClientHandshake {
 
     /// Checks the server's answer. `Ok(None)` until the head is complete; on success, returns how
     /// many bytes the head took (frames may follow in the same buffer).
-    pub fn parse_response<'a>(&self, buf: &'a [u8]) -> Result<Option<(Response<'a>, usize)>, HandshakeError> {
+    pub fn parse_response<'a>(
+        &self,
+        buf: &'a [u8],
+    ) -> Result<Option<(Response<'a>, usize)>, HandshakeError> {
         let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut raw);
         let n = match resp.parse(buf) {
@@ -79,7 +85,12 @@ impl ClientHandshake {
             Some(code) => return Err(HandshakeError::Status(code)),
             None => return Err(HandshakeError::Malformed),
         }
-        let find = |name: &str| resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+        let find = |name: &str| {
+            resp.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value)
+        };
         //= https://www.rfc-editor.org/rfc/rfc6455#section-4.1
         //# If the response lacks an |Upgrade| header field or the |Upgrade|
         //# header field contains a value that is not an ASCII case-
@@ -120,13 +131,25 @@ mod tests {
     #[test]
     fn client_and_server_agree() {
         let mut wire = Vec::new();
-        let request = ClientRequest { host: "127.0.0.1:9001", path: "/echo?x=1", protocols: &["a", "b"], ..ClientRequest::default() };
+        let request = ClientRequest {
+            host: "127.0.0.1:9001",
+            path: "/echo?x=1",
+            protocols: &["a", "b"],
+            ..ClientRequest::default()
+        };
         let hs = ClientHandshake::start(&request, [7; 16], &mut wire);
         let (req, n) = parse_request(&wire, Limits::default()).unwrap().unwrap();
         assert_eq!(n, wire.len());
         assert_eq!(req.path(), "/echo");
         let mut answer = Vec::new();
-        write_accept(&req, &Accept { protocol: Some("b"), ..Accept::default() }, &mut answer);
+        write_accept(
+            &req,
+            &Accept {
+                protocol: Some("b"),
+                ..Accept::default()
+            },
+            &mut answer,
+        );
         answer.extend_from_slice(b"\x81\x00");
         let (resp, used) = hs.parse_response(&answer).unwrap().unwrap();
         assert_eq!(resp.protocol, Some("b"));
@@ -139,9 +162,23 @@ mod tests {
     #[test]
     fn wrong_answers_fail() {
         let mut wire = Vec::new();
-        let hs = ClientHandshake::start(&ClientRequest { host: "h", path: "/", ..ClientRequest::default() }, [1; 16], &mut wire);
+        let hs = ClientHandshake::start(
+            &ClientRequest {
+                host: "h",
+                path: "/",
+                ..ClientRequest::default()
+            },
+            [1; 16],
+            &mut wire,
+        );
         let bad_key = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
-        assert_eq!(hs.parse_response(bad_key), Err(HandshakeError::BadResponse("wrong Sec-WebSocket-Accept")));
-        assert_eq!(hs.parse_response(b"HTTP/1.1 404 Not Found\r\n\r\n"), Err(HandshakeError::Status(404)));
+        assert_eq!(
+            hs.parse_response(bad_key),
+            Err(HandshakeError::BadResponse("wrong Sec-WebSocket-Accept"))
+        );
+        assert_eq!(
+            hs.parse_response(b"HTTP/1.1 404 Not Found\r\n\r\n"),
+            Err(HandshakeError::Status(404))
+        );
     }
 }

@@ -30,7 +30,9 @@ pub fn accept_key(key: &[u8]) -> [u8; 28] {
 
 /// Whether a comma-separated header value holds `token`, compared ASCII-case-insensitively.
 fn has_token(value: &[u8], token: &str) -> bool {
-    value.split(|&b| b == b',').any(|part| part.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    value
+        .split(|&b| b == b',')
+        .any(|part| part.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// The comma-separated items of a header value, trimmed, empty ones skipped.
@@ -67,13 +69,19 @@ mod tests {
     #[test]
     fn rfc_accept_key_example() {
         // Section 1.3.
-        assert_eq!(&accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            &accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
     fn tokens_are_case_insensitive_and_trimmed() {
         assert!(has_token(b"keep-alive, Upgrade", "upgrade"));
         assert!(!has_token(b"keep-alive, Upgraded", "upgrade"));
-        assert_eq!(tokens(b" chat ,, superchat").collect::<Vec<_>>(), ["chat", "superchat"]);
+        assert_eq!(
+            tokens(b" chat ,, superchat").collect::<Vec<_>>(),
+            ["chat", "superchat"]
+        );
     }
 }

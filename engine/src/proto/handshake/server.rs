@@ -13,7 +13,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: 8 * 1024 }
+        Limits {
+            max_header_bytes: 8 * 1024,
+        }
     }
 }
 
@@ -50,7 +52,10 @@ impl<'a> Request<'a> {
 
     /// The first header with this name (ASCII-case-insensitive).
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
     }
 
     /// All headers in order.
@@ -60,12 +65,14 @@ impl<'a> Request<'a> {
 
     /// The `Host` header.
     pub fn host(&self) -> Option<&'a str> {
-        self.header("host").and_then(|v| std::str::from_utf8(v).ok())
+        self.header("host")
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// The `Origin` header (browsers always send it).
     pub fn origin(&self) -> Option<&'a str> {
-        self.header("origin").and_then(|v| std::str::from_utf8(v).ok())
+        self.header("origin")
+            .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// Subprotocols the client offers, in its order of preference.
@@ -95,24 +102,33 @@ impl<'a> Request<'a> {
 /// `Ok(None)`: the head is incomplete and within the size cap; read more. `Ok(Some((req, n)))`:
 /// a valid upgrade request whose head took `n` bytes (anything after belongs to the WebSocket
 /// stream). `Err`: answer with [`write_reject`] and close.
-pub fn parse_request(buf: &[u8], limits: Limits) -> Result<Option<(Request<'_>, usize)>, HandshakeError> {
+pub fn parse_request(
+    buf: &[u8],
+    limits: Limits,
+) -> Result<Option<(Request<'_>, usize)>, HandshakeError> {
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut raw);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             if buf.len() > limits.max_header_bytes {
-                return Err(HandshakeError::HeadersTooLarge { max: limits.max_header_bytes });
+                return Err(HandshakeError::HeadersTooLarge {
+                    max: limits.max_header_bytes,
+                });
             }
             return Ok(None);
         }
         Err(httparse::Error::TooManyHeaders) => {
-            return Err(HandshakeError::HeadersTooLarge { max: limits.max_header_bytes });
+            return Err(HandshakeError::HeadersTooLarge {
+                max: limits.max_header_bytes,
+            });
         }
         Err(_) => return Err(HandshakeError::Malformed),
     };
     if head_len > limits.max_header_bytes {
-        return Err(HandshakeError::HeadersTooLarge { max: limits.max_header_bytes });
+        return Err(HandshakeError::HeadersTooLarge {
+            max: limits.max_header_bytes,
+        });
     }
     //= https://www.rfc-editor.org/rfc/rfc6455#section-4.2.1
     //# 1.   An HTTP/1.1 or higher GET request, including a "Request-URI"
@@ -123,9 +139,20 @@ pub fn parse_request(buf: &[u8], limits: Limits) -> Result<Option<(Request<'_>, 
         return Err(HandshakeError::HttpVersion);
     }
     let target = req.path.ok_or(HandshakeError::Malformed)?;
-    let headers: Vec<Header<'_>> =
-        req.headers.iter().map(|h| Header { name: h.name, value: h.value }).collect();
-    let find = |name: &str| headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+    let headers: Vec<Header<'_>> = req
+        .headers
+        .iter()
+        .map(|h| Header {
+            name: h.name,
+            value: h.value,
+        })
+        .collect();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
     //# 2.   A |Host| header field containing the server's authority.
     if find("host").is_none_or(|h| h.trim_ascii().is_empty()) {
         return Err(HandshakeError::MissingHost);
@@ -152,11 +179,20 @@ pub fn parse_request(buf: &[u8], limits: Limits) -> Result<Option<(Request<'_>, 
     //# 5.   A |Sec-WebSocket-Key| header field with a base64-encoded (see
     //#      Section 4 of [RFC4648]) value that, when decoded, is 16 bytes in
     //#      length.
-    let key = find("sec-websocket-key").map(<[u8]>::trim_ascii).ok_or(HandshakeError::InvalidKey)?;
+    let key = find("sec-websocket-key")
+        .map(<[u8]>::trim_ascii)
+        .ok_or(HandshakeError::InvalidKey)?;
     if !is_valid_key(key) {
         return Err(HandshakeError::InvalidKey);
     }
-    Ok(Some((Request { target, headers, key }, head_len)))
+    Ok(Some((
+        Request {
+            target,
+            headers,
+            key,
+        },
+        head_len,
+    )))
 }
 
 /// A 16-byte nonce in padded base64 is exactly 24 characters ending in "==".
@@ -164,7 +200,10 @@ fn is_valid_key(key: &[u8]) -> bool {
     use base64::Engine as _;
     let mut decoded = [0u8; 18];
     key.len() == 24
-        && matches!(base64::engine::general_purpose::STANDARD.decode_slice(key, &mut decoded), Ok(16))
+        && matches!(
+            base64::engine::general_purpose::STANDARD.decode_slice(key, &mut decoded),
+            Ok(16)
+        )
 }
 
 /// What the application agreed to when accepting a request.
@@ -255,7 +294,14 @@ mod tests {
         assert_eq!(req.origin(), Some("http://example.com"));
         assert_eq!(req.protocols().collect::<Vec<_>>(), ["chat", "superchat"]);
         let mut out = Vec::new();
-        write_accept(&req, &Accept { protocol: Some("chat"), ..Accept::default() }, &mut out);
+        write_accept(
+            &req,
+            &Accept {
+                protocol: Some("chat"),
+                ..Accept::default()
+            },
+            &mut out,
+        );
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
@@ -279,7 +325,11 @@ mod tests {
             ("Upgrade: websocket\r\n", "", 426),
             ("Connection: Upgrade\r\n", "Connection: keep-alive\r\n", 426),
             ("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8", 426),
-            ("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Key: short", 400),
+            (
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Key: short",
+                400,
+            ),
             ("GET /chat", "G\0T /chat", 400),
         ];
         for (from, to, status) in cases {
@@ -293,7 +343,10 @@ mod tests {
     #[test]
     fn oversized_heads_get_431() {
         let big = format!("GET / HTTP/1.1\r\nX-Pad: {}\r\n", "a".repeat(9000));
-        assert_eq!(parse(&big), Err(HandshakeError::HeadersTooLarge { max: 8192 }));
+        assert_eq!(
+            parse(&big),
+            Err(HandshakeError::HeadersTooLarge { max: 8192 })
+        );
         let many: String = (0..100).map(|i| format!("X-{i}: v\r\n")).collect();
         let req = GOOD.replacen("\r\n\r\n", &format!("\r\n{many}\r\n"), 1);
         assert_eq!(parse(&req).unwrap_err().status(), 431);
