@@ -69,6 +69,7 @@ fn serve(args: &[String]) -> ExitCode {
         }
     };
     let local = listener.local_addr().map_or(addr, |a| a);
+    preflight();
     println!("c10m: listening on ws://{local}/echo (reference echo server, thread per connection)");
     match EchoServer::default().run(listener) {
         Ok(()) => ExitCode::SUCCESS,
@@ -79,9 +80,59 @@ fn serve(args: &[String]) -> ExitCode {
     }
 }
 
-fn doctor(_args: &[String]) -> ExitCode {
-    eprintln!("c10m doctor: not wired yet");
-    ExitCode::FAILURE
+/// `c10m doctor`: the host's limits against a target, from the same table scripts/tune.sh uses.
+/// Exits 0 when every setting is ok, 1 when some are low, 2 on bad input or unreadable /proc.
+fn doctor(args: &[String]) -> ExitCode {
+    let target = match flag(args, "--connections") {
+        Ok(None) => 1_000_000,
+        Ok(Some(v)) => match v.replace(['_', ','], "").parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => return usage_error(&format!("--connections: not a number: {v}")),
+        },
+        Err(e) => return usage_error(&e),
+    };
+    if let Some(unknown) = args.iter().step_by(2).find(|a| *a != "--connections") {
+        return usage_error(&format!("unknown option {unknown}"));
+    }
+    let host = match c10m_sysctl::Host::read() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("c10m doctor: cannot read this host's limits: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let plan = match c10m_sysctl::plan(target, &host) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("c10m doctor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{plan}");
+    let ceiling = c10m_sysctl::process_ceiling(&host);
+    println!("\nthis process: {ceiling}");
+    if plan.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The start-up preflight of `c10m serve`: warns, never refuses.
+fn preflight() {
+    match c10m_sysctl::Host::read() {
+        Ok(host) => {
+            let ceiling = c10m_sysctl::process_ceiling(&host);
+            println!(
+                "c10m: fd limit {} (soft) / {} (hard)",
+                ceiling.soft, ceiling.hard
+            );
+            if !ceiling.holds(1_000_000) {
+                println!("c10m: warning: {ceiling}");
+            }
+        }
+        Err(e) => println!("c10m: warning: preflight could not read host limits: {e}"),
+    }
 }
 
 fn usage_error(msg: &str) -> ExitCode {

@@ -30,6 +30,9 @@ pub mod mask;
 mod message;
 pub mod utf8;
 
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
+
 pub use close::{CloseCode, CloseFrame};
 pub use config::Config;
 pub use conn::{Connection, Role, State};

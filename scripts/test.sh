@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every test of the project, as CI does:
+#   1. formatting and clippy (warnings are errors),
+#   2. cargo test: unit tests, in-memory client/server pairs, differential tests against
+#      tungstenite, fuzz-corpus replays, integration tests over loopback,
+#   3. the Autobahn|Testsuite conformance cases against `c10m serve`, diffed against the
+#      committed expected results (installs kosoku into .venv-ab on first use),
+#   4. scripts/tune.sh, for real inside a private network namespace.
+# Anything a step needs is installed by the step itself; a missing tool is a failure.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets -q -- -D warnings
+
+step "cargo test"
+cargo test --workspace -q 2>&1 | tee "${TMPDIR:-/tmp}/c10m-cargo-test.log"
+
+step "release build"
+cargo build --release --workspace --bins -q
+
+step "autobahn conformance"
+C10M_BIN="$root/target/release/c10m" scripts/autobahn.sh
+
+step "tune.sh in a network namespace"
+scripts/test-tune.sh
+
+step "all tests passed"
