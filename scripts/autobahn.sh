@@ -41,8 +41,8 @@ for _ in $(seq 1 100); do
 done
 [ -n "$addr" ] || { cat "$log"; echo "autobahn: server did not report its address"; exit 1; }
 
-echo "autobahn: running cases against ws://$addr/"
-"$venv/bin/kosoku" -m fuzzingclient -o "$out" -p 2 -x '12.*' -x '13.*' "$addr" >"$out/kosoku.log" 2>&1 || true
+echo "autobahn: running cases against ws://$addr/echo"
+"$venv/bin/kosoku" -m fuzzingclient -o "$out" -p 2 -x '12.*' -x '13.*' "ws://$addr/echo" >"$out/kosoku.log" 2>&1 || true
 kill $server 2>/dev/null || true
 wait $server 2>/dev/null || true
 trap - EXIT

@@ -1,0 +1,185 @@
+//! The application API: a handler runs on its shard's thread and reacts to connections through
+//! a [`Ctx`](super::Ctx).
+
+use std::any::Any;
+
+use bytes::{Bytes, BytesMut};
+
+use super::id::ConnId;
+use crate::proto::frame::server_header;
+use crate::proto::handshake::Request;
+use crate::proto::{CloseCode, Message, OpCode};
+
+/// The answer to an upgrade request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upgrade {
+    /// Open the WebSocket, optionally with one of the offered subprotocols.
+    Accept {
+        /// The chosen subprotocol.
+        protocol: Option<String>,
+    },
+    /// Refuse with this HTTP status (401, 403, 404, 429...).
+    Reject(u16),
+}
+
+/// Why a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Why {
+    /// The peer sent a close frame (the handshake completed).
+    PeerClosed,
+    /// We closed it and the peer answered, or the answer timed out.
+    LocalClosed,
+    /// The peer broke the protocol (1002, 1007, 1009 sent).
+    ProtocolError,
+    /// The peer was silent past the idle timeout.
+    IdleTimeout,
+    /// The opening handshake did not complete in time.
+    HandshakeTimeout,
+    /// The opening handshake was refused (an HTTP error was sent).
+    HandshakeFailed,
+    /// Output piled up past the write-queue limit.
+    SlowConsumer,
+    /// The TCP connection ended without a close handshake (reset, EOF).
+    Io,
+    /// The server is shutting down (1001 sent).
+    Shutdown,
+}
+
+impl Why {
+    /// Every reason, for metrics.
+    pub const ALL: [Why; 9] = [
+        Why::PeerClosed,
+        Why::LocalClosed,
+        Why::ProtocolError,
+        Why::IdleTimeout,
+        Why::HandshakeTimeout,
+        Why::HandshakeFailed,
+        Why::SlowConsumer,
+        Why::Io,
+        Why::Shutdown,
+    ];
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Why::PeerClosed => "peer_closed",
+            Why::LocalClosed => "local_closed",
+            Why::ProtocolError => "protocol_error",
+            Why::IdleTimeout => "idle_timeout",
+            Why::HandshakeTimeout => "handshake_timeout",
+            Why::HandshakeFailed => "handshake_failed",
+            Why::SlowConsumer => "slow_consumer",
+            Why::Io => "io",
+            Why::Shutdown => "shutdown",
+        }
+    }
+
+    /// Index into per-reason counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How a connection ended, as reported to [`App::on_close`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Closed {
+    /// Why.
+    pub why: Why,
+    /// The close code that ended it: the peer's for [`Why::PeerClosed`], ours otherwise
+    /// (1008 for a slow consumer, 1006 when the transport simply ended).
+    pub code: CloseCode,
+}
+
+/// A server frame encoded once and shared by reference: a broadcast costs one allocation and
+/// one encoding whatever the number of recipients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedFrame(Bytes);
+
+impl SharedFrame {
+    /// A text message frame.
+    pub fn text(text: &str) -> Self {
+        Self::encode(OpCode::Text, text.as_bytes())
+    }
+
+    /// A binary message frame.
+    pub fn binary(data: &[u8]) -> Self {
+        Self::encode(OpCode::Binary, data)
+    }
+
+    /// A frame for a message.
+    pub fn message(msg: &Message<'_>) -> Self {
+        let op = if msg.is_text() {
+            OpCode::Text
+        } else {
+            OpCode::Binary
+        };
+        Self::encode(op, msg.as_bytes())
+    }
+
+    /// A text frame made of several parts, concatenated once (`msg topic payload`).
+    pub fn text_parts(parts: &[&[u8]]) -> Self {
+        Self::encode_parts(OpCode::Text, parts)
+    }
+
+    fn encode(op: OpCode, payload: &[u8]) -> Self {
+        Self::encode_parts(op, &[payload])
+    }
+
+    fn encode_parts(op: OpCode, parts: &[&[u8]]) -> Self {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let header = server_header(op, true, len);
+        let mut buf = BytesMut::with_capacity(header.len() + len);
+        buf.extend_from_slice(&header);
+        for p in parts {
+            buf.extend_from_slice(p);
+        }
+        SharedFrame(buf.freeze())
+    }
+
+    /// The encoded bytes (header and payload).
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+}
+
+/// Why a send did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// No such connection: it closed, or the id is stale (its slot was reused).
+    Gone,
+    /// The connection is closing; no more data may be sent.
+    Closing,
+}
+
+/// A WebSocket application. One instance per shard, created by the factory given to the
+/// server; every callback runs on that shard's thread, so no locking is needed.
+pub trait App: 'static {
+    /// Decides whether to open the WebSocket. The request (path, query, headers, `Origin`) is
+    /// borrowed from the read buffer. Default: accept.
+    fn on_upgrade(&mut self, request: &Request<'_>) -> Upgrade {
+        let _ = request;
+        Upgrade::Accept { protocol: None }
+    }
+
+    /// The WebSocket is open.
+    fn on_open(&mut self, ctx: &mut super::Ctx<'_>, id: ConnId, request: &Request<'_>) {
+        let _ = (ctx, id, request);
+    }
+
+    /// A whole message arrived; its payload is borrowed (unmasked in place) unless it came in
+    /// fragments.
+    fn on_message(&mut self, ctx: &mut super::Ctx<'_>, id: ConnId, message: Message<'_>);
+
+    /// The connection is gone; its id is stale from now on.
+    fn on_close(&mut self, ctx: &mut super::Ctx<'_>, id: ConnId, closed: Closed) {
+        let _ = (ctx, id, closed);
+    }
+
+    /// Something another shard posted to this app with [`super::Ctx::post`].
+    fn on_post(&mut self, ctx: &mut super::Ctx<'_>, payload: Box<dyn Any + Send>) {
+        let _ = (ctx, payload);
+    }
+}
+
+/// Builds one app instance per shard (the argument is the shard index).
+pub type AppFactory = std::sync::Arc<dyn Fn(u16) -> Box<dyn App> + Send + Sync>;

@@ -1,0 +1,81 @@
+//! One connection's slot in the shard's slab: small and fixed. An idle, open connection owns
+//! no buffer at all; `rbuf` holds only a partial frame (or handshake head), `wq` exists only
+//! while output is backed up, and `topics` only once it subscribes.
+
+use mio::net::TcpStream;
+
+use super::app::Why;
+use super::topics::Membership;
+use super::writeq::WriteQueue;
+use crate::proto::{CloseCode, Connection};
+
+/// No timer entry filed.
+pub const NO_TIMER: u32 = u32::MAX;
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub enum Phase {
+    /// Waiting for the HTTP upgrade request until `deadline` (ms).
+    Handshake {
+        /// When to give up.
+        deadline: u64,
+    },
+    /// A WebSocket.
+    Open(Connection),
+}
+
+/// The slab entry.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket (registered edge-triggered for reads and writes).
+    pub sock: TcpStream,
+    /// Handshake or open.
+    pub phase: Phase,
+    /// A partial frame or request head carried between reads; empty (unallocated) otherwise.
+    pub rbuf: Vec<u8>,
+    /// Output the socket would not take yet.
+    pub wq: Option<Box<WriteQueue>>,
+    /// Topics this connection is subscribed to on this shard.
+    pub topics: Vec<Membership>,
+    /// Generation of this slot when the connection was accepted.
+    pub generation: u16,
+    /// Index of the application serving it.
+    pub app: u8,
+    /// Tick of its live timer entry, or [`NO_TIMER`].
+    pub timer_tick: u32,
+    /// Set when the connection must end once its output is flushed (or at once when `dead`).
+    pub ending: Option<(Why, CloseCode)>,
+    /// Queued for removal at the end of this loop iteration; nothing more is read or written.
+    pub dead: bool,
+}
+
+impl Conn {
+    /// A freshly accepted connection.
+    pub fn new(sock: TcpStream, generation: u16, deadline: u64) -> Self {
+        Conn {
+            sock,
+            phase: Phase::Handshake { deadline },
+            rbuf: Vec::new(),
+            wq: None,
+            topics: Vec::new(),
+            generation,
+            app: 0,
+            timer_tick: NO_TIMER,
+            ending: None,
+            dead: false,
+        }
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued(&self) -> usize {
+        self.wq.as_ref().map_or(0, |q| q.len())
+    }
+
+    /// The protocol state, once open.
+    pub fn proto(&mut self) -> Option<&mut Connection> {
+        match &mut self.phase {
+            Phase::Open(c) => Some(c),
+            Phase::Handshake { .. } => None,
+        }
+    }
+}

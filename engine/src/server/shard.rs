@@ -1,0 +1,567 @@
+//! One shard: a thread with its own listener (`SO_REUSEPORT`), its own edge-triggered epoll
+//! (mio), its connections in a slab, a timer wheel, and a mailbox for the other shards.
+//!
+//! The loop: poll; accept; read each ready socket into the one shared read buffer and run the
+//! protocol core on it in place; flush; run due timers; read mail; reap the dead.
+
+use std::io::{self, Read as _};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+
+use super::Routes;
+use super::app::{App, Closed, Upgrade, Why};
+use super::conn::{Conn, NO_TIMER, Phase};
+use super::core::{Core, Ctx, Mail, Out};
+use super::id::ConnId;
+use super::metrics::ShardStats;
+use super::timer::Entry;
+use crate::proto::handshake::{self, Accept, Limits};
+use crate::proto::{CloseCode, Connection, Error, Event, HandshakeError, Read, TimeoutKind};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+/// The token of the mailbox waker.
+pub const WAKER: Token = Token(usize::MAX - 2);
+
+/// Reads per connection per wake-up before others get a turn (edge-triggered: the rest is
+/// picked up on the next iteration without waiting for a new event).
+const READS_PER_TURN: usize = 16;
+
+/// How long accept pauses after EMFILE/ENFILE before trying again.
+const ACCEPT_BACKOFF_MS: u64 = 100;
+
+/// A shard, ready to run on its own thread.
+pub struct Shard {
+    pub(crate) poll: Poll,
+    pub(crate) listener: Option<TcpListener>,
+    pub(crate) core: Core,
+    pub(crate) apps: Vec<Box<dyn App>>,
+    pub(crate) routes: Arc<Routes>,
+    pub(crate) buf: Vec<u8>,
+    pub(crate) mail: Receiver<Mail>,
+    pub(crate) clock: Instant,
+    /// Connections with input left over after their turn.
+    pub(crate) again: Vec<usize>,
+    pub(crate) accept_paused_until: Option<u64>,
+    pub(crate) draining_until: Option<u64>,
+}
+
+impl Shard {
+    fn now(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    /// Runs until shut down and drained.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut expired = Vec::new();
+        let mut ready = Vec::new();
+        loop {
+            let timeout = self.poll_timeout();
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            self.core.now = self.now();
+            ready.clear();
+            ready.append(&mut self.again);
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => self.read_mail(),
+                    Token(slot) => {
+                        if event.is_writable() {
+                            self.core.io.drain(slot);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            ready.push(slot);
+                        }
+                    }
+                }
+            }
+            for &slot in &ready {
+                self.on_readable(slot);
+            }
+            if self.accept_paused_until.is_some_and(|t| self.core.now >= t) {
+                self.accept_paused_until = None;
+                self.accept();
+            }
+            self.core.timers.advance(self.core.now, &mut expired);
+            for entry in expired.drain(..) {
+                self.on_timer(entry);
+            }
+            self.reap();
+            if let Some(deadline) = self.draining_until {
+                if self.core.io.conns.is_empty() {
+                    return Ok(());
+                }
+                if self.core.now >= deadline {
+                    let slots: Vec<usize> = self.core.io.conns.iter().map(|(s, _)| s).collect();
+                    for slot in slots {
+                        self.core
+                            .io
+                            .kill(slot, Why::Shutdown, CloseCode::GOING_AWAY);
+                    }
+                    self.reap();
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.again.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let now = self.now();
+        let mut wait = self.core.timers.next_wake(now);
+        for t in [self.accept_paused_until, self.draining_until]
+            .into_iter()
+            .flatten()
+        {
+            let d = t.saturating_sub(now);
+            wait = Some(wait.map_or(d, |w| w.min(d)));
+        }
+        wait.map(Duration::from_millis)
+    }
+
+    fn accept(&mut self) {
+        if self.accept_paused_until.is_some() || self.draining_until.is_some() {
+            return;
+        }
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let stats = Arc::clone(&self.core.io.stats);
+        loop {
+            let (sock, _) = match listener.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.kind() == io::ErrorKind::ConnectionAborted =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the backlog keeps the connection; pause
+                    // instead of spinning on an accept that cannot succeed.
+                    ShardStats::add(&stats.accept_errors, 1);
+                    if stats.accept_errors.load(Ordering::Relaxed) == 1 {
+                        eprintln!(
+                            "c10m: shard {}: accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF_MS} ms at a time",
+                            self.core.shard
+                        );
+                    }
+                    self.accept_paused_until = Some(self.core.now + ACCEPT_BACKOFF_MS);
+                    return;
+                }
+            };
+            if self.core.io.conns.len() >= self.core.config.max_connections_per_shard {
+                drop(sock);
+                continue;
+            }
+            let _ = sock.set_nodelay(true);
+            let entry = self.core.io.conns.vacant_entry();
+            let slot = entry.key();
+            if slot >= self.core.io.generations.len() {
+                self.core.io.generations.resize(slot + 1, 0);
+            }
+            let generation = self.core.io.generations[slot].wrapping_add(1);
+            self.core.io.generations[slot] = generation;
+            let deadline = self.core.now + self.core.config.handshake_timeout_ms;
+            let conn = entry.insert(Conn::new(sock, generation, deadline));
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if self
+                .poll
+                .registry()
+                .register(&mut conn.sock, Token(slot), interest)
+                .is_err()
+            {
+                self.core.io.conns.remove(slot);
+                continue;
+            }
+            ShardStats::add(&stats.accepted, 1);
+            ShardStats::add(&stats.connections, 1);
+            self.core.arm(slot);
+        }
+    }
+
+    /// Reads everything the socket has (up to a turn's worth) and processes it.
+    fn on_readable(&mut self, slot: usize) {
+        for _ in 0..READS_PER_TURN {
+            let Some(conn) = self.core.io.conns.get_mut(slot) else {
+                return;
+            };
+            if conn.dead {
+                return;
+            }
+            let n = match conn.sock.read(&mut self.buf) {
+                Ok(0) => {
+                    let code = CloseCode(1006);
+                    self.core.io.kill(slot, Why::Io, code);
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.core.io.kill(slot, Why::Io, CloseCode(1006));
+                    return;
+                }
+            };
+            ShardStats::add(&self.core.io.stats.bytes_in, n as u64);
+            self.process(slot, n);
+            self.core.io.flush_cork();
+            if let Some(conn) = self.core.io.conns.get(slot) {
+                if let (Some((why, code)), false) = (conn.ending, conn.dead) {
+                    self.core.io.finish(slot, why, code);
+                }
+            }
+        }
+        // Turn used up with input possibly pending: continue next iteration.
+        self.again.push(slot);
+    }
+
+    /// Runs the protocol on `n` fresh bytes in the shared buffer (after any carried partial
+    /// frame) and stores what remains incomplete.
+    fn process(&mut self, slot: usize, n: usize) {
+        let Shard {
+            core,
+            apps,
+            routes,
+            buf,
+            ..
+        } = self;
+        let Some(conn) = core.io.conns.get_mut(slot) else {
+            return;
+        };
+        core.io.corked = Some(slot);
+        let mut carried = std::mem::take(&mut conn.rbuf);
+        let input: &mut [u8] = if carried.is_empty() {
+            &mut buf[..n]
+        } else {
+            carried.extend_from_slice(&buf[..n]);
+            &mut carried[..]
+        };
+        let mut at = 0;
+        let mut want = 0;
+        loop {
+            let Some(conn) = core.io.conns.get_mut(slot) else {
+                return;
+            };
+            if conn.dead || conn.ending.is_some() {
+                at = input.len();
+                break;
+            }
+            let id = ConnId::new(core.shard, slot as u32, conn.generation);
+            let app = usize::from(conn.app);
+            let now = core.now;
+            let proto = match &mut conn.phase {
+                Phase::Open(p) => p,
+                Phase::Handshake { .. } => {
+                    match handshake(core, apps, routes, slot, &input[at..]) {
+                        Handshake::Open(used) => {
+                            at += used;
+                            continue;
+                        }
+                        Handshake::Wait => break,
+                        Handshake::Refused => {
+                            at = input.len();
+                            break;
+                        }
+                    }
+                }
+            };
+            match proto.recv(&mut input[at..], &mut core.io.cork, now) {
+                Ok(Read::Incomplete { frame_len }) => {
+                    want = frame_len.unwrap_or(0);
+                    break;
+                }
+                Ok(Read::Frame { consumed, event }) => {
+                    at += consumed;
+                    match event {
+                        Some(Event::Message(message)) => {
+                            ShardStats::add(&core.io.stats.messages_in, 1);
+                            core.current_app = app as u8;
+                            apps[app].on_message(&mut Ctx { core }, id, message);
+                        }
+                        Some(Event::Close(frame)) => {
+                            let code = frame.map_or(CloseCode(1005), |f| f.code);
+                            let why = if matches!(core.io.conns[slot].ending, None) {
+                                Why::PeerClosed
+                            } else {
+                                Why::LocalClosed
+                            };
+                            // The close reply is in the cork; the server closes TCP first once it
+                            // is written (section 7.1.1).
+                            core.io.conns[slot].ending = Some((why, code));
+                        }
+                        _ => {}
+                    }
+                }
+                Err(e) => {
+                    let code = e.close_code().unwrap_or(CloseCode(1006));
+                    let why = if matches!(e, Error::Closed) {
+                        Why::LocalClosed
+                    } else {
+                        Why::ProtocolError
+                    };
+                    core.io.conns[slot].ending = Some((why, code));
+                    at = input.len();
+                    break;
+                }
+            }
+        }
+        // Keep only the unfinished tail; an idle connection holds no buffer.
+        let Some(conn) = core.io.conns.get_mut(slot) else {
+            return;
+        };
+        if at >= input.len() {
+            conn.rbuf = Vec::new();
+            return;
+        }
+        let tail_len = input.len() - at;
+        if carried.is_empty() {
+            let mut tail = Vec::with_capacity(want.max(tail_len));
+            tail.extend_from_slice(&buf[at..n]);
+            conn.rbuf = tail;
+        } else {
+            carried.drain(..at);
+            if want > carried.capacity() {
+                carried.reserve_exact(want - carried.len());
+            }
+            conn.rbuf = carried;
+        }
+    }
+
+    fn on_timer(&mut self, entry: Entry) {
+        let slot = entry.slot as usize;
+        let now = self.core.now;
+        let Some(conn) = self.core.io.conns.get_mut(slot) else {
+            return;
+        };
+        if conn.dead || conn.timer_tick != entry.tick {
+            return;
+        }
+        conn.timer_tick = NO_TIMER;
+        match &mut conn.phase {
+            Phase::Handshake { deadline } => {
+                if now >= *deadline {
+                    ShardStats::add(&self.core.io.stats.handshake_failures, 1);
+                    self.core
+                        .io
+                        .kill(slot, Why::HandshakeTimeout, CloseCode(1006));
+                    return;
+                }
+            }
+            Phase::Open(proto) => {
+                let mut out = std::mem::take(&mut self.core.scratch);
+                out.clear();
+                let result = proto.handle_timeout(now, &mut out);
+                self.core.io.output(slot, Out::Slices(&[&out]));
+                self.core.scratch = out;
+                match result {
+                    Ok(()) => {}
+                    Err(Error::Timeout(TimeoutKind::Idle)) => {
+                        self.core
+                            .io
+                            .finish(slot, Why::IdleTimeout, CloseCode::GOING_AWAY);
+                        return;
+                    }
+                    Err(_) => {
+                        let why = if self.draining_until.is_some() {
+                            Why::Shutdown
+                        } else {
+                            Why::LocalClosed
+                        };
+                        self.core.io.kill(slot, why, CloseCode(1006));
+                        return;
+                    }
+                }
+            }
+        }
+        // A connection that is only flushing its last bytes still needs its deadline.
+        self.core.arm(slot);
+        if let Some(conn) = self.core.io.conns.get(slot) {
+            if conn.ending.is_some() && conn.timer_tick == NO_TIMER && !conn.dead {
+                let t = now + self.core.config.close_timeout_ms;
+                let tick = self.core.timers.schedule(entry.slot, t);
+                self.core.io.conns[slot].timer_tick = tick;
+            }
+        }
+    }
+
+    fn read_mail(&mut self) {
+        let me = usize::from(self.core.shard);
+        self.core.peers[me].pending.store(false, Ordering::Release);
+        while let Ok(mail) = self.mail.try_recv() {
+            match mail {
+                Mail::Publish { topic, frame } => {
+                    self.core.publish_local(&topic, &frame);
+                }
+                Mail::Send { id, frame } => {
+                    let _ = self.core.send_frame_local(id, &frame);
+                }
+                Mail::Close { id, code, reason } => {
+                    let _ = self.core.close_local(id, code, &reason);
+                }
+                Mail::Post { app, payload } => {
+                    if let Some(a) = self.apps.get_mut(usize::from(app)) {
+                        self.core.current_app = app;
+                        a.on_post(
+                            &mut Ctx {
+                                core: &mut self.core,
+                            },
+                            payload,
+                        );
+                    }
+                }
+                Mail::Shutdown => self.shutdown(),
+            }
+        }
+    }
+
+    /// Stops accepting and starts the close handshake with 1001 on every connection.
+    fn shutdown(&mut self) {
+        if self.draining_until.is_some() {
+            return;
+        }
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.draining_until = Some(self.core.now + self.core.config.drain_timeout_ms);
+        let slots: Vec<(usize, u16, bool)> = self
+            .core
+            .io
+            .conns
+            .iter()
+            .map(|(s, c)| (s, c.generation, matches!(c.phase, Phase::Open(_))))
+            .collect();
+        for (slot, generation, open) in slots {
+            if open {
+                let id = ConnId::new(self.core.shard, slot as u32, generation);
+                let _ = self
+                    .core
+                    .close_local(id, CloseCode::GOING_AWAY, "server shutdown");
+                if let Some(c) = self.core.io.conns.get_mut(slot) {
+                    c.ending
+                        .get_or_insert((Why::Shutdown, CloseCode::GOING_AWAY));
+                }
+            } else {
+                self.core
+                    .io
+                    .kill(slot, Why::Shutdown, CloseCode::GOING_AWAY);
+            }
+        }
+    }
+
+    /// Removes dead connections: the application hears `on_close`, topics forget them, the
+    /// socket closes.
+    fn reap(&mut self) {
+        while let Some(slot) = self.core.io.dead.pop() {
+            let Some(conn) = self.core.io.conns.get(slot) else {
+                continue;
+            };
+            let (why, code) = conn.ending.unwrap_or((Why::Io, CloseCode(1006)));
+            let was_open = matches!(conn.phase, Phase::Open(_));
+            let id = ConnId::new(self.core.shard, slot as u32, conn.generation);
+            let app = usize::from(conn.app);
+            if was_open {
+                self.core.current_app = app as u8;
+                self.apps[app].on_close(
+                    &mut Ctx {
+                        core: &mut self.core,
+                    },
+                    id,
+                    Closed { why, code },
+                );
+            }
+            self.core.unsubscribe_all(slot);
+            let mut conn = self.core.io.conns.remove(slot);
+            let _ = self.poll.registry().deregister(&mut conn.sock);
+            let stats = &self.core.io.stats;
+            ShardStats::sub(&stats.write_queue_bytes, conn.queued() as u64);
+            ShardStats::sub(&stats.connections, 1);
+            ShardStats::add(&stats.closed[why.index()], 1);
+        }
+    }
+}
+
+/// Outcome of feeding bytes to a connection still in its opening handshake.
+enum Handshake {
+    /// The WebSocket is open; the request head took this many bytes.
+    Open(usize),
+    /// The head is incomplete: keep the bytes and read more.
+    Wait,
+    /// An HTTP error answer is in the cork; the connection ends once it is written.
+    Refused,
+}
+
+/// Handles the opening handshake on `input`: routes by path, checks the origin, asks the
+/// application, and answers 101 or an HTTP error.
+fn handshake(
+    core: &mut Core,
+    apps: &mut [Box<dyn App>],
+    routes: &Routes,
+    slot: usize,
+    input: &[u8],
+) -> Handshake {
+    let limits = Limits {
+        max_header_bytes: core.config.max_header_bytes,
+    };
+    let refuse = |core: &mut Core, e: HandshakeError| {
+        handshake::write_reject(&e, &mut core.io.cork);
+        ShardStats::add(&core.io.stats.handshake_failures, 1);
+        if let Some(c) = core.io.conns.get_mut(slot) {
+            c.ending = Some((Why::HandshakeFailed, CloseCode(1006)));
+        }
+        Handshake::Refused
+    };
+    let (request, used) = match handshake::parse_request(input, limits) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return Handshake::Wait,
+        Err(e) => return refuse(core, e),
+    };
+    let Some(app) = routes.find(request.path()) else {
+        return refuse(core, HandshakeError::Rejected(404));
+    };
+    let origins = &core.config.allowed_origins;
+    if !origins.is_empty()
+        && request
+            .origin()
+            .is_some_and(|o| !origins.iter().any(|a| a == o))
+    {
+        return refuse(core, HandshakeError::OriginRejected);
+    }
+    let protocol = match apps[app].on_upgrade(&request) {
+        Upgrade::Accept { protocol } => protocol,
+        Upgrade::Reject(status) => return refuse(core, HandshakeError::Rejected(status)),
+    };
+    handshake::write_accept(
+        &request,
+        &Accept {
+            protocol: protocol.as_deref(),
+            ..Accept::default()
+        },
+        &mut core.io.cork,
+    );
+    let now = core.now;
+    let Some(conn) = core.io.conns.get_mut(slot) else {
+        return Handshake::Refused;
+    };
+    conn.phase = Phase::Open(Connection::server(core.proto.clone(), now));
+    conn.app = app as u8;
+    conn.timer_tick = NO_TIMER;
+    let id = ConnId::new(core.shard, slot as u32, conn.generation);
+    ShardStats::add(&core.io.stats.opened, 1);
+    core.arm(slot);
+    core.current_app = app as u8;
+    apps[app].on_open(&mut Ctx { core }, id, &request);
+    Handshake::Open(used)
+}

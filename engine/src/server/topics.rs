@@ -1,0 +1,211 @@
+//! Per-shard topic tables. Each shard knows only its own subscribers; a publish reaches other
+//! shards as one mailbox message per shard, never one per subscriber.
+//!
+//! Removal is O(1): a connection remembers, for each of its topics, its index in that topic's
+//! subscriber list; `swap_remove` moves one other subscriber, whose index the caller fixes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use slab::Slab;
+
+/// A subscriber: slab slot and generation of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sub {
+    /// Slab slot.
+    pub slot: u32,
+    /// Generation of the connection in that slot.
+    pub generation: u16,
+}
+
+/// One entry of a connection's membership list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Membership {
+    /// The topic.
+    pub topic: u32,
+    /// This connection's index in the topic's subscriber list.
+    pub index: u32,
+}
+
+#[derive(Debug)]
+struct Topic {
+    name: Arc<str>,
+    subs: Vec<Sub>,
+}
+
+/// The shard's topics.
+#[derive(Debug, Default)]
+pub struct Topics {
+    by_name: HashMap<Arc<str>, u32>,
+    topics: Slab<Topic>,
+}
+
+/// A subscriber whose index changed because another left; update its membership entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Moved {
+    /// Its slot.
+    pub slot: u32,
+    /// The topic.
+    pub topic: u32,
+    /// Its new index.
+    pub index: u32,
+}
+
+impl Topics {
+    /// Subscribes `sub` to `name`; false when it already was.
+    pub fn subscribe(&mut self, name: &str, sub: Sub, membership: &mut Vec<Membership>) -> bool {
+        let id = match self.by_name.get(name) {
+            Some(&id) => id,
+            None => {
+                let name: Arc<str> = Arc::from(name);
+                let id = self.topics.insert(Topic {
+                    name: name.clone(),
+                    subs: Vec::new(),
+                }) as u32;
+                self.by_name.insert(name, id);
+                id
+            }
+        };
+        if membership.iter().any(|m| m.topic == id) {
+            return false;
+        }
+        let subs = &mut self.topics[id as usize].subs;
+        membership.push(Membership {
+            topic: id,
+            index: subs.len() as u32,
+        });
+        subs.push(sub);
+        true
+    }
+
+    /// Unsubscribes the owner of `membership` from `name`. Returns `None` when it was not
+    /// subscribed, else the subscriber that moved (if any).
+    pub fn unsubscribe(
+        &mut self,
+        name: &str,
+        membership: &mut Vec<Membership>,
+    ) -> Option<Option<Moved>> {
+        let &id = self.by_name.get(name)?;
+        let pos = membership.iter().position(|m| m.topic == id)?;
+        let m = membership.swap_remove(pos);
+        Some(self.remove_at(m))
+    }
+
+    /// Removes every subscription in `membership` (on close). Calls `moved` for each subscriber
+    /// whose index changed.
+    pub fn remove_all(&mut self, membership: &mut Vec<Membership>, mut moved: impl FnMut(Moved)) {
+        for m in membership.drain(..) {
+            if let Some(mv) = self.remove_at(m) {
+                moved(mv);
+            }
+        }
+    }
+
+    fn remove_at(&mut self, m: Membership) -> Option<Moved> {
+        let topic = self.topics.get_mut(m.topic as usize)?;
+        let index = m.index as usize;
+        if index >= topic.subs.len() {
+            return None;
+        }
+        topic.subs.swap_remove(index);
+        let moved = topic.subs.get(index).map(|s| Moved {
+            slot: s.slot,
+            topic: m.topic,
+            index: m.index,
+        });
+        if topic.subs.is_empty() {
+            let topic = self.topics.remove(m.topic as usize);
+            self.by_name.remove(&topic.name);
+        }
+        moved
+    }
+
+    /// This shard's subscribers of `name`.
+    pub fn subscribers(&self, name: &str) -> &[Sub] {
+        match self.by_name.get(name) {
+            Some(&id) => &self.topics[id as usize].subs,
+            None => &[],
+        }
+    }
+
+    /// Topics with at least one subscriber on this shard.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// Whether there are none.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty()
+    }
+}
+
+/// Applies a [`Moved`] to the moved subscriber's membership list.
+pub fn fix_membership(membership: &mut [Membership], moved: Moved) {
+    if let Some(m) = membership.iter_mut().find(|m| m.topic == moved.topic) {
+        m.index = moved.index;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribe_unsubscribe_and_index_fixups() {
+        let mut t = Topics::default();
+        let mut members: Vec<Vec<Membership>> = vec![Vec::new(); 4];
+        for slot in 0..4u32 {
+            assert!(t.subscribe(
+                "news",
+                Sub {
+                    slot,
+                    generation: 1
+                },
+                &mut members[slot as usize]
+            ));
+        }
+        assert!(!t.subscribe(
+            "news",
+            Sub {
+                slot: 0,
+                generation: 1
+            },
+            &mut members[0]
+        ));
+        assert_eq!(t.subscribers("news").len(), 4);
+        // Slot 0 leaves; slot 3 moves into index 0.
+        let moved = t.unsubscribe("news", &mut members[0]).unwrap().unwrap();
+        assert_eq!(
+            moved,
+            Moved {
+                slot: 3,
+                topic: moved.topic,
+                index: 0
+            }
+        );
+        fix_membership(&mut members[3], moved);
+        // Slot 3 leaves through its fixed index: the right entry goes.
+        let mut m3 = std::mem::take(&mut members[3]);
+        t.remove_all(&mut m3, |mv| {
+            fix_membership(&mut members[mv.slot as usize], mv)
+        });
+        let slots: Vec<u32> = t.subscribers("news").iter().map(|s| s.slot).collect();
+        assert_eq!(slots.len(), 2);
+        assert!(slots.contains(&1) && slots.contains(&2));
+        assert_eq!(
+            t.unsubscribe("news", &mut members[0]),
+            None,
+            "not subscribed"
+        );
+        for slot in [1usize, 2] {
+            let mut m = std::mem::take(&mut members[slot]);
+            t.remove_all(&mut m, |mv| {
+                fix_membership(&mut members[mv.slot as usize], mv)
+            });
+        }
+        assert!(t.is_empty(), "an empty topic is dropped");
+        assert!(t.subscribers("news").is_empty());
+    }
+}
