@@ -21,7 +21,7 @@ use super::id::ConnId;
 use super::metrics::ShardStats;
 use super::timer::Entry;
 use crate::proto::handshake::{self, Accept, Limits};
-use crate::proto::{CloseCode, Connection, Error, Event, HandshakeError, Read, TimeoutKind};
+use crate::proto::{CloseCode, Connection, Error, Event, HandshakeError, Read, State, TimeoutKind};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 /// The token of the mailbox waker.
@@ -278,6 +278,7 @@ impl Shard {
                     }
                 }
             };
+            let we_closed = matches!(proto.state(), State::CloseSent { .. });
             match proto.recv(&mut input[at..], &mut core.io.cork, now) {
                 Ok(Read::Incomplete { frame_len }) => {
                     want = frame_len.unwrap_or(0);
@@ -293,10 +294,10 @@ impl Shard {
                         }
                         Some(Event::Close(frame)) => {
                             let code = frame.map_or(CloseCode(1005), |f| f.code);
-                            let why = if matches!(core.io.conns[slot].ending, None) {
-                                Why::PeerClosed
-                            } else {
+                            let why = if we_closed {
                                 Why::LocalClosed
+                            } else {
+                                Why::PeerClosed
                             };
                             // The close reply is in the cork; the server closes TCP first once it
                             // is written (section 7.1.1).
@@ -468,7 +469,10 @@ impl Shard {
             let Some(conn) = self.core.io.conns.get(slot) else {
                 continue;
             };
-            let (why, code) = conn.ending.unwrap_or((Why::Io, CloseCode(1006)));
+            let (mut why, code) = conn.ending.unwrap_or((Why::Io, CloseCode(1006)));
+            if self.draining_until.is_some() && why == Why::LocalClosed {
+                why = Why::Shutdown;
+            }
             let was_open = matches!(conn.phase, Phase::Open(_));
             let id = ConnId::new(self.core.shard, slot as u32, conn.generation);
             let app = usize::from(conn.app);

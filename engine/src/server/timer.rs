@@ -53,12 +53,6 @@ impl TimerWheel {
         tick
     }
 
-    /// Entries filed (stale ones included).
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     /// Whether nothing is filed.
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {

@@ -128,12 +128,6 @@ impl Topics {
         }
     }
 
-    /// Topics with at least one subscriber on this shard.
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.topics.len()
-    }
-
     /// Whether there are none.
     #[cfg(test)]
     pub fn is_empty(&self) -> bool {
