@@ -208,7 +208,7 @@ impl fmt::Display for Error {
             Error::Capacity(CapacityError::MessageTooLong { size, max }) => {
                 write!(f, "message of {size} bytes exceeds the limit of {max}")
             }
-            Error::Handshake(e) => write!(f, "handshake failed ({}): {e:?}", e.status()),
+            Error::Handshake(e) => e.fmt(f),
             Error::Timeout(TimeoutKind::Idle) => f.write_str("peer idle past the timeout"),
             Error::Timeout(TimeoutKind::CloseHandshake) => {
                 f.write_str("peer did not answer the close frame in time")
@@ -220,6 +220,14 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "handshake failed with HTTP {}: {self:?}", self.status())
+    }
+}
+
+impl std::error::Error for HandshakeError {}
 
 #[cfg(test)]
 mod tests {
