@@ -22,20 +22,38 @@ fn connect_from(i: usize, addr: SocketAddr) -> TcpStream {
     socket.bind(&source.into()).unwrap();
     socket.connect(&addr.into()).unwrap();
     let stream: TcpStream = socket.into();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     stream
 }
 
 #[test]
 fn one_process_serves_15000_connections() {
     let mut server = Command::new(env!("CARGO_BIN_EXE_c10m"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "2", "--drain-timeout-ms", "3000"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+            "--drain-timeout-ms",
+            "3000",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    let addr: SocketAddr = first.split("ws://").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+    let addr: SocketAddr = first
+        .split("ws://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     std::thread::spawn(move || for _ in lines {});
 
     let config = std::sync::Arc::new(Config::default());
@@ -45,7 +63,11 @@ fn one_process_serves_15000_connections() {
     for i in 0..CONNECTIONS {
         let mut stream = connect_from(i, addr);
         out.clear();
-        let request = ClientRequest { host: "127.0.0.1", path: "/echo", ..ClientRequest::default() };
+        let request = ClientRequest {
+            host: "127.0.0.1",
+            path: "/echo",
+            ..ClientRequest::default()
+        };
         let hs = ClientHandshake::start(&request, (i as u128).to_le_bytes(), &mut out);
         stream.write_all(&out).unwrap();
         clients.push((stream, hs));
@@ -79,7 +101,11 @@ fn one_process_serves_15000_connections() {
             let n = stream.read(&mut chunk).unwrap();
             assert!(n > 0, "connection {i} closed before its echo");
             buf.extend_from_slice(&chunk[..n]);
-            if let Step::Frame { event: Some(Event::Message(Message::Text(t))), .. } = conn.recv(&mut buf, &mut Vec::new(), 0).unwrap() {
+            if let Step::Frame {
+                event: Some(Event::Message(Message::Text(t))),
+                ..
+            } = conn.recv(&mut buf, &mut Vec::new(), 0).unwrap()
+            {
                 break t.into_owned();
             }
         };
@@ -89,7 +115,13 @@ fn one_process_serves_15000_connections() {
     assert_eq!(served, CONNECTIONS);
 
     drop(conns);
-    Command::new("kill").args(["-TERM", &server.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
     let status = server.wait().unwrap();
-    assert!(status.success(), "c10m serve exited with {status} after SIGTERM");
+    assert!(
+        status.success(),
+        "c10m serve exited with {status} after SIGTERM"
+    );
 }

@@ -22,17 +22,25 @@ use tungstenite::{Bytes, Message};
 type Ws = tungstenite::WebSocket<TcpStream>;
 
 fn test_config() -> ServerConfig {
-    ServerConfig { listen: "127.0.0.1:0".parse().unwrap(), shards: 2, ..ServerConfig::default() }
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shards: 2,
+        ..ServerConfig::default()
+    }
 }
 
 fn start(config: ServerConfig) -> ServerHandle {
-    let routes = Routes::new().route("/echo", |_| Box::new(apps::Echo)).route("/pubsub", |_| Box::new(apps::PubSub));
+    let routes = Routes::new()
+        .route("/echo", |_| Box::new(apps::Echo))
+        .route("/pubsub", |_| Box::new(apps::PubSub));
     server::start(config, routes).unwrap()
 }
 
 fn connect(addr: SocketAddr, path: &str) -> Ws {
     let stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let (ws, response) = tungstenite::client(format!("ws://{addr}{path}"), stream).unwrap();
     assert_eq!(response.status(), 101);
     ws
@@ -73,7 +81,11 @@ fn close_code(s: &mut TcpStream) -> Option<u16> {
             }
             if h.opcode == OpCode::Close {
                 let body = &buf[n..end];
-                return Some(if body.len() >= 2 { u16::from_be_bytes([body[0], body[1]]) } else { 1005 });
+                return Some(if body.len() >= 2 {
+                    u16::from_be_bytes([body[0], body[1]])
+                } else {
+                    1005
+                });
             }
             buf.drain(..end);
         }
@@ -113,9 +125,19 @@ fn echoes_text_and_binary() {
 fn reassembles_fragments_with_pings_between() {
     let server = start(test_config());
     let mut ws = connect(server.local_addr(), "/echo");
-    ws.write(Message::Frame(Frame::message(Bytes::from_static(b"frag"), TOpCode::Data(Data::Text), false))).unwrap();
+    ws.write(Message::Frame(Frame::message(
+        Bytes::from_static(b"frag"),
+        TOpCode::Data(Data::Text),
+        false,
+    )))
+    .unwrap();
     ws.write(Message::Ping(Bytes::from_static(b"p"))).unwrap();
-    ws.write(Message::Frame(Frame::message(Bytes::from_static(b"mented"), TOpCode::Data(Data::Continue), true))).unwrap();
+    ws.write(Message::Frame(Frame::message(
+        Bytes::from_static(b"mented"),
+        TOpCode::Data(Data::Continue),
+        true,
+    )))
+    .unwrap();
     ws.flush().unwrap();
     assert_eq!(ws.read().unwrap(), Message::Pong(Bytes::from_static(b"p")));
     assert_eq!(ws.read().unwrap(), Message::text("fragmented"));
@@ -125,7 +147,11 @@ fn reassembles_fragments_with_pings_between() {
 fn close_handshake_echoes_the_code() {
     let server = start(test_config());
     let mut ws = connect(server.local_addr(), "/echo");
-    ws.close(Some(tungstenite::protocol::CloseFrame { code: 4001.into(), reason: "bye".into() })).unwrap();
+    ws.close(Some(tungstenite::protocol::CloseFrame {
+        code: 4001.into(),
+        reason: "bye".into(),
+    }))
+    .unwrap();
     loop {
         match ws.read() {
             Ok(Message::Close(Some(f))) => {
@@ -143,23 +169,50 @@ fn protocol_errors_close_with_their_codes() {
     let server = start(test_config());
     let addr = server.local_addr();
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
-        ("reserved bits", frame(OpCode::Text).rsv(0b010).payload("x").bytes(), 1002),
+        (
+            "reserved bits",
+            frame(OpCode::Text).rsv(0b010).payload("x").bytes(),
+            1002,
+        ),
         ("unknown opcode", support::raw_frame(5).bytes(), 1002),
-        ("unmasked frame", frame(OpCode::Text).unmasked().payload("x").bytes(), 1002),
-        ("invalid utf-8", frame(OpCode::Text).payload(b"\xff\xfe").bytes(), 1007),
-        ("invalid close code", frame(OpCode::Close).close(1004, b"").bytes(), 1002),
-        ("long ping", frame(OpCode::Ping).payload([1u8; 126]).bytes(), 1002),
+        (
+            "unmasked frame",
+            frame(OpCode::Text).unmasked().payload("x").bytes(),
+            1002,
+        ),
+        (
+            "invalid utf-8",
+            frame(OpCode::Text).payload(b"\xff\xfe").bytes(),
+            1007,
+        ),
+        (
+            "invalid close code",
+            frame(OpCode::Close).close(1004, b"").bytes(),
+            1002,
+        ),
+        (
+            "long ping",
+            frame(OpCode::Ping).payload([1u8; 126]).bytes(),
+            1002,
+        ),
     ];
     for (name, bytes, expected) in cases {
         let mut s = raw(addr, "/echo");
         s.write_all(&bytes).unwrap();
         assert_eq!(close_code(&mut s), Some(expected), "{name}");
-        assert!(wait_eof(&mut s), "{name}: server keeps the TCP connection open");
+        assert!(
+            wait_eof(&mut s),
+            "{name}: server keeps the TCP connection open"
+        );
     }
     // Over the size limit.
-    let small = start(ServerConfig { max_message_size: 1000, ..test_config() });
+    let small = start(ServerConfig {
+        max_message_size: 1000,
+        ..test_config()
+    });
     let mut s = raw(small.local_addr(), "/echo");
-    s.write_all(&frame(OpCode::Binary).payload(vec![0u8; 1001]).bytes()).unwrap();
+    s.write_all(&frame(OpCode::Binary).payload(vec![0u8; 1001]).bytes())
+        .unwrap();
     assert_eq!(close_code(&mut s), Some(1009));
 }
 
@@ -176,20 +229,34 @@ fn bad_http_requests_get_http_answers() {
     let plain = ask("GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(plain.starts_with("HTTP/1.1 426 "), "{plain}");
     assert!(plain.contains("Sec-WebSocket-Version: 13"));
-    let v8 = ask("GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n");
+    let v8 = ask(
+        "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+    );
     assert!(v8.starts_with("HTTP/1.1 426 "), "{v8}");
     assert!(ask("GARBAGE\r\n\r\n").starts_with("HTTP/1.1 400 "));
-    let unknown = ask("GET /nope HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    let unknown = ask(
+        "GET /nope HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
     assert!(unknown.starts_with("HTTP/1.1 404 "), "{unknown}");
-    let huge = format!("GET /echo HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "a".repeat(10_000));
+    let huge = format!(
+        "GET /echo HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
     assert!(ask(&huge).starts_with("HTTP/1.1 431 "));
-    let failures: u64 = server.stats().iter().map(|s| s.handshake_failures.load(Relaxed)).sum();
+    let failures: u64 = server
+        .stats()
+        .iter()
+        .map(|s| s.handshake_failures.load(Relaxed))
+        .sum();
     assert_eq!(failures, 5);
 }
 
 #[test]
 fn rejected_origins_get_403() {
-    let server = start(ServerConfig { allowed_origins: vec!["https://good.example".into()], ..test_config() });
+    let server = start(ServerConfig {
+        allowed_origins: vec!["https://good.example".into()],
+        ..test_config()
+    });
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET /echo HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
@@ -198,20 +265,32 @@ fn rejected_origins_get_403() {
 
 #[test]
 fn handshake_timeout_drops_a_slowloris() {
-    let server = start(ServerConfig { handshake_timeout_ms: 300, ..test_config() });
+    let server = start(ServerConfig {
+        handshake_timeout_ms: 300,
+        ..test_config()
+    });
     let mut s = TcpStream::connect(server.local_addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\n").unwrap();
     let started = Instant::now();
     assert!(wait_eof(&mut s));
     assert!(started.elapsed() < Duration::from_secs(5));
-    let timeouts: u64 = server.stats().iter().map(|s| s.closed[server::Why::HandshakeTimeout.index()].load(Relaxed)).sum();
+    let timeouts: u64 = server
+        .stats()
+        .iter()
+        .map(|s| s.closed[server::Why::HandshakeTimeout.index()].load(Relaxed))
+        .sum();
     assert_eq!(timeouts, 1);
 }
 
 #[test]
 fn heartbeat_pings_then_closes_a_silent_client() {
-    let server = start(ServerConfig { ping_interval_ms: 200, idle_timeout_ms: 600, timer_tick_ms: 20, ..test_config() });
+    let server = start(ServerConfig {
+        ping_interval_ms: 200,
+        idle_timeout_ms: 600,
+        timer_tick_ms: 20,
+        ..test_config()
+    });
     let mut s = raw(server.local_addr(), "/echo");
     // The raw peer never answers pings: it must see at least one ping, then a 1001 close.
     let mut buf = Vec::new();
@@ -243,7 +322,9 @@ fn heartbeat_pings_then_closes_a_silent_client() {
     assert!(wait_eof(&mut s));
     // A client that answers pings (tungstenite does) stays connected past the idle timeout.
     let mut ws = connect(server.local_addr(), "/echo");
-    ws.get_mut().set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let until = Instant::now() + Duration::from_millis(1_500);
     while Instant::now() < until {
         match ws.read() {
@@ -252,7 +333,9 @@ fn heartbeat_pings_then_closes_a_silent_client() {
             Err(e) => panic!("healthy client dropped: {e}"),
         }
     }
-    ws.get_mut().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     ws.send(Message::text("still here")).unwrap();
     loop {
         match ws.read().unwrap() {
@@ -265,23 +348,40 @@ fn heartbeat_pings_then_closes_a_silent_client() {
 
 #[test]
 fn topics_reach_subscribers_on_every_shard() {
-    let server = start(ServerConfig { shards: 3, ..test_config() });
+    let server = start(ServerConfig {
+        shards: 3,
+        ..test_config()
+    });
     let addr = server.local_addr();
-    let mut subs: Vec<Ws> = (0..30).map(|_| connect(addr, "/pubsub?topic=news")).collect();
-    let per_shard: Vec<u64> = server.stats().iter().map(|s| s.connections.load(Relaxed)).collect();
-    assert!(per_shard.iter().filter(|&&n| n > 0).count() >= 2, "connections all on one shard: {per_shard:?}");
+    let mut subs: Vec<Ws> = (0..30)
+        .map(|_| connect(addr, "/pubsub?topic=news"))
+        .collect();
+    let per_shard: Vec<u64> = server
+        .stats()
+        .iter()
+        .map(|s| s.connections.load(Relaxed))
+        .collect();
+    assert!(
+        per_shard.iter().filter(|&&n| n > 0).count() >= 2,
+        "connections all on one shard: {per_shard:?}"
+    );
     // One explicit subscription through the text protocol too.
     let mut late = connect(addr, "/pubsub");
     late.send(Message::text("sub news")).unwrap();
     assert_eq!(late.read().unwrap(), Message::text("ok sub news"));
     let mut publisher = connect(addr, "/pubsub");
     for i in 0..5 {
-        publisher.send(Message::text(format!("pub news item-{i}"))).unwrap();
+        publisher
+            .send(Message::text(format!("pub news item-{i}")))
+            .unwrap();
     }
     subs.push(late);
     for ws in &mut subs {
         for i in 0..5 {
-            assert_eq!(ws.read().unwrap(), Message::text(format!("msg news item-{i}")));
+            assert_eq!(
+                ws.read().unwrap(),
+                Message::text(format!("msg news item-{i}"))
+            );
         }
     }
     // The publisher is not subscribed and gets nothing; an unknown command gets an error.
@@ -294,26 +394,41 @@ fn topics_reach_subscribers_on_every_shard() {
     assert_eq!(subs[1].read().unwrap(), Message::text("msg news last"));
     subs[0].send(Message::text("pub other ping")).unwrap();
     subs[0].send(Message::text("sub solo")).unwrap();
-    assert_eq!(subs[0].read().unwrap(), Message::text("ok sub solo"), "got news after unsubscribing");
+    assert_eq!(
+        subs[0].read().unwrap(),
+        Message::text("ok sub solo"),
+        "got news after unsubscribing"
+    );
 }
 
 #[test]
 fn a_slow_consumer_is_closed_and_counted() {
-    let server = start(ServerConfig { write_queue_limit: 64 << 10, shards: 1, ..test_config() });
+    let server = start(ServerConfig {
+        write_queue_limit: 64 << 10,
+        shards: 1,
+        ..test_config()
+    });
     let addr = server.local_addr();
     // The slow consumer subscribes and never reads; its receive buffer is kept small.
     let slow = raw(addr, "/pubsub?topic=firehose");
-    socket2::SockRef::from(&slow).set_recv_buffer_size(4096).unwrap();
+    socket2::SockRef::from(&slow)
+        .set_recv_buffer_size(4096)
+        .unwrap();
     let mut publisher = connect(addr, "/pubsub");
     let payload = "x".repeat(16 << 10);
     let started = Instant::now();
     loop {
-        publisher.send(Message::text(format!("pub firehose {payload}"))).unwrap();
+        publisher
+            .send(Message::text(format!("pub firehose {payload}")))
+            .unwrap();
         let closed = server.stats()[0].closed[server::Why::SlowConsumer.index()].load(Relaxed);
         if closed == 1 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "slow consumer never closed");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "slow consumer never closed"
+        );
     }
     assert!(server.stats()[0].write_queue_bytes.load(Relaxed) < 1 << 20);
     drop(slow);
@@ -322,7 +437,9 @@ fn a_slow_consumer_is_closed_and_counted() {
 #[test]
 fn shutdown_closes_everyone_with_1001_and_returns() {
     let server = start(test_config());
-    let mut clients: Vec<Ws> = (0..10).map(|_| connect(server.local_addr(), "/echo")).collect();
+    let mut clients: Vec<Ws> = (0..10)
+        .map(|_| connect(server.local_addr(), "/echo"))
+        .collect();
     server.shutdown();
     for ws in &mut clients {
         match ws.read() {
@@ -334,21 +451,32 @@ fn shutdown_closes_everyone_with_1001_and_returns() {
     }
     let started = Instant::now();
     server.join().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(4), "drain waited for the deadline although every client answered");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "drain waited for the deadline although every client answered"
+    );
 }
 
 #[test]
 fn metrics_endpoint_serves_prometheus_text() {
-    let server = start(ServerConfig { metrics: Some("127.0.0.1:0".parse().unwrap()), ..test_config() });
+    let server = start(ServerConfig {
+        metrics: Some("127.0.0.1:0".parse().unwrap()),
+        ..test_config()
+    });
     let mut ws = connect(server.local_addr(), "/echo");
     ws.send(Message::text("m")).unwrap();
     ws.read().unwrap();
     let mut s = TcpStream::connect(server.metrics_addr().unwrap()).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
     assert!(body.starts_with("HTTP/1.1 200 OK"));
-    let opened: u64 = body.lines().filter(|l| l.starts_with("c10m_opened_total{")).map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap()).sum();
+    let opened: u64 = body
+        .lines()
+        .filter(|l| l.starts_with("c10m_opened_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
     assert_eq!(opened, 1);
     assert!(body.contains("c10m_closed_total{shard=\"0\",reason=\"slow_consumer\"} 0"));
     let mut h = TcpStream::connect(server.metrics_addr().unwrap()).unwrap();

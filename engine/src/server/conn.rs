@@ -90,7 +90,10 @@ mod tests {
         // allocator overhead included; the slot itself must leave room for the rest.
         // A slab entry is the value plus the vacant-slot tag; measure the value and add a word.
         let slot = std::mem::size_of::<Conn>() + std::mem::size_of::<usize>();
-        println!("slab slot: ~{slot} bytes (Conn {} bytes)", std::mem::size_of::<Conn>());
+        println!(
+            "slab slot: ~{slot} bytes (Conn {} bytes)",
+            std::mem::size_of::<Conn>()
+        );
         assert!(slot <= 168, "slab slot grew to {slot} bytes");
     }
 }

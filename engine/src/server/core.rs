@@ -288,10 +288,15 @@ impl Core {
         let Some(conn) = self.io.conns.get_mut(slot) else {
             return;
         };
-        let deadline = match &conn.phase {
+        let mut deadline = match &conn.phase {
             Phase::Handshake { deadline } => Some(*deadline),
             Phase::Open(c) => c.poll_timeout(),
         };
+        // A connection that is only flushing its last bytes gets the close timeout to do it.
+        if conn.ending.is_some() {
+            let flush_by = self.now + self.config.close_timeout_ms;
+            deadline = Some(deadline.map_or(flush_by, |d| d.min(flush_by)));
+        }
         if let Some(t) = deadline {
             let tick = self.timers.tick_of(t);
             if conn.timer_tick == NO_TIMER || tick < conn.timer_tick {

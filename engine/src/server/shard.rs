@@ -221,6 +221,7 @@ impl Shard {
             if let Some(conn) = self.core.io.conns.get(slot) {
                 if let (Some((why, code)), false) = (conn.ending, conn.dead) {
                     self.core.io.finish(slot, why, code);
+                    self.core.arm(slot);
                 }
             }
         }
@@ -351,6 +352,11 @@ impl Shard {
             return;
         }
         conn.timer_tick = NO_TIMER;
+        if let Some((why, code)) = conn.ending {
+            // Its output did not drain within the close timeout: drop it.
+            self.core.io.kill(slot, why, code);
+            return;
+        }
         match &mut conn.phase {
             Phase::Handshake { deadline } => {
                 if now >= *deadline {
@@ -373,7 +379,6 @@ impl Shard {
                         self.core
                             .io
                             .finish(slot, Why::IdleTimeout, CloseCode::GOING_AWAY);
-                        return;
                     }
                     Err(_) => {
                         let why = if self.draining_until.is_some() {
@@ -387,15 +392,7 @@ impl Shard {
                 }
             }
         }
-        // A connection that is only flushing its last bytes still needs its deadline.
         self.core.arm(slot);
-        if let Some(conn) = self.core.io.conns.get(slot) {
-            if conn.ending.is_some() && conn.timer_tick == NO_TIMER && !conn.dead {
-                let t = now + self.core.config.close_timeout_ms;
-                let tick = self.core.timers.schedule(entry.slot, t);
-                self.core.io.conns[slot].timer_tick = tick;
-            }
-        }
     }
 
     fn read_mail(&mut self) {
