@@ -3,9 +3,11 @@
 //! that every one of them is served. Then stops the server with SIGTERM and checks it exits 0.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use c10m_engine::proto::handshake::{ClientHandshake, ClientRequest};
@@ -30,30 +32,10 @@ fn connect_from(i: usize, addr: SocketAddr) -> TcpStream {
 
 #[test]
 fn one_process_serves_15000_connections() {
-    let mut server = Command::new(env!("CARGO_BIN_EXE_c10m"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "2",
-            "--drain-timeout-ms",
-            "3000",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr: SocketAddr = first
-        .split("ws://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (mut server, addr, lines) = support::spawn_serve(
+        "",
+        "--listen 127.0.0.1:0 --shards 2 --drain-timeout-ms 3000",
+    );
     std::thread::spawn(move || for _ in lines {});
 
     let config = std::sync::Arc::new(Config::default());
@@ -116,10 +98,10 @@ fn one_process_serves_15000_connections() {
 
     drop(conns);
     Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
+        .args(["-TERM", &server.0.id().to_string()])
         .status()
         .unwrap();
-    let status = server.wait().unwrap();
+    let status = server.0.wait().unwrap();
     assert!(
         status.success(),
         "c10m serve exited with {status} after SIGTERM"

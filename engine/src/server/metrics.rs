@@ -123,8 +123,14 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
 /// Serves `/metrics` and `/health` on `listener` until the process exits (one short request
 /// per connection; this is for scrapers, not for load).
 pub fn serve(listener: TcpListener, shards: Vec<Arc<ShardStats>>) {
-    for stream in listener.incoming().flatten() {
-        let _ = answer(stream, &shards);
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                let _ = answer(stream, &shards);
+            }
+            // EMFILE and friends: wait for fds to free up rather than spin.
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
     }
 }
 

@@ -180,3 +180,46 @@ impl Pair {
         )
     }
 }
+
+/// A child process killed when dropped, so a failing test never leaves a server behind holding
+/// the test runner's output pipes.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `c10m serve` with `args` through `sh -c` (so a `ulimit` prefix may be given), with its
+/// stderr discarded. Returns the process, its WebSocket address, and its remaining stdout lines.
+pub fn spawn_serve(
+    prefix: &str,
+    args: &str,
+) -> (
+    KillOnDrop,
+    std::net::SocketAddr,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+    let bin = env!("CARGO_BIN_EXE_c10m");
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", &format!("{prefix} exec {bin} serve {args}")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let addr = first
+        .split("ws://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (KillOnDrop(child), addr, lines)
+}

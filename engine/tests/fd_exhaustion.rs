@@ -1,0 +1,98 @@
+//! An exhausted fd table must not spin the accept loop: the server runs as its own process
+//! under `ulimit -n 64`, is offered more connections than it can accept, and must stay nearly
+//! idle in CPU while they wait, count the failures, and accept again once fds free up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// User + system CPU time of a process in clock ticks (/proc/PID/stat fields 14 and 15).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+fn handshake(addr: SocketAddr) -> Option<TcpStream> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").ok()?;
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).ok()?;
+    (&buf == b"HTTP/1.1 101").then_some(s)
+}
+
+#[test]
+fn emfile_pauses_accepting_instead_of_spinning() {
+    let (server, addr, mut lines) = support::spawn_serve(
+        "ulimit -n 64 &&",
+        "--listen 127.0.0.1:0 --shards 1 --metrics 127.0.0.1:0",
+    );
+    let pid = server.0.id();
+    let metrics_line = lines
+        .find(|l| l.as_ref().is_ok_and(|l| l.contains("/metrics")))
+        .unwrap()
+        .unwrap();
+    let metrics: SocketAddr = metrics_line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::thread::spawn(move || for _ in lines {});
+
+    // Fill the fd table: the kernel completes TCP handshakes into the backlog even when the
+    // server cannot accept them.
+    let mut held: Vec<TcpStream> = Vec::new();
+    for _ in 0..100 {
+        held.push(TcpStream::connect(addr).unwrap());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_ticks(pid) - before;
+    // Clock ticks are 10 ms: a spinning accept loop burns ~200 ticks in 2 s.
+    assert!(
+        spent < 40,
+        "server used {spent} ticks of CPU in 2 s while its fd table was full"
+    );
+
+    // Free the fds: the server must accept and serve again.
+    drop(held);
+    let mut served = None;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Some(s) = handshake(addr) {
+            served = Some(s);
+            break;
+        }
+    }
+    assert!(
+        served.is_some(),
+        "server did not recover after fds were freed"
+    );
+    assert!(
+        metric(metrics, "c10m_accept_errors_total") > 0,
+        "EMFILE was not counted"
+    );
+    drop(server);
+}
