@@ -242,15 +242,17 @@ mod tests {
         let bytes = [
             0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
         ];
-        let (h, n) = FrameHeader::parse(&bytes).unwrap().unwrap();
+        let Ok(Some((h, n))) = FrameHeader::parse(&bytes) else {
+            panic!("RFC example rejected")
+        };
         assert_eq!(n, 6);
         assert_eq!(h.mask, Some([0x37, 0xfa, 0x21, 0x3d]));
         assert_eq!(h.payload_len, 5);
         assert!(h.fin);
         // 256 bytes binary, unmasked.
-        let (h, n) = FrameHeader::parse(&[0x82, 0x7E, 0x01, 0x00])
-            .unwrap()
-            .unwrap();
+        let Ok(Some((h, n))) = FrameHeader::parse(&[0x82, 0x7E, 0x01, 0x00]) else {
+            panic!("16-bit length rejected")
+        };
         assert_eq!((h.payload_len, n, h.opcode), (256, 4, OpCode::Binary));
     }
 }
