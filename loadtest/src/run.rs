@@ -1,0 +1,128 @@
+//! A whole run: lay it out, run it in this process or in worker processes, build the report,
+//! write it out.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::cli::{self, Command, Options, USAGE};
+use crate::collect::{Collector, LocalSink};
+use crate::error::{self, Error};
+use crate::plan;
+use crate::report::{self, Inputs, Report};
+use crate::sys;
+use crate::sysmon::Sampler;
+use crate::wire;
+use crate::worker::{self, Shared};
+
+/// The ephemeral port range's size (`net.ipv4.ip_local_port_range`).
+fn ephemeral_ports() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+    let (lo, hi) = (it.next()??, it.next()??);
+    Some(hi.saturating_sub(lo) + 1)
+}
+
+/// Runs `options` and returns the report.
+pub fn run(options: &Options) -> Result<Report, Error> {
+    options.validate()?;
+    let (fd_limit, _) = sys::raise_nofile().map_err(error::io("read the fd limit"))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let layout = plan::layout(
+        options,
+        fd_limit,
+        cores,
+        ephemeral_ports().unwrap_or(28_232),
+    )?;
+    let warnings = plan::warnings(options);
+    let started = Instant::now();
+    let plans = plan::plans(options, layout, sys::monotonic_us());
+    let sampler = Sampler::new(options.server_pids.clone());
+    let mut collector = Collector::new(plans.len(), sampler, options.quiet);
+    let totals =
+        if plans.len() == 1 {
+            let shared = Arc::new(Shared::default());
+            let mut sink = LocalSink {
+                collector: &mut collector,
+            };
+            let plan = plans.into_iter().next().ok_or(Error::Plan(
+                plan::PlanError::TooManyPerProcess {
+                    per_process: 0,
+                    limit: 0,
+                    need: 1,
+                },
+            ))?;
+            worker::run_process(plan, shared, &mut sink)?
+        } else {
+            let exe = match &options.worker_exe {
+                Some(p) => p.clone(),
+                None => std::env::current_exe().map_err(error::io("find this executable"))?,
+            };
+            crate::procs::run(&exe, plans, &mut collector)?
+        };
+    collector.finish();
+    Ok(Report::build(Inputs {
+        options,
+        layout,
+        totals: &totals,
+        collector: &collector,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        warnings,
+        cores,
+    }))
+}
+
+/// Writes the text report (stdout, or stderr with `--json`), the JSON and the HTML file.
+pub fn write_outputs(options: &Options, report: &Report) -> Result<(), Error> {
+    let text = report::text(report);
+    if options.json {
+        eprint!("{text}");
+        let json =
+            serde_json::to_string_pretty(report).map_err(error::json("encode the report"))?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{json}").map_err(error::io("write the report"))?;
+    } else {
+        print!("{text}");
+    }
+    if let Some(path) = &options.html {
+        std::fs::write(path, report::html(report)).map_err(error::io("write the HTML report"))?;
+    }
+    Ok(())
+}
+
+/// The command-line program: parse, run, report; the exit status says how it went.
+pub fn main_entry(args: &[String]) -> ExitCode {
+    let options = match cli::parse(args) {
+        Ok(Command::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Worker) => return wire::worker_main(),
+        Ok(Command::Run(o)) => o,
+        Err(e) => {
+            eprintln!("c10m-loadtest: {e}\n(see c10m-loadtest --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match run(&options) {
+        Ok(r) => r,
+        Err(e @ (Error::Usage(_) | Error::Plan(_))) => {
+            eprintln!("c10m-loadtest: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("c10m-loadtest: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    if let Err(e) = write_outputs(&options, &report) {
+        eprintln!("c10m-loadtest: {e}");
+        return ExitCode::from(3);
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
