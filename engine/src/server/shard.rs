@@ -69,7 +69,8 @@ impl Shard {
             }
             self.core.now = self.now();
             ready.clear();
-            ready.append(&mut self.again);
+            // Left over from a used-up turn: read until the socket says WouldBlock.
+            ready.extend(self.again.drain(..).map(|slot| (slot, true)));
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -79,13 +80,13 @@ impl Shard {
                             self.core.io.drain(slot);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            ready.push(slot);
+                            ready.push((slot, event.is_read_closed() || event.is_error()));
                         }
                     }
                 }
             }
-            for &slot in &ready {
-                self.on_readable(slot);
+            for &(slot, to_the_end) in &ready {
+                self.on_readable(slot, to_the_end);
             }
             if self.accept_paused_until.is_some_and(|t| self.core.now >= t) {
                 self.accept_paused_until = None;
@@ -193,7 +194,12 @@ impl Shard {
     }
 
     /// Reads everything the socket has (up to a turn's worth) and processes it.
-    fn on_readable(&mut self, slot: usize) {
+    ///
+    /// A read shorter than the buffer drained the socket's receive queue, and with
+    /// edge-triggered epoll any later data raises a new event, so the read that would only say
+    /// WouldBlock is skipped — unless the event also reported the peer's FIN or an error
+    /// (`to_the_end`), which only a read to EOF observes.
+    fn on_readable(&mut self, slot: usize, to_the_end: bool) {
         for _ in 0..READS_PER_TURN {
             let Some(conn) = self.core.io.conns.get_mut(slot) else {
                 return;
@@ -216,6 +222,7 @@ impl Shard {
                 }
             };
             ShardStats::add(&self.core.io.stats.bytes_in, n as u64);
+            let drained = n < self.buf.len();
             self.process(slot, n);
             self.core.io.flush_cork();
             if let Some(conn) = self.core.io.conns.get(slot) {
@@ -223,6 +230,9 @@ impl Shard {
                     self.core.io.finish(slot, why, code);
                     self.core.arm(slot);
                 }
+            }
+            if drained && !to_the_end {
+                return;
             }
         }
         // Turn used up with input possibly pending: continue next iteration.
