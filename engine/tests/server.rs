@@ -486,14 +486,28 @@ fn data_and_fin_in_one_burst_are_both_seen() {
     let server = start(test_config());
     for _ in 0..20 {
         let mut s = raw(server.local_addr(), "/echo");
-        s.write_all(&frame(OpCode::Text).payload("last words").bytes()).unwrap();
+        s.write_all(&frame(OpCode::Text).payload("last words").bytes())
+            .unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
-        assert!(wait_eof(&mut s), "server kept a half-closed connection open");
+        assert!(
+            wait_eof(&mut s),
+            "server kept a half-closed connection open"
+        );
     }
     let started = Instant::now();
-    let reaped = || server.stats().iter().map(|s| s.closed[server::Why::Io.index()].load(Relaxed)).sum::<u64>();
+    let reaped = || {
+        server
+            .stats()
+            .iter()
+            .map(|s| s.closed[server::Why::Io.index()].load(Relaxed))
+            .sum::<u64>()
+    };
     while reaped() < 20 {
-        assert!(started.elapsed() < Duration::from_secs(5), "only {} of 20 reaped", reaped());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "only {} of 20 reaped",
+            reaped()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
