@@ -20,6 +20,7 @@ usage: scripts/scale-test.sh --connections N [options]
   --servers K            c10m serve processes on the port (default: one per 15,000 connections)
   --procs P              load-generator worker processes (default: as the fd limit requires)
   --rate R               connections opened per second (default 10000)
+  --ramp-seconds S       stop opening connections after S seconds (default: N/R + 30)
   --ping-interval-ms MS  server heartbeat: ping a silent connection this often (default 10000);
                          the idle timeout is 3x this, so a connection that stops answering is closed
   --port PORT            port to listen on (default: a free one)
@@ -45,6 +46,7 @@ HOLD=60
 SERVERS=""
 PROCS=""
 RATE=10000
+RAMP=""
 PING_MS=10000
 PORT=""
 SOURCES=127.0.0.2-127.0.0.254
@@ -58,6 +60,7 @@ while [ $# -gt 0 ]; do
         --servers) SERVERS=${2:-}; shift 2 || die "--servers needs a value" ;;
         --procs) PROCS=${2:-}; shift 2 || die "--procs needs a value" ;;
         --rate) RATE=${2:-}; shift 2 || die "--rate needs a value" ;;
+        --ramp-seconds) RAMP=${2:-}; shift 2 || die "--ramp-seconds needs a value" ;;
         --ping-interval-ms) PING_MS=${2:-}; shift 2 || die "--ping-interval-ms needs a value" ;;
         --port) PORT=${2:-}; shift 2 || die "--port needs a value" ;;
         --source-ips) SOURCES=${2:-}; shift 2 || die "--source-ips needs a value" ;;
@@ -73,6 +76,9 @@ for v in N HOLD RATE PING_MS; do
         die "${v}=${!v}: --connections, --hold-seconds, --rate and --ping-interval-ms need positive whole numbers (see --help)"
     fi
 done
+if [ -n "$RAMP" ] && ! [[ $RAMP =~ ^[1-9][0-9]*$ ]]; then
+    die "--ramp-seconds $RAMP: need a positive whole number of seconds"
+fi
 [ "$N" -le 10000000 ] || die "--connections is capped at 10,000,000"
 [ -z "$SERVERS" ] || [[ $SERVERS =~ ^[1-9][0-9]*$ ]] || die "--servers needs a positive whole number"
 [ -z "$PROCS" ] || [[ $PROCS =~ ^[1-9][0-9]*$ ]] || die "--procs needs a positive whole number"
@@ -186,10 +192,11 @@ SAMPLER_PID=$!
 ARGS=(idle --target "127.0.0.1:$PORT" --connections "$N" --rate "$RATE" --duration "$HOLD"
     --source-ips "$SOURCES" --server-pid "$PIDS" --json --html "$OUT/report.html")
 [ -z "$PROCS" ] || ARGS+=(--procs "$PROCS")
+[ -z "$RAMP" ] || ARGS+=(--ramp-timeout "$RAMP")
 echo "$LOADTEST ${ARGS[*]}" >"$OUT/command.txt"
 echo "holding $N connections for $HOLD s: $LOADTEST ${ARGS[*]}"
 # The load generator bounds itself; `timeout` is a second guard.
-LIMIT=$((N / RATE + HOLD + 120))
+LIMIT=$(( ${RAMP:-$((N / RATE + 30))} + HOLD + 120 ))
 set +e
 timeout --signal=TERM --kill-after=30 "$LIMIT" "$LOADTEST" "${ARGS[@]}" \
     >"$OUT/report.json" 2> >(tee "$OUT/loadtest.txt" >&2)
