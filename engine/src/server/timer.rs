@@ -88,6 +88,12 @@ impl TimerWheel {
                 }
             });
             self.len -= before - bucket.len();
+            // Connections accepted in a burst share a deadline, so a bucket can swell to a whole
+            // burst for one tick; keeping that capacity in all 512 buckets would cost ~40 bytes
+            // per connection. An emptied bucket gives its memory back.
+            if bucket.is_empty() && bucket.capacity() > 64 {
+                *bucket = Vec::new();
+            }
             self.cursor += 1;
             visited += 1;
         }
@@ -136,6 +142,19 @@ mod tests {
         assert!(out.is_empty(), "cursor moved past 1000");
         w.advance(1_010, &mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn emptied_buckets_release_a_burst() {
+        let mut w = TimerWheel::new(100);
+        for slot in 0..10_000 {
+            w.schedule(slot, 500);
+        }
+        let mut out = Vec::new();
+        w.advance(500, &mut out);
+        assert_eq!(out.len(), 10_000);
+        let held: usize = w.buckets.iter().map(Vec::capacity).sum();
+        assert!(held <= 64 * BUCKETS, "{held} entries of capacity kept after the burst fired");
     }
 
     #[test]
