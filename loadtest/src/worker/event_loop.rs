@@ -184,7 +184,8 @@ impl Loop {
             }
             self.ctx.now = self.clock.now_us();
             ready.clear();
-            ready.append(&mut self.again);
+            // Left over from a used-up turn: read until the socket says WouldBlock.
+            ready.extend(self.again.drain(..).map(|slot| (slot, true)));
             for event in events.iter() {
                 let slot = event.token().0;
                 let connecting = self
@@ -194,22 +195,29 @@ impl Loop {
                 if connecting {
                     self.on_connect_event(slot);
                     if event.is_readable() {
-                        ready.push(slot);
+                        ready.push((slot, event.is_read_closed() || event.is_error()));
                     }
                 } else {
                     if event.is_writable() {
                         self.write_queued(slot);
                     }
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        ready.push(slot);
+                        ready.push((slot, event.is_read_closed() || event.is_error()));
                     }
                 }
                 self.settle(slot);
             }
             ready.sort_unstable();
-            ready.dedup();
-            for &slot in &ready {
-                self.on_readable(slot);
+            // One entry per slot; keep "read to the end" if any event asked for it.
+            ready.dedup_by(|later, earlier| {
+                let same = later.0 == earlier.0;
+                if same {
+                    earlier.1 |= later.1;
+                }
+                same
+            });
+            for &(slot, to_the_end) in &ready {
+                self.on_readable(slot, to_the_end);
                 self.settle(slot);
             }
         }

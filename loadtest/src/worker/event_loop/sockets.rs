@@ -74,8 +74,10 @@ impl Loop {
         self.flush(slot);
     }
 
-    /// Reads what the socket has (up to a turn's worth) and processes it.
-    pub(super) fn on_readable(&mut self, slot: usize) {
+    /// Reads what the socket has (up to a turn's worth) and processes it. `to_the_end`: the
+    /// event also carried the peer's FIN or an error, which only a read to EOF observes, so a
+    /// short read does not end the turn.
+    pub(super) fn on_readable(&mut self, slot: usize, to_the_end: bool) {
         for _ in 0..READS_PER_TURN {
             let Some(c) = self.clients.get_mut(slot) else {
                 return;
@@ -116,7 +118,7 @@ impl Loop {
             }
             // A short read emptied the receive queue: skip the read that would only say
             // EAGAIN. Data arriving later raises a new edge (EPOLLET fires on every arrival).
-            if n < self.buf.len() {
+            if n < self.buf.len() && !to_the_end {
                 return;
             }
         }
