@@ -49,15 +49,7 @@ fn emfile_pauses_accepting_instead_of_spinning() {
         .find(|l| l.as_ref().is_ok_and(|l| l.contains("/metrics")))
         .unwrap()
         .unwrap();
-    let metrics: SocketAddr = metrics_line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let metrics: SocketAddr = support::addr_after(&metrics_line, "http://");
     std::thread::spawn(move || for _ in lines {});
 
     // Fill the fd table: the kernel completes TCP handshakes into the backlog even when the

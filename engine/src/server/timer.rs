@@ -154,7 +154,10 @@ mod tests {
         w.advance(500, &mut out);
         assert_eq!(out.len(), 10_000);
         let held: usize = w.buckets.iter().map(Vec::capacity).sum();
-        assert!(held <= 64 * BUCKETS, "{held} entries of capacity kept after the burst fired");
+        assert!(
+            held <= 64 * BUCKETS,
+            "{held} entries of capacity kept after the burst fired"
+        );
     }
 
     #[test]

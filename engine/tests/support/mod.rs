@@ -212,14 +212,15 @@ pub fn spawn_serve(
         .unwrap();
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
-    let addr = first
-        .split("ws://")
-        .nth(1)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = addr_after(&first, "ws://");
     (KillOnDrop(child), addr, lines)
+}
+
+/// The `IP:PORT` that follows `scheme` in a line a server printed (`... ws://127.0.0.1:9001/echo`).
+pub fn addr_after(line: &str, scheme: &str) -> std::net::SocketAddr {
+    let rest = line
+        .split(scheme)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {scheme} in {line:?}"));
+    rest.split('/').next().unwrap().parse().unwrap()
 }
