@@ -47,6 +47,8 @@ pub struct Conn {
     pub ending: Option<(Why, CloseCode)>,
     /// Queued for removal at the end of this loop iteration; nothing more is read or written.
     pub dead: bool,
+    /// The socket refused part of the queue; the next writable event flushes it.
+    pub backlogged: bool,
 }
 
 impl Conn {
@@ -63,6 +65,7 @@ impl Conn {
             timer_tick: NO_TIMER,
             ending: None,
             dead: false,
+            backlogged: false,
         }
     }
 

@@ -16,7 +16,6 @@ use super::id::ConnId;
 use super::metrics::ShardStats;
 use super::timer::TimerWheel;
 use super::topics::{Sub, Topics, fix_membership};
-use super::writeq::write_all_vectored;
 use crate::proto::{CloseCode, Message, OpCode};
 
 /// Messages between shards. A publish is one message per shard, whatever the subscriber count.
@@ -99,7 +98,12 @@ pub struct Io {
     pub limit: usize,
     /// Slots to reap at the end of the iteration.
     pub dead: Vec<usize>,
+    /// Slots with output gathered this iteration, written by [`Io::flush_dirty`].
+    pub dirty: Vec<usize>,
 }
+
+/// Gathered output past this size is written at once rather than at the end of the iteration.
+const FLUSH_AT: usize = 64 << 10;
 
 impl Io {
     /// The slot of a live connection with this id on this shard.
@@ -113,8 +117,10 @@ impl Io {
     }
 
     /// Writes `out` to `slot`: into the cork when it is the connection being processed, else
-    /// straight to the socket, queueing what does not fit. A connection whose queue is already
-    /// past the limit is closed as a slow consumer instead.
+    /// into its write queue, to be written with the other output of this loop iteration in one
+    /// writev (a burst of publishes costs each subscriber one syscall, not one per message).
+    /// A connection whose earlier output the socket already refused is a slow consumer once its
+    /// queue is past the limit: it is closed instead.
     pub fn output(&mut self, slot: usize, out: Out<'_>) {
         if self.corked == Some(slot) {
             match out {
@@ -129,59 +135,52 @@ impl Io {
         if conn.dead {
             return;
         }
-        let queued = conn.queued();
-        if queued > 0 {
-            if queued > self.limit {
-                self.kill(slot, Why::SlowConsumer, CloseCode::POLICY);
-                return;
-            }
-            let wq = conn.wq.get_or_insert_with(Box::default);
-            let added = match out {
-                Out::Slices(parts) => parts
-                    .iter()
-                    .map(|p| {
-                        wq.push_slice(p);
-                        p.len()
-                    })
-                    .sum(),
-                Out::Shared(b) => {
-                    wq.push_bytes(b.clone());
-                    b.len()
-                }
-            };
-            ShardStats::add(&self.stats.write_queue_bytes, added as u64);
+        if conn.backlogged && conn.queued() > self.limit {
+            self.kill(slot, Why::SlowConsumer, CloseCode::POLICY);
             return;
         }
-        let shared;
-        let parts: &[&[u8]] = match out {
-            Out::Slices(parts) => parts,
+        let wq = conn.wq.get_or_insert_with(Box::default);
+        let was_empty = wq.is_empty();
+        let added: usize = match out {
+            Out::Slices(parts) => parts
+                .iter()
+                .map(|p| {
+                    wq.push_slice(p);
+                    p.len()
+                })
+                .sum(),
             Out::Shared(b) => {
-                shared = [&b[..]];
-                &shared
+                wq.push_bytes(b.clone());
+                b.len()
             }
         };
-        let total: usize = parts.iter().map(|p| p.len()).sum();
-        let written = match write_all_vectored(&mut conn.sock, parts) {
-            Ok(n) => n,
-            Err(_) => {
-                self.kill(slot, Why::Io, CloseCode(1006));
-                return;
-            }
-        };
-        ShardStats::add(&self.stats.bytes_out, written as u64);
-        if written < total {
-            let wq = conn.wq.get_or_insert_with(Box::default);
-            let mut skip = written;
-            for p in parts {
-                if skip >= p.len() {
-                    skip -= p.len();
-                    continue;
-                }
-                wq.push_slice(&p[skip..]);
-                skip = 0;
-            }
-            ShardStats::add(&self.stats.write_queue_bytes, (total - written) as u64);
+        let pending = wq.len();
+        ShardStats::add(&self.stats.write_queue_bytes, added as u64);
+        if conn.backlogged {
+            // The writable event will flush it.
+            return;
         }
+        if was_empty {
+            self.dirty.push(slot);
+        }
+        if pending >= FLUSH_AT {
+            self.drain(slot);
+        }
+    }
+
+    /// Writes the output gathered this iteration for every connection that has some.
+    pub fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for slot in dirty.drain(..) {
+            if self
+                .conns
+                .get(slot)
+                .is_some_and(|c| !c.backlogged && c.queued() > 0)
+            {
+                self.drain(slot);
+            }
+        }
+        self.dirty = dirty;
     }
 
     /// Writes the cork to the connection it belongs to and resets it.
@@ -218,8 +217,14 @@ impl Io {
             ShardStats::sub(&self.stats.write_queue_bytes, (before - after) as u64);
             ShardStats::add(&self.stats.bytes_out, (before - after) as u64);
             match result {
-                Ok(true) => conn.wq = None,
-                Ok(false) => return,
+                Ok(true) => {
+                    conn.wq = None;
+                    conn.backlogged = false;
+                }
+                Ok(false) => {
+                    conn.backlogged = true;
+                    return;
+                }
                 Err(_) => {
                     self.kill(slot, Why::Io, CloseCode(1006));
                     return;

@@ -221,6 +221,7 @@ pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
                 stats: shard_stats,
                 limit: config.write_queue_limit,
                 dead: Vec::new(),
+                dirty: Vec::new(),
             },
             topics: Topics::default(),
             timers: TimerWheel::new(config.timer_tick_ms),

@@ -96,6 +96,7 @@ impl Shard {
             for entry in expired.drain(..) {
                 self.on_timer(entry);
             }
+            self.core.io.flush_dirty();
             self.reap();
             if let Some(deadline) = self.draining_until {
                 if self.core.io.conns.is_empty() {

@@ -31,7 +31,6 @@ impl WriteQueue {
     }
 
     /// Whether nothing waits.
-    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -107,39 +106,6 @@ impl WriteQueue {
     }
 }
 
-/// Writes `bufs` with as few syscalls as the socket allows; returns bytes written before it
-/// would block.
-pub fn write_all_vectored<W: Write>(w: &mut W, bufs: &[&[u8]]) -> io::Result<usize> {
-    let total: usize = bufs.iter().map(|b| b.len()).sum();
-    let mut done = 0;
-    while done < total {
-        // Rebuild the iovecs past what was written.
-        let mut skip = done;
-        let mut iov = [IoSlice::new(&[]); 4];
-        let mut n_iov = 0;
-        for b in bufs {
-            if skip >= b.len() {
-                skip -= b.len();
-                continue;
-            }
-            if n_iov == iov.len() {
-                break;
-            }
-            iov[n_iov] = IoSlice::new(&b[skip..]);
-            n_iov += 1;
-            skip = 0;
-        }
-        match w.write_vectored(&iov[..n_iov]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,19 +154,5 @@ mod tests {
         expected.extend_from_slice(b"tail");
         assert_eq!(w.out, expected);
         assert!(q.is_empty());
-    }
-
-    #[test]
-    fn vectored_write_reports_partial_progress() {
-        let mut w = Throttled {
-            out: Vec::new(),
-            cap: 3,
-            budget: 7,
-        };
-        assert_eq!(
-            write_all_vectored(&mut w, &[b"hello", b"world"]).unwrap(),
-            7
-        );
-        assert_eq!(w.out, b"hellowo");
     }
 }
