@@ -2,6 +2,7 @@
 //! to other shards. Everything here runs on the shard's thread; nothing is locked.
 
 use std::any::Any;
+use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -80,6 +81,21 @@ pub enum Out<'a> {
     Slices(&'a [&'a [u8]]),
     /// An encoded frame shared with other connections.
     Shared(&'a Bytes),
+}
+
+/// Writes as much of `data` as the socket takes; returns how much that was.
+fn write_some(w: &mut impl Write, data: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        match w.write(&data[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// Connection storage and the write path.
@@ -192,7 +208,28 @@ impl Io {
             return;
         }
         let cork = std::mem::take(&mut self.cork);
-        self.output(slot, Out::Slices(&[&cork]));
+        match self.conns.get_mut(slot) {
+            // Nothing queued ahead of it: write straight from the cork, queue only the rest.
+            Some(conn) if !conn.dead && conn.queued() == 0 => {
+                match write_some(&mut conn.sock, &cork) {
+                    Ok(written) => {
+                        ShardStats::add(&self.stats.bytes_out, written as u64);
+                        if written < cork.len() {
+                            conn.wq
+                                .get_or_insert_with(Box::default)
+                                .push_slice(&cork[written..]);
+                            conn.backlogged = true;
+                            ShardStats::add(
+                                &self.stats.write_queue_bytes,
+                                (cork.len() - written) as u64,
+                            );
+                        }
+                    }
+                    Err(_) => self.kill(slot, Why::Io, CloseCode(1006)),
+                }
+            }
+            _ => self.output(slot, Out::Slices(&[&cork])),
+        }
         self.cork = cork;
         self.cork.clear();
         // A huge echo must not pin its buffer forever.
