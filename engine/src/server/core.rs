@@ -286,7 +286,8 @@ impl Io {
         }
     }
 
-    /// Queues the connection for removal; nothing more is read or written.
+    /// Queues the connection for removal; nothing more is read or written. The first reason
+    /// given for its end is the one reported (a peer's close followed by its EOF is a close).
     pub fn kill(&mut self, slot: usize, why: Why, code: CloseCode) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
@@ -295,7 +296,7 @@ impl Io {
             return;
         }
         conn.dead = true;
-        conn.ending = Some((why, code));
+        conn.ending.get_or_insert((why, code));
         self.dead.push(slot);
     }
 }
