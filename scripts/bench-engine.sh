@@ -8,8 +8,8 @@
 #   scripts/bench-engine.sh [--duration 10s] [--out reports/bench-engine]
 #
 # Scenarios:
-#   echo-small   100 connections, 24-byte messages, 16 in flight each (24 B is the load
-#                generator's smallest message: sequence number and timestamp)
+#   echo-small   100 connections, 20-byte messages, 16 in flight each (20 B is the load
+#                generator's smallest message: connection, sequence number and timestamp)
 #   echo-large   500 connections, 16 KiB messages, 1 in flight each
 #   idle-memory  15,000 idle connections: server RSS growth per connection
 set -euo pipefail
@@ -56,7 +56,7 @@ servers="c10m tokio-tungstenite fastwebsockets"
 for name in $servers; do
   start_server "$name"
   echo "bench-engine: $name on ws://$addr (pid $pid)"
-  load echo-small "$name" echo -n 100 --size 24 --window 16 --duration "$duration"
+  load echo-small "$name" echo -n 100 --size 20 --window 16 --duration "$duration"
   load echo-large "$name" echo -n 500 --size 16384 --window 1 --duration "$duration"
   load idle-memory "$name" idle -n 15000 --source-ips 127.0.0.2-127.0.0.5 --rate 20000 --duration 3s
   kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -68,7 +68,7 @@ out, servers = sys.argv[1], sys.argv[2:]
 def get(scenario, name):
     return json.load(open(f"{out}/{scenario}.{name}.json"))
 rows = []
-for scenario, label in [("echo-small", "echo 100 x 24 B, window 16"), ("echo-large", "echo 500 x 16 KiB, window 1")]:
+for scenario, label in [("echo-small", "echo 100 x 20 B, window 16"), ("echo-large", "echo 500 x 16 KiB, window 1")]:
     base = get(scenario, "c10m")["messages"]["received_per_s"]
     for name in servers:
         d = get(scenario, name)

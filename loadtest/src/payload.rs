@@ -3,13 +3,15 @@
 //!
 //! Echo (binary, `size` bytes):
 //! ```text
-//!   0..4    b"c10m"
-//!   4..8    connection index (u32, little endian)
-//!   8..16   sequence number of this connection's message (u64 LE)
-//!   16..24  timestamp, microseconds on CLOCK_MONOTONIC (u64 LE): the intended send time in
+//!   0..4    connection index (u32, little endian)
+//!   4..12   sequence number of this connection's message (u64 LE)
+//!   12..20  timestamp, microseconds on CLOCK_MONOTONIC (u64 LE): the intended send time in
 //!           fixed-rate mode, the actual one otherwise
-//!   24..    a fixed pattern, checked on return
+//!   20..    a fixed pattern, checked on return
 //! ```
+//! 20 bytes of header, so the smallest message is the 20 B of the classic small-message echo
+//! benchmark; a corrupted header shows up as a connection or sequence mismatch.
+//!
 //! Broadcast (text, on `/pubsub`): the publisher sends `pub TOPIC P.SEQ.STAMP.xxxx` (padded
 //! with `x` to `size` payload bytes) and, once it is done, `pub TOPIC P.end.COUNT`; subscribers
 //! receive the same payload as `msg TOPIC ...`.
@@ -17,8 +19,7 @@
 use std::fmt::Write as _;
 
 /// Smallest echo message: the header.
-pub const ECHO_HEADER: usize = 24;
-const MAGIC: &[u8; 4] = b"c10m";
+pub const ECHO_HEADER: usize = 20;
 
 /// The fields of an echo message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,16 +63,14 @@ impl EchoFormat {
     pub fn encode(&self, h: EchoHeader, buf: &mut Vec<u8>) {
         buf.clear();
         buf.extend_from_slice(&self.template);
-        buf[0..4].copy_from_slice(MAGIC);
-        buf[4..8].copy_from_slice(&h.conn.to_le_bytes());
-        buf[8..16].copy_from_slice(&h.seq.to_le_bytes());
-        buf[16..24].copy_from_slice(&h.stamp_us.to_le_bytes());
+        buf[0..4].copy_from_slice(&h.conn.to_le_bytes());
+        buf[4..12].copy_from_slice(&h.seq.to_le_bytes());
+        buf[12..20].copy_from_slice(&h.stamp_us.to_le_bytes());
     }
 
-    /// Reads a returned message: `None` unless the size, magic and pattern are intact.
+    /// Reads a returned message: `None` unless the size and pattern are intact.
     pub fn decode(&self, payload: &[u8]) -> Option<EchoHeader> {
         if payload.len() != self.template.len()
-            || &payload[0..4] != MAGIC
             || payload[ECHO_HEADER..] != self.template[ECHO_HEADER..]
         {
             return None;
@@ -82,11 +81,11 @@ impl EchoFormat {
             u64::from_le_bytes(b)
         };
         let mut c = [0u8; 4];
-        c.copy_from_slice(&payload[4..8]);
+        c.copy_from_slice(&payload[0..4]);
         Some(EchoHeader {
             conn: u32::from_le_bytes(c),
-            seq: u64_at(8),
-            stamp_us: u64_at(16),
+            seq: u64_at(4),
+            stamp_us: u64_at(12),
         })
     }
 }
@@ -184,7 +183,7 @@ mod tests {
         assert_eq!(buf.len(), 64);
         assert_eq!(f.decode(&buf), Some(h));
         for i in 0..buf.len() {
-            if (4..24).contains(&i) {
+            if (0..ECHO_HEADER).contains(&i) {
                 continue; // header fields: any value decodes, the caller compares them
             }
             let mut bad = buf.clone();

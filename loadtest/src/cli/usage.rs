@@ -41,7 +41,7 @@ time (a bare number is seconds; also 500ms, 10s, 2m):
   --idle-timeout D          close connections on which nothing arrived for this long
 
 messages:
-  --size BYTES              message payload size (echo: at least 24; default 64)
+  --size BYTES              message payload size (echo: at least 20; default 64)
   --window W                echo: messages in flight per connection (default 1)
   --msg-rate R              echo: messages per second per connection, fixed rate (instead of --window)
   --publishers P            broadcast: publishing connections (default 1; at most 1000)
