@@ -2,9 +2,10 @@
 # Runs every test of the project, as CI does:
 #   1. formatting and clippy (warnings are errors),
 #   2. cargo test: unit tests, in-memory client/server pairs, differential tests against
-#      tungstenite, fuzz-corpus replays, integration tests over loopback,
-#   3. the Autobahn|Testsuite conformance cases against `c10m serve`, diffed against the
-#      committed expected results (installs kosoku into .venv-ab on first use),
+#      tungstenite, fuzz-corpus replays, integration tests over loopback (the engine's
+#      integration tests once more under the io_uring backend: C10M_TEST_IO=uring),
+#   3. the Autobahn|Testsuite conformance cases against `c10m serve`, under each backend,
+#      diffed against the committed expected results (installs kosoku into .venv-ab),
 #   4. scripts/tune.sh, for real inside a private network namespace.
 # Anything a step needs is installed by the step itself; a missing tool is a failure.
 set -euo pipefail
@@ -22,11 +23,17 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 step "cargo test"
 cargo test --workspace -q 2>&1 | tee "${TMPDIR:-/tmp}/c10m-cargo-test.log"
 
+step "engine integration tests under io_uring"
+C10M_TEST_IO=uring cargo test -q -p c10m-engine --tests 2>&1 | tee "${TMPDIR:-/tmp}/c10m-cargo-test-uring.log"
+
 step "release build"
 cargo build --release --workspace --bins -q
 
-step "autobahn conformance"
-C10M_BIN="$root/target/release/c10m" scripts/autobahn.sh
+step "autobahn conformance (epoll)"
+C10M_BIN="$root/target/release/c10m" C10M_SERVE_ARGS="--io epoll" scripts/autobahn.sh
+
+step "autobahn conformance (io_uring)"
+C10M_BIN="$root/target/release/c10m" C10M_SERVE_ARGS="--io uring" scripts/autobahn.sh
 
 step "tune.sh in a network namespace"
 scripts/test-tune.sh

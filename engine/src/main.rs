@@ -30,6 +30,10 @@ c10m serve [options]
   --drain-timeout-ms MS     on SIGTERM/SIGINT, time to close connections with 1001 (default 5000)
   --allowed-origin ORIGIN   allow this Origin only (repeatable; default: any origin)
   --metrics ADDR            serve /metrics (Prometheus) and /health over plain HTTP on ADDR
+  --io epoll|uring|auto     I/O backend: edge-triggered epoll, io_uring, or io_uring when the
+                            kernel offers it and epoll otherwise (default epoll)
+  --ring-buffers N          io_uring: provided receive buffers per shard, a power of two (default 1024)
+  --ring-buffer-size BYTES  io_uring: bytes per receive buffer (default 16384)
 
   /echo echoes every message. /pubsub speaks a text protocol: `sub T`, `unsub T`, `pub T PAYLOAD`
   (subscribers receive `msg T PAYLOAD`); `/pubsub?topic=T` subscribes on open. See docs/ARCHITECTURE.md.
@@ -113,6 +117,9 @@ fn server_config(args: &[String]) -> Result<ServerConfig, String> {
             "max-connections-per-shard" => config.max_connections_per_shard = number(name, v)?,
             "drain-timeout-ms" => config.drain_timeout_ms = number(name, v)?,
             "allowed-origin" => origins.push(v.to_owned()),
+            "io" => config.io = v.parse().map_err(|e| format!("--io: {e}"))?,
+            "ring-buffers" => config.ring_buffers = number(name, v)?,
+            "ring-buffer-size" => config.ring_buffer_size = number(name, v)?,
             "metrics" => {
                 config.metrics = Some(
                     v.parse()
@@ -161,7 +168,8 @@ fn serve(args: &[String]) -> ExitCode {
     };
     let addr = handle.local_addr();
     println!("c10m: listening on ws://{addr}/echo and ws://{addr}/pubsub");
-    println!("c10m: {shards} shard(s), epoll (mio, edge-triggered), SO_REUSEPORT");
+    println!("c10m: {shards} shard(s), SO_REUSEPORT");
+    println!("c10m: backend: {}", handle.backend());
     if let Some(m) = handle.metrics_addr() {
         println!("c10m: metrics on http://{m}/metrics, health on http://{m}/health");
     }

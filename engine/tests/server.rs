@@ -1,8 +1,8 @@
 //! Engine integration tests over real sockets on 127.0.0.1, with tungstenite as an independent
 //! client and a raw-TCP scripted peer for what no correct client would send.
 //!
-//! Every server here is started through `test_config()`, the one place a backend would be
-//! chosen, so the suite runs unchanged under each backend.
+//! Every server here is started through `test_config()`, the one place the backend is chosen
+//! (`C10M_TEST_IO`, see `support::io_backend`), so the suite runs unchanged under each.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -25,6 +25,7 @@ fn test_config() -> ServerConfig {
     ServerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         shards: 2,
+        io: support::io_backend().parse().unwrap(),
         ..ServerConfig::default()
     }
 }

@@ -8,6 +8,33 @@ use serde::Deserialize;
 
 use crate::proto;
 
+/// Which I/O backend the shards run on.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IoMode {
+    /// Edge-triggered epoll through mio: readiness, then `read`/`writev` syscalls.
+    #[default]
+    Epoll,
+    /// io_uring: multishot accept and receive into a provided-buffer ring, batched sends.
+    Uring,
+    /// io_uring when the kernel offers what it needs, else epoll (the reason is reported).
+    Auto,
+}
+
+impl std::str::FromStr for IoMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "epoll" => Ok(IoMode::Epoll),
+            "uring" | "io_uring" => Ok(IoMode::Uring),
+            "auto" => Ok(IoMode::Auto),
+            other => Err(format!(
+                "unknown I/O backend {other:?} (epoll, uring or auto)"
+            )),
+        }
+    }
+}
+
 /// Everything `c10m serve` can be told. Times are milliseconds.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -50,6 +77,13 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Plain-HTTP address for `/metrics` (Prometheus) and `/health`; none by default.
     pub metrics: Option<SocketAddr>,
+    /// The I/O backend.
+    pub io: IoMode,
+    /// io_uring: provided buffers per shard (a power of two, at most 32768). Sized for reads in
+    /// flight at once, not for connections: an idle connection holds none.
+    pub ring_buffers: u16,
+    /// io_uring: bytes per provided buffer.
+    pub ring_buffer_size: u32,
 }
 
 impl Default for ServerConfig {
@@ -73,6 +107,9 @@ impl Default for ServerConfig {
             timer_tick_ms: 100,
             allowed_origins: Vec::new(),
             metrics: None,
+            io: IoMode::default(),
+            ring_buffers: 1024,
+            ring_buffer_size: 16 * 1024,
         }
     }
 }

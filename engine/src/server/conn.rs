@@ -2,7 +2,7 @@
 //! no buffer at all; `rbuf` holds only a partial frame (or handshake head), `wq` exists only
 //! while output is backed up, and `topics` only once it subscribes.
 
-use mio::net::TcpStream;
+use std::net::TcpStream;
 
 use super::app::Why;
 use super::topics::Membership;
@@ -27,7 +27,8 @@ pub enum Phase {
 /// The slab entry.
 #[derive(Debug)]
 pub struct Conn {
-    /// The socket (registered edge-triggered for reads and writes).
+    /// The socket: non-blocking and registered edge-triggered under epoll; blocking under
+    /// io_uring (the ring waits for readiness, not the thread).
     pub sock: TcpStream,
     /// Handshake or open.
     pub phase: Phase,
@@ -47,8 +48,11 @@ pub struct Conn {
     pub ending: Option<(Why, CloseCode)>,
     /// Queued for removal at the end of this loop iteration; nothing more is read or written.
     pub dead: bool,
-    /// The socket refused part of the queue; the next writable event flushes it.
+    /// The socket refused part of the queue; the next writable event (epoll) or the send's
+    /// completion (io_uring) flushes it.
     pub backlogged: bool,
+    /// io_uring: a send is in flight; the queue waits for its completion.
+    pub sending: bool,
 }
 
 impl Conn {
@@ -66,12 +70,18 @@ impl Conn {
             ending: None,
             dead: false,
             backlogged: false,
+            sending: false,
         }
     }
 
     /// Bytes waiting to be written.
     pub fn queued(&self) -> usize {
         self.wq.as_ref().map_or(0, |q| q.len())
+    }
+
+    /// Output is queued or in flight.
+    pub fn has_output(&self) -> bool {
+        self.sending || self.queued() > 0
     }
 
     /// The protocol state, once open.

@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -17,6 +18,7 @@ use super::id::ConnId;
 use super::metrics::ShardStats;
 use super::timer::TimerWheel;
 use super::topics::{Sub, Topics, fix_membership};
+use super::uring::sends::{Sent, UringIo};
 use crate::proto::{CloseCode, Message, OpCode};
 
 /// Messages between shards. A publish is one message per shard, whatever the subscriber count.
@@ -55,12 +57,34 @@ pub enum Mail {
     Shutdown,
 }
 
+/// What wakes a sleeping shard.
+#[derive(Debug)]
+pub enum Waker {
+    /// Its epoll (through mio).
+    Mio(mio::Waker),
+    /// An eventfd its ring keeps a read pending on.
+    EventFd(nix::sys::eventfd::EventFd),
+}
+
+impl Waker {
+    fn wake(&self) {
+        match self {
+            Waker::Mio(w) => {
+                let _ = w.wake();
+            }
+            Waker::EventFd(fd) => {
+                let _ = fd.write(1);
+            }
+        }
+    }
+}
+
 /// How to reach a shard from any thread.
 pub struct Peer {
     /// Its mailbox.
     pub tx: Sender<Mail>,
-    /// Wakes its poll.
-    pub waker: mio::Waker,
+    /// Wakes its poll or ring.
+    pub waker: Waker,
     /// A wake is already pending: further mail needs no extra syscall.
     pub pending: AtomicBool,
 }
@@ -69,7 +93,7 @@ impl Peer {
     /// Posts `mail` and wakes the shard unless a wake is already pending.
     pub fn send(&self, mail: Mail) {
         if self.tx.send(mail).is_ok() && !self.pending.swap(true, Ordering::AcqRel) {
-            let _ = self.waker.wake();
+            self.waker.wake();
         }
     }
 }
@@ -116,6 +140,9 @@ pub struct Io {
     pub dead: Vec<usize>,
     /// Slots with output gathered this iteration, written by [`Io::flush_dirty`].
     pub dirty: Vec<usize>,
+    /// Under io_uring: sends in flight and entries waiting for submission. `None` under epoll,
+    /// where output is written with syscalls at once.
+    pub uring: Option<UringIo>,
 }
 
 /// Gathered output past this size is written at once rather than at the end of the iteration.
@@ -191,7 +218,7 @@ impl Io {
             if self
                 .conns
                 .get(slot)
-                .is_some_and(|c| !c.backlogged && c.queued() > 0)
+                .is_some_and(|c| !c.backlogged && !c.sending && c.queued() > 0)
             {
                 self.drain(slot);
             }
@@ -205,6 +232,10 @@ impl Io {
             return;
         };
         if self.cork.is_empty() {
+            return;
+        }
+        if self.uring.is_some() {
+            self.flush_cork_ring(slot);
             return;
         }
         let cork = std::mem::take(&mut self.cork);
@@ -238,9 +269,101 @@ impl Io {
         }
     }
 
+    /// io_uring: the cork becomes the send itself when nothing is ahead of it (no copy: a
+    /// spare buffer takes its place), else it joins the queue.
+    fn flush_cork_ring(&mut self, slot: usize) {
+        let (Some(conn), Some(ring)) = (self.conns.get_mut(slot), self.uring.as_mut()) else {
+            return;
+        };
+        if !conn.dead && !conn.has_output() {
+            let cork = std::mem::replace(&mut self.cork, ring.spare_buffer());
+            conn.sending = true;
+            let fd = conn.sock.as_raw_fd();
+            ring.send(slot as u32, conn.generation, fd, cork, Vec::new());
+            return;
+        }
+        let cork = std::mem::take(&mut self.cork);
+        self.output(slot, Out::Slices(&[&cork]));
+        self.cork = cork;
+        self.cork.clear();
+    }
+
+    /// io_uring: hands the queue to the kernel unless a send is already in flight (its
+    /// completion comes back here).
+    fn drain_ring(&mut self, slot: usize) {
+        let (Some(conn), Some(ring)) = (self.conns.get_mut(slot), self.uring.as_mut()) else {
+            return;
+        };
+        if conn.dead || conn.sending {
+            return;
+        }
+        if let Some(wq) = conn.wq.as_mut().filter(|q| !q.is_empty()) {
+            let chunks = wq.take_chunks(super::writeq::MAX_IOV);
+            let taken: usize = chunks.iter().map(|c| c.len()).sum();
+            ShardStats::sub(&self.stats.write_queue_bytes, taken as u64);
+            conn.sending = true;
+            let fd = conn.sock.as_raw_fd();
+            ring.send(slot as u32, conn.generation, fd, Vec::new(), chunks);
+            return;
+        }
+        conn.wq = None;
+        conn.backlogged = false;
+        if let Some((why, code)) = conn.ending {
+            self.kill(slot, why, code);
+        }
+    }
+
+    /// io_uring: a send's completion. A short send goes on from where it stopped; a finished
+    /// one lets the queue move, or ends a connection that was only waiting for its output.
+    pub fn on_sent(&mut self, key: usize, result: i32) {
+        let Some(ring) = self.uring.as_mut() else {
+            return;
+        };
+        match ring.complete(key, result) {
+            Sent::Stale => {}
+            Sent::Again {
+                slot,
+                generation,
+                written,
+            } => {
+                ShardStats::add(&self.stats.bytes_out, written as u64);
+                if let Some(c) = self.conns.get_mut(slot as usize) {
+                    if c.generation == generation {
+                        c.backlogged = true;
+                    }
+                }
+            }
+            Sent::Done {
+                slot,
+                generation,
+                written,
+                failed,
+            } => {
+                ShardStats::add(&self.stats.bytes_out, written as u64);
+                let slot = slot as usize;
+                let Some(c) = self.conns.get_mut(slot) else {
+                    return;
+                };
+                if c.generation != generation {
+                    return;
+                }
+                c.sending = false;
+                if failed {
+                    self.kill(slot, Why::Io, CloseCode(1006));
+                } else {
+                    self.drain_ring(slot);
+                }
+            }
+        }
+    }
+
     /// Tries to drain `slot`'s write queue (on a writable event). Frees the queue once empty and
     /// finishes a connection that was only waiting for its output.
     pub fn drain(&mut self, slot: usize) {
+        if self.uring.is_some() {
+            self.drain_ring(slot);
+            return;
+        }
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -281,7 +404,7 @@ impl Io {
         if conn.ending.is_none() {
             conn.ending = Some((why, code));
         }
-        if conn.queued() == 0 && self.corked != Some(slot) {
+        if !conn.has_output() && self.corked != Some(slot) {
             self.kill(slot, why, code);
         }
     }

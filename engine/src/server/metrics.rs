@@ -35,12 +35,22 @@ pub struct ShardStats {
     pub bytes_out: AtomicU64,
     /// Bytes waiting in write queues.
     pub write_queue_bytes: AtomicU64,
+    /// io_uring: multishot receives that ended because every provided buffer was in use (they
+    /// are armed again once buffers come back).
+    pub recv_buffers_exhausted: AtomicU64,
+    /// io_uring: operations submitted whose last completion has not arrived.
+    pub io_in_flight: AtomicU64,
 }
 
 impl ShardStats {
     /// Adds `n` to a counter (single writer: relaxed is enough).
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    /// Sets a gauge.
+    pub fn set(gauge: &AtomicU64, n: u64) {
+        gauge.store(n, Relaxed);
     }
 
     /// Subtracts `n` from a gauge.
@@ -102,6 +112,18 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
         "gauge",
         "Bytes waiting in write queues.",
         &|s| s.write_queue_bytes.load(Relaxed),
+    );
+    family(
+        "recv_buffers_exhausted_total",
+        "counter",
+        "io_uring: receives paused because every provided buffer was in use.",
+        &|s| s.recv_buffers_exhausted.load(Relaxed),
+    );
+    family(
+        "io_in_flight",
+        "gauge",
+        "io_uring: operations submitted and not yet completed.",
+        &|s| s.io_in_flight.load(Relaxed),
     );
     let _ = writeln!(
         out,

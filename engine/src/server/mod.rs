@@ -1,27 +1,33 @@
-//! The engine: a sharded, thread-per-core WebSocket server on edge-triggered epoll (mio).
+//! The engine: a sharded, thread-per-core WebSocket server on edge-triggered epoll (mio) or
+//! io_uring, chosen at start-up.
 //!
 //! ```text
 //!   Server::start ──► N shard threads, each:
 //!      SO_REUSEPORT listener ─► accept ─► slab slot (ConnId = shard | generation | slot)
-//!      epoll (mio, edge-triggered) ─► read into the shard's one buffer ─► proto::Connection
+//!      backend: epoll (read into the shard's one buffer) or io_uring (multishot receive into
+//!          the shard's provided-buffer ring) ─► Shard::process ─► proto::Connection
 //!          ─► App callbacks (on_open / on_message / on_close) ─► Ctx: send, close, topics, post
 //!      timer wheel (handshake, ping, idle, close deadlines)
-//!      mailbox + Waker (publishes, sends and posts from other shards)
+//!      mailbox + waker (publishes, sends and posts from other shards)
 //! ```
 //!
-//! The backend seam: everything socket-specific is in `shard.rs` (readiness, `read`, `accept`)
-//! and `core.rs` (`Io::output`, the write path); the protocol core and the application API do
-//! not see it.
+//! The backend seam: a backend's loop (`epoll.rs`, `uring/`) accepts, hands received bytes to
+//! `Shard::process`, and wakes on mail; the write path in `core.rs` (`Io`) writes with syscalls
+//! under epoll and queues sends under io_uring. The protocol core and the application API do
+//! not see which runs.
 
 mod app;
 mod config;
 mod conn;
 mod core;
+mod epoll;
 mod id;
 mod metrics;
 mod shard;
 mod timer;
 mod topics;
+#[allow(unsafe_code)] // the one place: see uring/mod.rs
+mod uring;
 mod writeq;
 
 pub mod apps;
@@ -33,18 +39,19 @@ use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use mio::{Interest, Poll, Token, Waker};
+use mio::{Interest, Poll, Waker};
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use app::{App, AppFactory, Closed, SendError, SharedFrame, Upgrade, Why};
-pub use config::{ConfigError, ServerConfig};
+pub use config::{ConfigError, IoMode, ServerConfig};
 pub use core::Ctx;
 pub use id::ConnId;
 pub use metrics::ShardStats;
 
-use core::{Core, Io, Mail, Peer};
-use shard::{Shard, WAKER};
+use core::{Core, Io, Mail, Peer, Waker as ShardWaker};
+use epoll::{Epoll, LISTENER, WAKER};
+use shard::Shard;
 use timer::TimerWheel;
 use topics::Topics;
 
@@ -101,6 +108,7 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<io::Result<()>>>,
     stats: Vec<Arc<ShardStats>>,
     metrics_addr: Option<SocketAddr>,
+    backend: String,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -121,6 +129,11 @@ impl ServerHandle {
     /// Where `/metrics` is served, if enabled.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// Which I/O backend runs and why, for the start-up banner.
+    pub fn backend(&self) -> &str {
+        &self.backend
     }
 
     /// Per-shard counters.
@@ -169,7 +182,25 @@ fn listeners(addr: SocketAddr, n: usize, backlog: i32) -> io::Result<Vec<std::ne
     Ok(out)
 }
 
-/// Starts the shards and returns at once.
+/// The backend `config.io` resolves to on this host, with the reason.
+fn choose_backend(config: &ServerConfig) -> io::Result<(bool, String)> {
+    match config.io {
+        IoMode::Epoll => Ok((false, "epoll (mio, edge-triggered): --io epoll".into())),
+        IoMode::Uring => match uring::probe(config) {
+            Ok(()) => Ok((true, "--io uring".into())),
+            Err(why) => Err(io::Error::other(format!("--io uring: {why}"))),
+        },
+        IoMode::Auto => match uring::probe(config) {
+            Ok(()) => Ok((true, "--io auto: the kernel supports it".into())),
+            Err(why) => Ok((
+                false,
+                format!("epoll (mio, edge-triggered): --io auto: io_uring unavailable: {why}"),
+            )),
+        },
+    }
+}
+
+/// Starts the shards and returns once each has set up its I/O.
 pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
     let config = Arc::new(config);
     let n = config.shard_count().clamp(1, usize::from(u16::MAX));
@@ -179,22 +210,36 @@ pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
             "at most 255 routes",
         ));
     }
+    let (use_uring, why) = choose_backend(&config)?;
     let listeners = listeners(config.listen, n, config.backlog)?;
     let local_addr = listeners[0].local_addr()?;
     let mut polls = Vec::with_capacity(n);
     let mut peers = Vec::with_capacity(n);
     let mut inboxes = Vec::with_capacity(n);
     for _ in 0..n {
-        let poll = Poll::new()?;
-        let waker = Waker::new(poll.registry(), WAKER)?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let waker = if use_uring {
+            // Blocking: the ring waits for it to become readable; writers never block (the
+            // counter would have to reach 2^64 - 2).
+            let fd = nix::sys::eventfd::EventFd::from_value_and_flags(
+                0,
+                nix::sys::eventfd::EfdFlags::EFD_CLOEXEC,
+            )
+            .map_err(io::Error::from)?;
+            polls.push(None);
+            ShardWaker::EventFd(fd)
+        } else {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), WAKER)?;
+            polls.push(Some(poll));
+            ShardWaker::Mio(waker)
+        };
         peers.push(Peer {
             tx,
             waker,
             pending: AtomicBool::new(false),
         });
         inboxes.push(rx);
-        polls.push(poll);
     }
     let peers = Arc::new(peers);
     let routes = Arc::new(routes);
@@ -203,14 +248,12 @@ pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
     let mut threads = Vec::with_capacity(n);
     let mut stats = Vec::with_capacity(n);
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<String>>();
     for (i, ((poll, std_listener), mail)) in
         polls.into_iter().zip(listeners).zip(inboxes).enumerate()
     {
         let shard_stats = Arc::new(ShardStats::default());
         stats.push(shard_stats.clone());
-        let mut listener = mio::net::TcpListener::from_std(std_listener);
-        poll.registry()
-            .register(&mut listener, Token(usize::MAX - 1), Interest::READABLE)?;
         let core = Core {
             shard: i as u16,
             io: Io {
@@ -222,6 +265,7 @@ pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
                 limit: config.write_queue_limit,
                 dead: Vec::new(),
                 dirty: Vec::new(),
+                uring: None,
             },
             topics: Topics::default(),
             timers: TimerWheel::new(config.timer_tick_ms),
@@ -233,33 +277,86 @@ pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
             scratch: Vec::new(),
         };
         let routes = routes.clone();
-        let buf_size = config.read_buffer_size.max(4096);
+        let config = config.clone();
         let pin = config.pin.then_some(i % cores);
+        let ready = ready_tx.clone();
+        let waker_fd = match &peers[i].waker {
+            ShardWaker::EventFd(fd) => Some(std::os::fd::AsRawFd::as_raw_fd(fd)),
+            ShardWaker::Mio(_) => None,
+        };
         let thread = std::thread::Builder::new()
             .name(format!("c10m-shard-{i}"))
             .spawn(move || {
                 if let Some(cpu) = pin {
                     pin_to(cpu);
                 }
+                // The backend is set up on its shard's thread (an io_uring with SINGLE_ISSUER
+                // belongs to the thread that made it).
+                let backend = match (poll, waker_fd) {
+                    (Some(poll), _) => {
+                        let mut listener = mio::net::TcpListener::from_std(std_listener);
+                        poll.registry()
+                            .register(&mut listener, LISTENER, Interest::READABLE)
+                            .map(|()| {
+                                let size = config.read_buffer_size.max(4096);
+                                Backend::Epoll(Epoll::new(poll, listener, size))
+                            })
+                    }
+                    (None, Some(waker)) => std_listener
+                        .set_nonblocking(false)
+                        .and_then(|()| uring::Uring::new(&config, std_listener, waker))
+                        .map(|u| Backend::Uring(Box::new(u))),
+                    (None, None) => Err(io::Error::other("shard without a backend")),
+                };
+                let backend = match backend {
+                    Ok(b) => {
+                        let _ = ready.send(Ok(b.describe(&config)));
+                        b
+                    }
+                    Err(e) => {
+                        let _ = ready.send(Err(io::Error::new(e.kind(), e.to_string())));
+                        return Err(e);
+                    }
+                };
+                drop(ready);
                 // Apps are built on their shard's thread, so they need not be Send.
                 let apps = routes.entries.iter().map(|(_, f)| f(i as u16)).collect();
-                let shard = Shard {
-                    poll,
-                    listener: Some(listener),
+                let mut shard = Shard {
                     core,
                     apps,
                     routes,
-                    buf: vec![0; buf_size],
                     mail,
                     clock,
-                    again: Vec::new(),
                     accept_paused_until: None,
                     draining_until: None,
+                    shutdown_sockets: false,
                 };
-                shard.run()
+                match backend {
+                    Backend::Epoll(e) => e.run(&mut shard),
+                    Backend::Uring(u) => u.run(&mut shard),
+                }
             })?;
         threads.push(thread);
     }
+    drop(ready_tx);
+    let mut setup = None;
+    for _ in 0..n {
+        match ready_rx.recv() {
+            Ok(Ok(s)) => setup = Some(s),
+            Ok(Err(e)) => {
+                shutdown_all(&peers);
+                return Err(e);
+            }
+            Err(_) => {
+                shutdown_all(&peers);
+                return Err(io::Error::other("a shard ended during set-up"));
+            }
+        }
+    }
+    let backend = match (use_uring, setup) {
+        (true, Some(s)) => format!("{s}; {why}"),
+        _ => why,
+    };
     let metrics_addr = match config.metrics {
         Some(addr) => {
             let listener = std::net::TcpListener::bind(addr)?;
@@ -278,7 +375,33 @@ pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
         threads,
         stats,
         metrics_addr,
+        backend,
     })
+}
+
+/// A shard's I/O loop.
+enum Backend {
+    Epoll(Epoll),
+    Uring(Box<uring::Uring>),
+}
+
+impl Backend {
+    fn describe(&self, config: &ServerConfig) -> String {
+        match self {
+            Backend::Epoll(_) => "epoll (mio, edge-triggered)".into(),
+            Backend::Uring(u) => format!(
+                "io_uring (multishot accept and receive, {} x {} B provided buffers per shard, {})",
+                config.ring_buffers, config.ring_buffer_size, u.flags
+            ),
+        }
+    }
+}
+
+/// Asks every shard that did start to stop (start-up failed elsewhere).
+fn shutdown_all(peers: &[Peer]) {
+    for peer in peers {
+        peer.send(Mail::Shutdown);
+    }
 }
 
 /// Pins the calling thread to one CPU (best effort).

@@ -1,17 +1,17 @@
-//! One shard: a thread with its own listener (`SO_REUSEPORT`), its own edge-triggered epoll
-//! (mio), its connections in a slab, a timer wheel, and a mailbox for the other shards.
+//! One shard: a thread with its own listener (`SO_REUSEPORT`), its connections in a slab, a
+//! timer wheel, and a mailbox for the other shards. The I/O loop around it is a backend:
+//! `epoll.rs` (edge-triggered readiness through mio) or `uring/` (completions from io_uring).
 //!
-//! The loop: poll; accept; read each ready socket into the one shared read buffer and run the
-//! protocol core on it in place; flush; run due timers; read mail; reap the dead.
+//! A backend's loop: wait; accept; hand each connection's fresh bytes to [`Shard::process`]
+//! (the protocol core runs on them in place) and then [`Shard::after_input`]; read mail on a
+//! wake-up; call [`Shard::end_of_iteration`] (timers, gathered output, reaping).
 
-use std::io::{self, Read as _};
+use std::io;
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
-
-use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token};
 
 use super::Routes;
 use super::app::{App, Closed, Upgrade, Why};
@@ -23,103 +23,157 @@ use super::timer::Entry;
 use crate::proto::handshake::{self, Accept, Limits};
 use crate::proto::{CloseCode, Connection, Error, Event, HandshakeError, Read, State, TimeoutKind};
 
-const LISTENER: Token = Token(usize::MAX - 1);
-/// The token of the mailbox waker.
-pub const WAKER: Token = Token(usize::MAX - 2);
-
-/// Reads per connection per wake-up before others get a turn (edge-triggered: the rest is
-/// picked up on the next iteration without waiting for a new event).
-const READS_PER_TURN: usize = 16;
-
 /// How long accept pauses after EMFILE/ENFILE before trying again.
-const ACCEPT_BACKOFF_MS: u64 = 100;
+pub const ACCEPT_BACKOFF_MS: u64 = 100;
 
-/// A shard, ready to run on its own thread.
+/// A shard's state, whatever the backend.
 pub struct Shard {
-    pub(crate) poll: Poll,
-    pub(crate) listener: Option<TcpListener>,
     pub(crate) core: Core,
     pub(crate) apps: Vec<Box<dyn App>>,
     pub(crate) routes: Arc<Routes>,
-    pub(crate) buf: Vec<u8>,
     pub(crate) mail: Receiver<Mail>,
     pub(crate) clock: Instant,
-    /// Connections with input left over after their turn.
-    pub(crate) again: Vec<usize>,
     pub(crate) accept_paused_until: Option<u64>,
     pub(crate) draining_until: Option<u64>,
+    /// Shut a socket down before closing it (io_uring: wakes operations still pending on it,
+    /// which hold the socket open until they complete).
+    pub(crate) shutdown_sockets: bool,
+}
+
+/// What the loop does after an iteration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Keep going.
+    Continue,
+    /// Drained (or out of time): every connection is gone; stop.
+    Stop,
 }
 
 impl Shard {
-    fn now(&self) -> u64 {
+    /// The shard clock, ms since the server started.
+    pub fn now(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64
     }
 
-    /// Runs until shut down and drained.
-    pub fn run(mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
-        let mut expired = Vec::new();
-        let mut ready = Vec::new();
-        loop {
-            let timeout = self.poll_timeout();
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            self.core.now = self.now();
-            ready.clear();
-            // Left over from a used-up turn: read until the socket says WouldBlock.
-            ready.extend(self.again.drain(..).map(|slot| (slot, true)));
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept(),
-                    WAKER => self.read_mail(),
-                    Token(slot) => {
-                        if event.is_writable() {
-                            self.core.io.drain(slot);
-                        }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            ready.push((slot, event.is_read_closed() || event.is_error()));
-                        }
-                    }
-                }
-            }
-            for &(slot, to_the_end) in &ready {
-                self.on_readable(slot, to_the_end);
-            }
-            if self.accept_paused_until.is_some_and(|t| self.core.now >= t) {
-                self.accept_paused_until = None;
-                self.accept();
-            }
-            self.core.timers.advance(self.core.now, &mut expired);
-            for entry in expired.drain(..) {
-                self.on_timer(entry);
-            }
-            self.core.io.flush_dirty();
-            self.reap();
-            if let Some(deadline) = self.draining_until {
-                if self.core.io.conns.is_empty() {
-                    return Ok(());
-                }
-                if self.core.now >= deadline {
-                    let slots: Vec<usize> = self.core.io.conns.iter().map(|(s, _)| s).collect();
-                    for slot in slots {
-                        self.core
-                            .io
-                            .kill(slot, Why::Shutdown, CloseCode::GOING_AWAY);
-                    }
-                    self.reap();
-                    return Ok(());
-                }
+    /// Whether a graceful shutdown has begun (the backend stops accepting).
+    pub fn draining(&self) -> bool {
+        self.draining_until.is_some()
+    }
+
+    /// Whether accepting is paused after an accept error, or stopped by a drain.
+    pub fn accept_paused(&self) -> bool {
+        self.accept_paused_until.is_some() || self.draining_until.is_some()
+    }
+
+    /// The pause after an accept error is over: accepting resumes (returns true once).
+    pub fn accept_resumes(&mut self) -> bool {
+        if self.accept_paused_until.is_some_and(|t| self.core.now >= t) {
+            self.accept_paused_until = None;
+            return true;
+        }
+        false
+    }
+
+    /// An accept failed with `e` (EMFILE, ENFILE, ENOBUFS, ENOMEM): the backlog keeps the
+    /// connection; pause instead of spinning on an accept that cannot succeed.
+    pub fn accept_failed(&mut self, e: &io::Error) {
+        let stats = &self.core.io.stats;
+        ShardStats::add(&stats.accept_errors, 1);
+        if stats.accept_errors.load(Ordering::Relaxed) == 1 {
+            eprintln!(
+                "c10m: shard {}: accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF_MS} ms at a time",
+                self.core.shard
+            );
+        }
+        self.accept_paused_until = Some(self.core.now + ACCEPT_BACKOFF_MS);
+    }
+
+    /// Takes a freshly accepted socket into the slab; `None` when the shard is full (the
+    /// socket is closed).
+    pub fn adopt(&mut self, sock: TcpStream) -> Option<usize> {
+        let io = &mut self.core.io;
+        if io.conns.len() >= self.core.config.max_connections_per_shard {
+            return None;
+        }
+        let _ = sock.set_nodelay(true);
+        let entry = io.conns.vacant_entry();
+        let slot = entry.key();
+        if slot >= io.generations.len() {
+            io.generations.resize(slot + 1, 0);
+        }
+        let generation = io.generations[slot].wrapping_add(1);
+        io.generations[slot] = generation;
+        let deadline = self.core.now + self.core.config.handshake_timeout_ms;
+        entry.insert(Conn::new(sock, generation, deadline));
+        ShardStats::add(&io.stats.accepted, 1);
+        ShardStats::add(&io.stats.connections, 1);
+        self.core.arm(slot);
+        Some(slot)
+    }
+
+    /// Forgets a connection the backend could not set up (no `on_close`: it never opened).
+    pub fn abandon(&mut self, slot: usize) {
+        if self.core.io.conns.try_remove(slot).is_some() {
+            ShardStats::sub(&self.core.io.stats.connections, 1);
+        }
+    }
+
+    /// The connection's input ended (EOF) or failed.
+    pub fn input_ended(&mut self, slot: usize) {
+        self.core.io.kill(slot, Why::Io, CloseCode(1006));
+    }
+
+    /// After a connection's input was processed: writes its cork, and starts ending it if the
+    /// protocol said so.
+    pub fn after_input(&mut self, slot: usize) {
+        self.core.io.flush_cork();
+        if let Some(conn) = self.core.io.conns.get(slot) {
+            if let (Some((why, code)), false) = (conn.ending, conn.dead) {
+                self.core.io.finish(slot, why, code);
+                self.core.arm(slot);
             }
         }
     }
 
-    fn poll_timeout(&self) -> Option<Duration> {
-        if !self.again.is_empty() {
-            return Some(Duration::ZERO);
+    /// Whether the connection still takes input.
+    pub fn reading(&self, slot: usize) -> bool {
+        self.core.io.conns.get(slot).is_some_and(|c| !c.dead)
+    }
+
+    /// Timers, gathered output, reaping, and the drain deadline: the end of every iteration.
+    pub fn end_of_iteration(&mut self, expired: &mut Vec<Entry>) -> Next {
+        self.core.timers.advance(self.core.now, expired);
+        for entry in expired.drain(..) {
+            self.on_timer(entry);
         }
+        self.core.io.flush_dirty();
+        self.reap();
+        if let Some(deadline) = self.draining_until {
+            if self.core.io.conns.is_empty() {
+                return Next::Stop;
+            }
+            if self.core.now >= deadline {
+                self.close_all();
+                return Next::Stop;
+            }
+        }
+        Next::Continue
+    }
+
+    /// Drops every connection at once (end of the drain, or the loop failed).
+    pub fn close_all(&mut self) {
+        let slots: Vec<usize> = self.core.io.conns.iter().map(|(s, _)| s).collect();
+        for slot in slots {
+            self.core
+                .io
+                .kill(slot, Why::Shutdown, CloseCode::GOING_AWAY);
+        }
+        self.reap();
+    }
+
+    /// How long the backend may sleep: until the next timer, accept resumption or drain
+    /// deadline (`None`: until woken).
+    pub fn poll_timeout(&self) -> Option<Duration> {
         let now = self.now();
         let mut wait = self.core.timers.next_wake(now);
         for t in [self.accept_paused_until, self.draining_until]
@@ -132,134 +186,24 @@ impl Shard {
         wait.map(Duration::from_millis)
     }
 
-    fn accept(&mut self) {
-        if self.accept_paused_until.is_some() || self.draining_until.is_some() {
-            return;
-        }
-        let Some(listener) = &self.listener else {
-            return;
-        };
-        let stats = Arc::clone(&self.core.io.stats);
-        loop {
-            let (sock, _) = match listener.accept() {
-                Ok(pair) => pair,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if e.kind() == io::ErrorKind::Interrupted
-                        || e.kind() == io::ErrorKind::ConnectionAborted =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    // EMFILE, ENFILE, ENOBUFS, ENOMEM: the backlog keeps the connection; pause
-                    // instead of spinning on an accept that cannot succeed.
-                    ShardStats::add(&stats.accept_errors, 1);
-                    if stats.accept_errors.load(Ordering::Relaxed) == 1 {
-                        eprintln!(
-                            "c10m: shard {}: accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF_MS} ms at a time",
-                            self.core.shard
-                        );
-                    }
-                    self.accept_paused_until = Some(self.core.now + ACCEPT_BACKOFF_MS);
-                    return;
-                }
-            };
-            if self.core.io.conns.len() >= self.core.config.max_connections_per_shard {
-                drop(sock);
-                continue;
-            }
-            let _ = sock.set_nodelay(true);
-            let entry = self.core.io.conns.vacant_entry();
-            let slot = entry.key();
-            if slot >= self.core.io.generations.len() {
-                self.core.io.generations.resize(slot + 1, 0);
-            }
-            let generation = self.core.io.generations[slot].wrapping_add(1);
-            self.core.io.generations[slot] = generation;
-            let deadline = self.core.now + self.core.config.handshake_timeout_ms;
-            let conn = entry.insert(Conn::new(sock, generation, deadline));
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            if self
-                .poll
-                .registry()
-                .register(&mut conn.sock, Token(slot), interest)
-                .is_err()
-            {
-                self.core.io.conns.remove(slot);
-                continue;
-            }
-            ShardStats::add(&stats.accepted, 1);
-            ShardStats::add(&stats.connections, 1);
-            self.core.arm(slot);
-        }
-    }
-
-    /// Reads everything the socket has (up to a turn's worth) and processes it.
-    ///
-    /// A read shorter than the buffer drained the socket's receive queue, and with
-    /// edge-triggered epoll any later data raises a new event, so the read that would only say
-    /// WouldBlock is skipped — unless the event also reported the peer's FIN or an error
-    /// (`to_the_end`), which only a read to EOF observes.
-    fn on_readable(&mut self, slot: usize, to_the_end: bool) {
-        for _ in 0..READS_PER_TURN {
-            let Some(conn) = self.core.io.conns.get_mut(slot) else {
-                return;
-            };
-            if conn.dead {
-                return;
-            }
-            let n = match conn.sock.read(&mut self.buf) {
-                Ok(0) => {
-                    let code = CloseCode(1006);
-                    self.core.io.kill(slot, Why::Io, code);
-                    return;
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.core.io.kill(slot, Why::Io, CloseCode(1006));
-                    return;
-                }
-            };
-            ShardStats::add(&self.core.io.stats.bytes_in, n as u64);
-            let drained = n < self.buf.len();
-            self.process(slot, n);
-            self.core.io.flush_cork();
-            if let Some(conn) = self.core.io.conns.get(slot) {
-                if let (Some((why, code)), false) = (conn.ending, conn.dead) {
-                    self.core.io.finish(slot, why, code);
-                    self.core.arm(slot);
-                }
-            }
-            if drained && !to_the_end {
-                return;
-            }
-        }
-        // Turn used up with input possibly pending: continue next iteration.
-        self.again.push(slot);
-    }
-
-    /// Runs the protocol on `n` fresh bytes in the shared buffer (after any carried partial
-    /// frame) and stores what remains incomplete.
-    fn process(&mut self, slot: usize, n: usize) {
+    /// Runs the protocol on `fresh` bytes just received (after any carried partial frame), in
+    /// place, and keeps what remains incomplete. The caller's buffer is free again on return.
+    pub fn process(&mut self, slot: usize, fresh: &mut [u8]) {
+        ShardStats::add(&self.core.io.stats.bytes_in, fresh.len() as u64);
         let Shard {
-            core,
-            apps,
-            routes,
-            buf,
-            ..
+            core, apps, routes, ..
         } = self;
         let Some(conn) = core.io.conns.get_mut(slot) else {
             return;
         };
         core.io.corked = Some(slot);
         let mut carried = std::mem::take(&mut conn.rbuf);
-        let input: &mut [u8] = if carried.is_empty() {
-            &mut buf[..n]
-        } else {
-            carried.extend_from_slice(&buf[..n]);
+        let was_carried = !carried.is_empty();
+        let input: &mut [u8] = if was_carried {
+            carried.extend_from_slice(fresh);
             &mut carried[..]
+        } else {
+            fresh
         };
         let mut at = 0;
         let mut want = 0;
@@ -340,9 +284,9 @@ impl Shard {
             return;
         }
         let tail_len = input.len() - at;
-        if carried.is_empty() {
+        if !was_carried {
             let mut tail = Vec::with_capacity(want.max(tail_len));
-            tail.extend_from_slice(&buf[at..n]);
+            tail.extend_from_slice(&input[at..]);
             conn.rbuf = tail;
         } else {
             carried.drain(..at);
@@ -406,7 +350,8 @@ impl Shard {
         self.core.arm(slot);
     }
 
-    fn read_mail(&mut self) {
+    /// Handles everything in the mailbox (the backend was woken).
+    pub fn read_mail(&mut self) {
         let me = usize::from(self.core.shard);
         self.core.peers[me].pending.store(false, Ordering::Release);
         while let Ok(mail) = self.mail.try_recv() {
@@ -436,13 +381,11 @@ impl Shard {
         }
     }
 
-    /// Stops accepting and starts the close handshake with 1001 on every connection.
+    /// Stops accepting (the backend sees [`Shard::draining`]) and starts the close handshake
+    /// with 1001 on every connection.
     fn shutdown(&mut self) {
         if self.draining_until.is_some() {
             return;
-        }
-        if let Some(mut l) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut l);
         }
         self.draining_until = Some(self.core.now + self.core.config.drain_timeout_ms);
         let slots: Vec<(usize, u16, bool)> = self
@@ -495,12 +438,15 @@ impl Shard {
                 );
             }
             self.core.unsubscribe_all(slot);
-            let mut conn = self.core.io.conns.remove(slot);
-            let _ = self.poll.registry().deregister(&mut conn.sock);
+            let conn = self.core.io.conns.remove(slot);
+            // Counted before the socket closes, so a peer that sees the close sees it counted.
             let stats = &self.core.io.stats;
             ShardStats::sub(&stats.write_queue_bytes, conn.queued() as u64);
             ShardStats::sub(&stats.connections, 1);
             ShardStats::add(&stats.closed[why.index()], 1);
+            if self.shutdown_sockets {
+                let _ = conn.sock.shutdown(std::net::Shutdown::Both);
+            }
         }
     }
 }

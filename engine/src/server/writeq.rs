@@ -22,7 +22,7 @@ pub struct WriteQueue {
 const COALESCE: usize = 4096;
 
 /// iovecs per writev.
-const MAX_IOV: usize = 64;
+pub const MAX_IOV: usize = 64;
 
 impl WriteQueue {
     /// Bytes waiting.
@@ -89,6 +89,19 @@ impl WriteQueue {
         Ok(true)
     }
 
+    /// Takes up to `max` chunks off the front, for a send that owns them until it completes
+    /// (io_uring). What is left stays queued behind them.
+    pub fn take_chunks(&mut self, max: usize) -> Vec<Bytes> {
+        self.seal_tail();
+        let n = self.chunks.len().min(max);
+        let taken: Vec<Bytes> = self.chunks.drain(..n).collect();
+        self.len -= taken.iter().map(Bytes::len).sum::<usize>();
+        if self.chunks.is_empty() {
+            self.tail = BytesMut::new();
+        }
+        taken
+    }
+
     fn consume(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {
@@ -153,6 +166,21 @@ mod tests {
         expected.extend_from_slice(&big);
         expected.extend_from_slice(b"tail");
         assert_eq!(w.out, expected);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn taking_chunks_keeps_order_and_length() {
+        let mut q = WriteQueue::default();
+        q.push_slice(b"small");
+        q.push_bytes(Bytes::from(vec![b'x'; 5000]));
+        q.push_slice(b"end");
+        let first = q.take_chunks(1);
+        assert_eq!(&first[0][..], b"small");
+        assert_eq!(q.len(), 5003);
+        let rest = q.take_chunks(64);
+        assert_eq!(rest.len(), 2);
+        assert_eq!(&rest[1][..], b"end");
         assert!(q.is_empty());
     }
 }

@@ -192,7 +192,17 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Runs `c10m serve` with `args` through `sh -c` (so a `ulimit` prefix may be given), with its
+/// The I/O backend every engine test runs under: `C10M_TEST_IO=epoll|uring` (default epoll).
+/// `scripts/test.sh` runs the engine's tests once under each.
+pub fn io_backend() -> &'static str {
+    match std::env::var("C10M_TEST_IO").as_deref() {
+        Err(_) | Ok("" | "epoll") => "epoll",
+        Ok("uring") => "uring",
+        Ok(other) => panic!("C10M_TEST_IO={other:?}: expected epoll or uring"),
+    }
+}
+
+/// Runs `c10m serve` with `args` (and `--io` for [`io_backend`]) through `sh -c` (so a `ulimit` prefix may be given), with its
 /// stderr discarded. Returns the process, its WebSocket address, and its remaining stdout lines.
 pub fn spawn_serve(
     prefix: &str,
@@ -205,7 +215,10 @@ pub fn spawn_serve(
     use std::io::BufRead;
     let bin = env!("CARGO_BIN_EXE_c10m");
     let mut child = std::process::Command::new("sh")
-        .args(["-c", &format!("{prefix} exec {bin} serve {args}")])
+        .args([
+            "-c",
+            &format!("{prefix} exec {bin} serve --io {} {args}", io_backend()),
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -1,0 +1,173 @@
+//! The epoll backend: edge-triggered readiness through mio, then `read` into the shard's one
+//! buffer and `write`/`writev` from the cork and the write queues.
+
+use std::io::{self, Read as _};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use mio::net::TcpListener;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use super::shard::{Next, Shard};
+
+/// The listener's token.
+pub const LISTENER: Token = Token(usize::MAX - 1);
+/// The token of the mailbox waker.
+pub const WAKER: Token = Token(usize::MAX - 2);
+
+/// Reads per connection per wake-up before others get a turn (edge-triggered: the rest is
+/// picked up on the next iteration without waiting for a new event).
+const READS_PER_TURN: usize = 16;
+
+/// What the epoll loop owns besides the shard.
+#[derive(Debug)]
+pub struct Epoll {
+    /// The shard's poll (its waker is registered under [`WAKER`]).
+    pub poll: Poll,
+    /// The shard's listener, registered under [`LISTENER`]; dropped when draining.
+    pub listener: Option<TcpListener>,
+    /// The shared read buffer.
+    pub buf: Vec<u8>,
+    /// Connections with input left over after their turn.
+    again: Vec<usize>,
+}
+
+impl Epoll {
+    /// A driver over `poll` and `listener` (already registered) with a `buf_size` read buffer.
+    pub fn new(poll: Poll, listener: TcpListener, buf_size: usize) -> Self {
+        Epoll {
+            poll,
+            listener: Some(listener),
+            buf: vec![0; buf_size],
+            again: Vec::new(),
+        }
+    }
+
+    /// Runs the shard until shut down and drained.
+    pub fn run(mut self, shard: &mut Shard) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut expired = Vec::new();
+        let mut ready = Vec::new();
+        loop {
+            let timeout = if self.again.is_empty() {
+                shard.poll_timeout()
+            } else {
+                Some(std::time::Duration::ZERO)
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            shard.core.now = shard.now();
+            ready.clear();
+            // Left over from a used-up turn: read until the socket says WouldBlock.
+            ready.extend(self.again.drain(..).map(|slot| (slot, true)));
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(shard),
+                    WAKER => shard.read_mail(),
+                    Token(slot) => {
+                        if event.is_writable() {
+                            shard.core.io.drain(slot);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            ready.push((slot, event.is_read_closed() || event.is_error()));
+                        }
+                    }
+                }
+            }
+            for &(slot, to_the_end) in &ready {
+                self.on_readable(shard, slot, to_the_end);
+            }
+            if shard.draining() {
+                if let Some(mut l) = self.listener.take() {
+                    let _ = self.poll.registry().deregister(&mut l);
+                }
+            }
+            if shard.accept_resumes() {
+                self.accept(shard);
+            }
+            if shard.end_of_iteration(&mut expired) == Next::Stop {
+                return Ok(());
+            }
+        }
+    }
+
+    fn accept(&mut self, shard: &mut Shard) {
+        if shard.accept_paused() {
+            return;
+        }
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        loop {
+            let sock = match listener.accept() {
+                Ok((sock, _)) => sock,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if e.kind() == io::ErrorKind::Interrupted
+                        || e.kind() == io::ErrorKind::ConnectionAborted =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    shard.accept_failed(&e);
+                    return;
+                }
+            };
+            // mio accepted it non-blocking (accept4 with SOCK_NONBLOCK); keep it as a plain std
+            // socket in the slot.
+            let sock = std::net::TcpStream::from(OwnedFd::from(sock));
+            let Some(slot) = shard.adopt(sock) else {
+                continue;
+            };
+            let fd = shard.core.io.conns[slot].sock.as_raw_fd();
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if self
+                .poll
+                .registry()
+                .register(&mut SourceFd(&fd), Token(slot), interest)
+                .is_err()
+            {
+                shard.abandon(slot);
+            }
+        }
+    }
+
+    /// Reads everything the socket has (up to a turn's worth) and processes it.
+    ///
+    /// A read shorter than the buffer drained the socket's receive queue, and with
+    /// edge-triggered epoll any later data raises a new event, so the read that would only say
+    /// WouldBlock is skipped — unless the event also reported the peer's FIN or an error
+    /// (`to_the_end`), which only a read to EOF observes.
+    fn on_readable(&mut self, shard: &mut Shard, slot: usize, to_the_end: bool) {
+        for _ in 0..READS_PER_TURN {
+            if !shard.reading(slot) {
+                return;
+            }
+            let sock = &shard.core.io.conns[slot].sock;
+            let n = match (&*sock).read(&mut self.buf) {
+                Ok(0) => {
+                    shard.input_ended(slot);
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    shard.input_ended(slot);
+                    return;
+                }
+            };
+            let drained = n < self.buf.len();
+            shard.process(slot, &mut self.buf[..n]);
+            shard.after_input(slot);
+            if drained && !to_the_end {
+                return;
+            }
+        }
+        // Turn used up with input possibly pending: continue next iteration.
+        self.again.push(slot);
+    }
+}

@@ -1,0 +1,517 @@
+//! The io_uring backend: one ring per shard, owned by the shard's thread and driven by its own
+//! completion loop (the `io-uring` crate, no runtime on top: see docs/ARCHITECTURE.md).
+//!
+//! - One multishot accept on the shard's listener.
+//! - One multishot receive per connection, into a provided-buffer ring shared by the shard
+//!   ([`bufring`]): a connection holds a buffer only while its completion is processed.
+//! - Sends are writev of the cork or of shared chunks off the write queue, one in flight per
+//!   connection ([`sends`]); their bytes live in a slab until the last completion arrives.
+//! - Entries are gathered during an iteration and submitted together with the wait.
+//! - Cross-shard wake-ups: a read kept pending on the shard's eventfd.
+//! - SINGLE_ISSUER + DEFER_TASKRUN when the kernel has them (COOP_TASKRUN, then none, if not).
+//!
+//! A connection's socket is shut down before it is closed, so receives and sends still pending
+//! on it complete; their late completions carry the slot's old generation and are recognised.
+
+pub mod bufring;
+pub mod sends;
+
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use io_uring::{IoUring, Probe, cqueue, opcode, types};
+
+use super::config::ServerConfig;
+use super::metrics::ShardStats;
+use super::shard::{Next, Shard};
+use bufring::BufRing;
+use sends::UringIo;
+
+/// Operation tags in `user_data`: the kind in the top byte, then what the kind needs.
+pub mod tag {
+    const SHIFT: u32 = 56;
+    /// The multishot accept.
+    pub const ACCEPT: u64 = 1 << SHIFT;
+    /// The read pending on the shard's eventfd.
+    pub const WAKE: u64 = 2 << SHIFT;
+    const RECV: u64 = 3;
+    const SEND: u64 = 4;
+    /// A cancellation request.
+    pub const CANCEL: u64 = 5 << SHIFT;
+
+    /// A connection's multishot receive.
+    pub fn recv(slot: u32, generation: u16) -> u64 {
+        (RECV << SHIFT) | (u64::from(generation) << 32) | u64::from(slot)
+    }
+
+    /// A send, by its key in the send slab.
+    pub fn send(key: usize) -> u64 {
+        (SEND << SHIFT) | (key as u64 & 0xFFFF_FFFF)
+    }
+
+    /// What a completion is for.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Op {
+        /// [`ACCEPT`].
+        Accept,
+        /// [`WAKE`].
+        Wake,
+        /// [`recv`].
+        Recv {
+            /// Slot.
+            slot: u32,
+            /// Generation of the slot when the receive was armed.
+            generation: u16,
+        },
+        /// [`send`].
+        Send(usize),
+        /// [`CANCEL`].
+        Cancel,
+    }
+
+    /// Reads a tag back.
+    pub fn decode(data: u64) -> Option<Op> {
+        match data >> SHIFT {
+            1 => Some(Op::Accept),
+            2 => Some(Op::Wake),
+            RECV => Some(Op::Recv {
+                slot: data as u32,
+                generation: (data >> 32) as u16,
+            }),
+            SEND => Some(Op::Send((data & 0xFFFF_FFFF) as usize)),
+            5 => Some(Op::Cancel),
+            _ => None,
+        }
+    }
+}
+
+/// Submission queue entries per ring; the completion queue is four times larger.
+const RING_ENTRIES: u32 = 4096;
+/// Provided-buffer group id (one group per ring).
+const GROUP: u16 = 0;
+/// At shutdown, how long to wait for operations still in flight to complete.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Checks that this kernel and process can run the io_uring backend with `config`: the
+/// sysctl, ring creation (seccomp, memlock), the opcodes, multishot receive (Linux 6.0) and the
+/// provided-buffer ring. `Err` says what is missing.
+///
+/// The probe runs on a thread of its own: when a ring is torn down, the kernel sends task work
+/// (TWA_SIGNAL) to every thread that used it, which interrupts a blocking call with a timeout on
+/// that thread with EINTR. The caller's thread must not see that.
+pub fn probe(config: &ServerConfig) -> Result<(), String> {
+    std::thread::scope(|s| {
+        s.spawn(|| probe_here(config))
+            .join()
+            .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
+    })
+}
+
+fn probe_here(config: &ServerConfig) -> Result<(), String> {
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
+        if v.trim() == "2" {
+            return Err("kernel.io_uring_disabled = 2".into());
+        }
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut version = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (version.next().unwrap_or(0), version.next().unwrap_or(0));
+    if (major, minor) < (6, 0) {
+        return Err(format!(
+            "kernel {} has no multishot receive (Linux 6.0)",
+            release.trim()
+        ));
+    }
+    let ring = IoUring::new(8).map_err(|e| {
+        format!("io_uring_setup failed: {e} (seccomp, kernel.io_uring_disabled or memlock)")
+    })?;
+    let mut probe = Probe::new();
+    ring.submitter()
+        .register_probe(&mut probe)
+        .map_err(|e| format!("cannot probe io_uring opcodes: {e}"))?;
+    for (name, code) in [
+        ("ACCEPT", opcode::AcceptMulti::CODE),
+        ("RECV", opcode::RecvMulti::CODE),
+        ("WRITEV", opcode::Writev::CODE),
+        ("READ", opcode::Read::CODE),
+        ("ASYNC_CANCEL", opcode::AsyncCancel::CODE),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(format!("io_uring lacks IORING_OP_{name}"));
+        }
+    }
+    let bufs = BufRing::new(
+        &ring.submitter(),
+        config.ring_buffers,
+        config.ring_buffer_size,
+        GROUP,
+    )
+    .map_err(|e| {
+        format!(
+            "cannot register {} x {} B provided buffers: {e}",
+            config.ring_buffers, config.ring_buffer_size
+        )
+    })?;
+    let _ = ring.submitter().unregister_buf_ring(GROUP);
+    drop(bufs);
+    Ok(())
+}
+
+/// The shard's ring, built on the shard's thread (SINGLE_ISSUER binds it to its creator).
+/// Returns the ring and the setup flags it got.
+fn build_ring() -> io::Result<(IoUring, &'static str)> {
+    let cq = RING_ENTRIES * 4;
+    if let Ok(ring) = IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_cqsize(cq)
+        .build(RING_ENTRIES)
+    {
+        return Ok((ring, "SINGLE_ISSUER+DEFER_TASKRUN"));
+    }
+    if let Ok(ring) = IoUring::builder()
+        .setup_coop_taskrun()
+        .setup_cqsize(cq)
+        .build(RING_ENTRIES)
+    {
+        return Ok((ring, "COOP_TASKRUN"));
+    }
+    Ok((
+        IoUring::builder().setup_cqsize(cq).build(RING_ENTRIES)?,
+        "no taskrun flags",
+    ))
+}
+
+/// What the io_uring loop owns besides the shard. Field order is drop order: the ring goes
+/// first, then the memory it used.
+pub struct Uring {
+    ring: IoUring,
+    bufs: BufRing,
+    wake_buf: Box<[u8; 8]>,
+    listener: Option<TcpListener>,
+    waker: RawFd,
+    accept_armed: bool,
+    stopping: bool,
+    /// Receives that ended for lack of buffers, to arm again once buffers are back.
+    rearm: Vec<(u32, u16)>,
+    cqes: Vec<(u64, i32, u32)>,
+    /// The setup flags the ring got.
+    pub flags: &'static str,
+}
+
+impl std::fmt::Debug for Uring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uring")
+            .field("flags", &self.flags)
+            .field("bufs", &self.bufs)
+            .field("accept_armed", &self.accept_armed)
+            .finish()
+    }
+}
+
+impl Uring {
+    /// Builds the ring and its buffers on the calling (shard) thread. `listener` must be in
+    /// blocking mode and `waker` a blocking eventfd: the ring waits on them, not the thread.
+    pub fn new(config: &ServerConfig, listener: TcpListener, waker: RawFd) -> io::Result<Self> {
+        let (ring, flags) = build_ring()?;
+        let bufs = BufRing::new(
+            &ring.submitter(),
+            config.ring_buffers,
+            config.ring_buffer_size,
+            GROUP,
+        )?;
+        Ok(Uring {
+            ring,
+            bufs,
+            wake_buf: Box::new([0; 8]),
+            listener: Some(listener),
+            waker,
+            accept_armed: false,
+            stopping: false,
+            rearm: Vec::new(),
+            cqes: Vec::with_capacity(1024),
+            flags,
+        })
+    }
+
+    /// Runs the shard until shut down and drained, then waits for every operation in flight.
+    pub fn run(mut self, shard: &mut Shard) -> io::Result<()> {
+        shard.shutdown_sockets = true;
+        shard.core.io.uring = Some(UringIo::default());
+        self.arm_accept(shard);
+        self.arm_wake(shard);
+        let mut expired = Vec::new();
+        let result = loop {
+            if let Err(e) = self.submit_and_wait(shard, shard.poll_timeout()) {
+                break Err(e);
+            }
+            shard.core.now = shard.now();
+            self.complete(shard);
+            if shard.draining() {
+                self.stop_accepting(shard);
+            } else {
+                shard.accept_resumes();
+                self.arm_accept(shard);
+            }
+            if shard.end_of_iteration(&mut expired) == Next::Stop {
+                break Ok(());
+            }
+            let in_flight = uio(shard).in_flight as u64;
+            ShardStats::set(&shard.core.io.stats.io_in_flight, in_flight);
+        };
+        let finished = self.finish(shard);
+        result.and(finished)
+    }
+
+    /// Submits what the iteration gathered and waits for a completion or `timeout`.
+    fn submit_and_wait(&mut self, shard: &mut Shard, timeout: Option<Duration>) -> io::Result<()> {
+        let io = uio(shard);
+        let mut at = 0;
+        while at < io.sqes.len() {
+            {
+                let mut sq = self.ring.submission();
+                while at < io.sqes.len() {
+                    // SAFETY: every entry points only at memory that outlives its operation:
+                    // a send's iovecs and bytes sit in the send slab until its completion;
+                    // receives use the provided-buffer ring, which lives as long as the ring;
+                    // the eventfd read uses `wake_buf`, dropped after the ring. Sockets are
+                    // shut down, not just closed, so no operation waits forever.
+                    if unsafe { sq.push(&io.sqes[at]) }.is_err() {
+                        break;
+                    }
+                    at += 1;
+                }
+            }
+            if at < io.sqes.len() {
+                self.ring.submit()?;
+            }
+        }
+        io.sqes.clear();
+        let submitter = self.ring.submitter();
+        let waited = match timeout {
+            None => submitter.submit_and_wait(1),
+            Some(t) => {
+                let ts = types::Timespec::from(t);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                submitter.submit_with_args(1, &args)
+            }
+        };
+        match waited {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Handles every completion waiting in the queue.
+    fn complete(&mut self, shard: &mut Shard) {
+        self.cqes.clear();
+        for cqe in self.ring.completion() {
+            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+        }
+        let cqes = std::mem::take(&mut self.cqes);
+        for &(data, result, flags) in &cqes {
+            let more = cqueue::more(flags);
+            if !more {
+                let io = uio(shard);
+                io.in_flight = io.in_flight.saturating_sub(1);
+            }
+            match tag::decode(data) {
+                Some(tag::Op::Accept) => self.on_accept(shard, result, more),
+                Some(tag::Op::Wake) => {
+                    if !self.stopping {
+                        shard.read_mail();
+                        self.arm_wake(shard);
+                    }
+                }
+                Some(tag::Op::Recv { slot, generation }) => {
+                    self.on_recv(shard, slot, generation, result, flags);
+                }
+                Some(tag::Op::Send(key)) => shard.core.io.on_sent(key, result),
+                Some(tag::Op::Cancel) | None => {}
+            }
+        }
+        self.cqes = cqes;
+        for (slot, generation) in std::mem::take(&mut self.rearm) {
+            if live(shard, slot, generation) {
+                self.arm_recv(shard, slot, generation);
+            }
+        }
+    }
+
+    fn on_accept(&mut self, shard: &mut Shard, result: i32, more: bool) {
+        if !more {
+            self.accept_armed = false;
+        }
+        if result >= 0 {
+            // SAFETY: a non-negative accept result is a new descriptor the kernel just opened
+            // for this process; nothing else owns it.
+            let sock = unsafe { TcpStream::from_raw_fd(result) };
+            if shard.draining() || self.stopping {
+                return;
+            }
+            if let Some(slot) = shard.adopt(sock) {
+                let generation = shard.core.io.conns[slot].generation;
+                self.arm_recv(shard, slot as u32, generation);
+            }
+            return;
+        }
+        match -result {
+            libc::ECANCELED | libc::EINTR | libc::ECONNABORTED | libc::EAGAIN => {}
+            errno => shard.accept_failed(&io::Error::from_raw_os_error(errno)),
+        }
+    }
+
+    fn on_recv(&mut self, shard: &mut Shard, slot: u32, generation: u16, result: i32, flags: u32) {
+        let is_live = live(shard, slot, generation);
+        let bid = cqueue::buffer_select(flags);
+        if result > 0 {
+            if let Some(bid) = bid {
+                if is_live {
+                    let data = self.bufs.filled(bid, result as usize);
+                    shard.process(slot as usize, data);
+                    shard.after_input(slot as usize);
+                }
+                self.bufs.recycle(bid);
+            } else if is_live {
+                shard.input_ended(slot as usize);
+            }
+            if !cqueue::more(flags) && live(shard, slot, generation) {
+                self.arm_recv(shard, slot, generation);
+            }
+            return;
+        }
+        if let Some(bid) = bid {
+            self.bufs.recycle(bid);
+        }
+        if !is_live {
+            return;
+        }
+        if result == -libc::ENOBUFS {
+            // Every buffer was taken by this batch; they are back once it is processed.
+            ShardStats::add(&shard.core.io.stats.recv_buffers_exhausted, 1);
+            self.rearm.push((slot, generation));
+        } else {
+            // 0: the peer's FIN. Negative: reset or another error.
+            shard.input_ended(slot as usize);
+        }
+    }
+
+    fn arm_accept(&mut self, shard: &mut Shard) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        if self.accept_armed || shard.accept_paused() {
+            return;
+        }
+        let entry = opcode::AcceptMulti::new(types::Fd(listener.as_raw_fd()))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(tag::ACCEPT);
+        uio(shard).push(entry);
+        self.accept_armed = true;
+    }
+
+    fn arm_recv(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
+        let fd = shard.core.io.conns[slot as usize].sock.as_raw_fd();
+        let entry = opcode::RecvMulti::new(types::Fd(fd), self.bufs.group)
+            .build()
+            .user_data(tag::recv(slot, generation));
+        uio(shard).push(entry);
+    }
+
+    fn arm_wake(&mut self, shard: &mut Shard) {
+        let entry = opcode::Read::new(types::Fd(self.waker), self.wake_buf.as_mut_ptr(), 8)
+            .build()
+            .user_data(tag::WAKE);
+        uio(shard).push(entry);
+    }
+
+    fn stop_accepting(&mut self, shard: &mut Shard) {
+        if self.listener.take().is_some() && self.accept_armed {
+            let entry = opcode::AsyncCancel::new(tag::ACCEPT)
+                .build()
+                .user_data(tag::CANCEL);
+            uio(shard).push(entry);
+        }
+    }
+
+    /// Closes what is left and waits until every operation has completed, so no buffer is
+    /// freed while the kernel may still use it. Operations that never complete are an error
+    /// (and their memory is leaked rather than freed under the kernel).
+    fn finish(mut self, shard: &mut Shard) -> io::Result<()> {
+        self.stopping = true;
+        shard.close_all();
+        self.stop_accepting(shard);
+        let entry = opcode::AsyncCancel::new(tag::WAKE)
+            .build()
+            .user_data(tag::CANCEL);
+        uio(shard).push(entry);
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        while uio(shard).in_flight > 0 && Instant::now() < deadline {
+            self.submit_and_wait(shard, Some(Duration::from_millis(50)))?;
+            self.complete(shard);
+            // Completions may end connections (a send's error): reap them too.
+            shard.close_all();
+        }
+        let left = uio(shard).in_flight;
+        if left > 0 {
+            std::mem::forget(shard.core.io.uring.take());
+            std::mem::forget(self);
+            return Err(io::Error::other(format!(
+                "io_uring: {left} operations still in flight after {} ms at shutdown",
+                SHUTDOWN_GRACE.as_millis()
+            )));
+        }
+        let _ = self.ring.submitter().unregister_buf_ring(GROUP);
+        Ok(())
+    }
+}
+
+/// The shard's io_uring state (created by [`Uring::run`]).
+fn uio(shard: &mut Shard) -> &mut UringIo {
+    shard.core.io.uring.get_or_insert_with(UringIo::default)
+}
+
+/// The connection in `slot` is the one a completion was armed for, and still reads.
+fn live(shard: &Shard, slot: u32, generation: u16) -> bool {
+    shard
+        .core
+        .io
+        .conns
+        .get(slot as usize)
+        .is_some_and(|c| c.generation == generation && !c.dead)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tag;
+
+    #[test]
+    fn tags_round_trip() {
+        assert_eq!(
+            tag::decode(tag::recv(0xDEAD_BEEF, 0xABCD)),
+            Some(tag::Op::Recv {
+                slot: 0xDEAD_BEEF,
+                generation: 0xABCD
+            })
+        );
+        assert_eq!(tag::decode(tag::send(12345)), Some(tag::Op::Send(12345)));
+        assert_eq!(tag::decode(tag::ACCEPT), Some(tag::Op::Accept));
+        assert_eq!(tag::decode(tag::WAKE), Some(tag::Op::Wake));
+        assert_eq!(tag::decode(tag::CANCEL), Some(tag::Op::Cancel));
+        assert_eq!(tag::decode(0), None);
+    }
+}

@@ -1,0 +1,248 @@
+//! Output handed to the kernel under io_uring. A send owns its bytes (a cork buffer and shared
+//! chunks) and their iovec array in a slab until its last completion arrives, whatever becomes
+//! of the connection meanwhile; entries wait in `sqes` until the loop submits them.
+
+use std::os::fd::RawFd;
+
+use bytes::Bytes;
+use io_uring::{opcode, squeue, types};
+use slab::Slab;
+
+use super::tag;
+
+/// One send in flight.
+#[derive(Debug)]
+struct SendOp {
+    slot: u32,
+    generation: u16,
+    fd: RawFd,
+    /// A cork buffer moved in whole (written first).
+    owned: Vec<u8>,
+    /// Shared chunks taken off the write queue (written after `owned`).
+    chunks: Vec<Bytes>,
+    /// The iovecs the kernel reads; rebuilt for the rest after a short send.
+    iov: Vec<libc::iovec>,
+    /// Bytes already written.
+    done: usize,
+    total: usize,
+}
+
+// SAFETY: the raw pointers in `iov` point only into `owned` and `chunks`, which the op owns
+// and which move with it (their heap memory does not move); nothing else aliases them. A shard
+// is built on one thread and then moved, whole, to its own.
+unsafe impl Send for SendOp {}
+
+impl SendOp {
+    fn build_iov(&mut self) {
+        self.iov.clear();
+        let mut skip = self.done;
+        let parts = std::iter::once(&self.owned[..]).chain(self.chunks.iter().map(|c| &c[..]));
+        for part in parts {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            let rest = &part[skip..];
+            skip = 0;
+            self.iov.push(libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            });
+        }
+    }
+}
+
+/// What a send's completion meant.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Sent {
+    /// Not a send this shard knows (cannot happen unless the kernel misbehaves).
+    Stale,
+    /// The socket took part of it; the rest was resubmitted.
+    Again {
+        /// Connection slot.
+        slot: u32,
+        /// Its generation when the send was made.
+        generation: u16,
+        /// Bytes written by this completion.
+        written: usize,
+    },
+    /// The send is over: fully written, or failed.
+    Done {
+        /// Connection slot.
+        slot: u32,
+        /// Its generation when the send was made.
+        generation: u16,
+        /// Bytes written by this completion.
+        written: usize,
+        /// The socket reported an error (reset, broken pipe, canceled).
+        failed: bool,
+    },
+}
+
+/// Sends in flight and submission entries waiting for the loop.
+#[derive(Debug, Default)]
+pub struct UringIo {
+    sends: Slab<SendOp>,
+    /// Entries to submit at the next `submit`; every one ends in exactly one final completion.
+    pub sqes: Vec<squeue::Entry>,
+    /// Operations submitted (or about to be) whose final completion has not arrived.
+    pub in_flight: usize,
+    /// Cork buffers back from finished sends, reused instead of allocated.
+    spare: Vec<Vec<u8>>,
+}
+
+/// Spare buffers kept, and the largest one kept.
+const SPARE_BUFFERS: usize = 64;
+const SPARE_CAPACITY: usize = 256 << 10;
+
+impl UringIo {
+    /// Queues an entry for submission; its final completion is counted back by the loop.
+    pub fn push(&mut self, entry: squeue::Entry) {
+        self.sqes.push(entry);
+        self.in_flight += 1;
+    }
+
+    /// An empty buffer to become the next cork.
+    pub fn spare_buffer(&mut self) -> Vec<u8> {
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(16 << 10))
+    }
+
+    /// Sends `owned` then `chunks` to `fd` with one writev.
+    pub fn send(
+        &mut self,
+        slot: u32,
+        generation: u16,
+        fd: RawFd,
+        owned: Vec<u8>,
+        chunks: Vec<Bytes>,
+    ) {
+        let total = owned.len() + chunks.iter().map(Bytes::len).sum::<usize>();
+        let key = self.sends.insert(SendOp {
+            slot,
+            generation,
+            fd,
+            owned,
+            chunks,
+            iov: Vec::new(),
+            done: 0,
+            total,
+        });
+        self.submit(key);
+    }
+
+    fn submit(&mut self, key: usize) {
+        let op = &mut self.sends[key];
+        op.build_iov();
+        let entry = opcode::Writev::new(types::Fd(op.fd), op.iov.as_ptr(), op.iov.len() as u32)
+            .build()
+            .user_data(tag::send(key));
+        self.push(entry);
+    }
+
+    /// Accounts for a send's completion with result `result` (bytes or `-errno`).
+    pub fn complete(&mut self, key: usize, result: i32) -> Sent {
+        let Some(op) = self.sends.get_mut(key) else {
+            return Sent::Stale;
+        };
+        let (slot, generation) = (op.slot, op.generation);
+        let written = usize::try_from(result).unwrap_or(0);
+        if result > 0 && op.done + written < op.total {
+            op.done += written;
+            self.submit(key);
+            return Sent::Again {
+                slot,
+                generation,
+                written,
+            };
+        }
+        let mut op = self.sends.remove(key);
+        if op.owned.capacity() <= SPARE_CAPACITY && self.spare.len() < SPARE_BUFFERS {
+            op.owned.clear();
+            self.spare.push(op.owned);
+        }
+        Sent::Done {
+            slot,
+            generation,
+            written,
+            failed: result <= 0 && op.total > 0,
+        }
+    }
+
+    /// Sends whose completion has not arrived.
+    #[cfg(test)]
+    pub fn sends_in_flight(&self) -> usize {
+        self.sends.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iov_bytes(op: &SendOp) -> Vec<u8> {
+        let mut out = Vec::new();
+        for v in &op.iov {
+            // SAFETY: every iovec was built from a live slice of `op.owned` or `op.chunks`,
+            // which are not touched between build_iov and this read.
+            let part = unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) };
+            out.extend_from_slice(part);
+        }
+        out
+    }
+
+    #[test]
+    fn a_short_send_resumes_where_it_stopped() {
+        let mut io = UringIo::default();
+        io.send(
+            7,
+            3,
+            -1,
+            b"head".to_vec(),
+            vec![Bytes::from_static(b"0123456789")],
+        );
+        assert_eq!(io.in_flight, 1);
+        assert_eq!(
+            io.complete(0, 6),
+            Sent::Again {
+                slot: 7,
+                generation: 3,
+                written: 6
+            }
+        );
+        assert_eq!(iov_bytes(&io.sends[0]), b"23456789");
+        assert_eq!(io.in_flight, 2, "the rest was resubmitted");
+        assert_eq!(
+            io.complete(0, 8),
+            Sent::Done {
+                slot: 7,
+                generation: 3,
+                written: 8,
+                failed: false
+            }
+        );
+        assert_eq!(io.sends_in_flight(), 0);
+        assert_eq!(io.complete(0, 1), Sent::Stale);
+    }
+
+    #[test]
+    fn an_error_ends_the_send_and_reports_it() {
+        let mut io = UringIo::default();
+        io.send(1, 1, -1, b"x".to_vec(), Vec::new());
+        assert_eq!(
+            io.complete(0, -libc::EPIPE),
+            Sent::Done {
+                slot: 1,
+                generation: 1,
+                written: 0,
+                failed: true
+            }
+        );
+        assert_eq!(io.sends_in_flight(), 0);
+        assert!(
+            io.spare_buffer().capacity() >= 1,
+            "the cork came back for reuse"
+        );
+    }
+}
