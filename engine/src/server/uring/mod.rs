@@ -91,6 +91,11 @@ pub mod tag {
 const RING_ENTRIES: u32 = 4096;
 /// Provided-buffer group id (one group per ring).
 const GROUP: u16 = 0;
+/// Completions handled per batch.
+const CQE_BATCH: usize = 256;
+/// Gathered entries past this are pushed to the kernel mid-iteration; the staging vector's
+/// capacity is trimmed back to this.
+const SQE_KEEP: usize = 1024;
 /// At shutdown, how long to wait for operations still in flight to complete.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -234,7 +239,7 @@ impl Uring {
             accept_armed: false,
             stopping: false,
             rearm: Vec::new(),
-            cqes: Vec::with_capacity(1024),
+            cqes: Vec::with_capacity(CQE_BATCH),
             flags,
         })
     }
@@ -251,7 +256,9 @@ impl Uring {
                 break Err(e);
             }
             shard.core.now = shard.now();
-            self.complete(shard);
+            if let Err(e) = self.complete(shard) {
+                break Err(e);
+            }
             if shard.draining() {
                 self.stop_accepting(shard);
             } else {
@@ -268,8 +275,9 @@ impl Uring {
         result.and(finished)
     }
 
-    /// Submits what the iteration gathered and waits for a completion or `timeout`.
-    fn submit_and_wait(&mut self, shard: &mut Shard, timeout: Option<Duration>) -> io::Result<()> {
+    /// Moves the gathered entries into the submission queue, submitting (without waiting)
+    /// whenever it is full.
+    fn push_sqes(&mut self, shard: &mut Shard) -> io::Result<()> {
         let io = uio(shard);
         let mut at = 0;
         while at < io.sqes.len() {
@@ -288,10 +296,25 @@ impl Uring {
                 }
             }
             if at < io.sqes.len() {
-                self.ring.submit()?;
+                match self.ring.submit() {
+                    Ok(_) => {}
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         io.sqes.clear();
+        // A burst (a broadcast to every connection, a wave of accepts) must not pin its
+        // high-water mark.
+        if io.sqes.capacity() > SQE_KEEP {
+            io.sqes.shrink_to(SQE_KEEP);
+        }
+        Ok(())
+    }
+
+    /// Submits what the iteration gathered and waits for a completion or `timeout`.
+    fn submit_and_wait(&mut self, shard: &mut Shard, timeout: Option<Duration>) -> io::Result<()> {
+        self.push_sqes(shard)?;
         let submitter = self.ring.submitter();
         let waited = match timeout {
             None => submitter.submit_and_wait(1),
@@ -315,32 +338,26 @@ impl Uring {
         }
     }
 
-    /// Handles every completion waiting in the queue.
-    fn complete(&mut self, shard: &mut Shard) {
-        self.cqes.clear();
-        for cqe in self.ring.completion() {
-            self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
-        }
-        let cqes = std::mem::take(&mut self.cqes);
-        for &(data, result, flags) in &cqes {
-            let more = cqueue::more(flags);
-            if !more {
-                let io = uio(shard);
-                io.in_flight = io.in_flight.saturating_sub(1);
+    /// Handles every completion waiting in the queue, a bounded batch at a time; entries the
+    /// batch produced go to the kernel once enough have gathered.
+    fn complete(&mut self, shard: &mut Shard) -> io::Result<()> {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        loop {
+            cqes.clear();
+            cqes.extend(
+                self.ring
+                    .completion()
+                    .take(CQE_BATCH)
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            if cqes.is_empty() {
+                break;
             }
-            match tag::decode(data) {
-                Some(tag::Op::Accept) => self.on_accept(shard, result, more),
-                Some(tag::Op::Wake) => {
-                    if !self.stopping {
-                        shard.read_mail();
-                        self.arm_wake(shard);
-                    }
-                }
-                Some(tag::Op::Recv { slot, generation }) => {
-                    self.on_recv(shard, slot, generation, result, flags);
-                }
-                Some(tag::Op::Send(key)) => shard.core.io.on_sent(key, result),
-                Some(tag::Op::Cancel) | None => {}
+            for &(data, result, flags) in &cqes {
+                self.on_completion(shard, data, result, flags);
+            }
+            if uio(shard).sqes.len() >= SQE_KEEP {
+                self.push_sqes(shard)?;
             }
         }
         self.cqes = cqes;
@@ -348,6 +365,29 @@ impl Uring {
             if live(shard, slot, generation) {
                 self.arm_recv(shard, slot, generation);
             }
+        }
+        Ok(())
+    }
+
+    fn on_completion(&mut self, shard: &mut Shard, data: u64, result: i32, flags: u32) {
+        let more = cqueue::more(flags);
+        if !more {
+            let io = uio(shard);
+            io.in_flight = io.in_flight.saturating_sub(1);
+        }
+        match tag::decode(data) {
+            Some(tag::Op::Accept) => self.on_accept(shard, result, more),
+            Some(tag::Op::Wake) => {
+                if !self.stopping {
+                    shard.read_mail();
+                    self.arm_wake(shard);
+                }
+            }
+            Some(tag::Op::Recv { slot, generation }) => {
+                self.on_recv(shard, slot, generation, result, flags);
+            }
+            Some(tag::Op::Send(key)) => shard.core.io.on_sent(key, result),
+            Some(tag::Op::Cancel) | None => {}
         }
     }
 
@@ -462,7 +502,7 @@ impl Uring {
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while uio(shard).in_flight > 0 && Instant::now() < deadline {
             self.submit_and_wait(shard, Some(Duration::from_millis(50)))?;
-            self.complete(shard);
+            self.complete(shard)?;
             // Completions may end connections (a send's error): reap them too.
             shard.close_all();
         }
