@@ -7,7 +7,10 @@
 # messages per second the report therefore gives messages per second of server CPU time (the
 # server's own cost per message), which does not depend on how fast the load generator is.
 #
-#   scripts/bench-backends.sh [--duration 10s] [--out reports/bench-backends]
+#   scripts/bench-backends.sh [--duration 10s] [--rounds 3] [--out reports/bench-backends]
+#
+# Run-to-run spread on a shared virtual machine is large, so the backends alternate, round
+# after round, and the report gives medians over the rounds and each round's ratio.
 #
 # Scenarios:
 #   echo-small   100 connections, 20-byte messages, 16 in flight each
@@ -18,10 +21,12 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 duration=10s
+rounds=3
 out=reports/bench-backends
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "bench-backends: unknown option $1" >&2; exit 2 ;;
   esac
@@ -46,56 +51,57 @@ start_server() { # backend -> sets pid and addr
     || { echo "bench-backends: $io server runs another backend" >&2; cat "$log" >&2; exit 1; }
 }
 
-load() { # scenario backend path loadtest-args...
-  local scenario=$1 io=$2 path=$3; shift 3
+load() { # scenario backend round path loadtest-args...
+  local scenario=$1 io=$2 round=$3 path=$4; shift 4
+  local name="$out/$scenario.$io.r$round"
   taskset -c 1 $bin/c10m-loadtest "$@" --target "$addr" --path "$path" --procs 1 --threads 1 \
-    --server-pid "$pid" --json --quiet >"$out/$scenario.$io.json" 2>"$out/$scenario.$io.txt" || {
-      echo "bench-backends: $scenario on $io failed" >&2; tail -n 20 "$out/$scenario.$io.txt" >&2; exit 1; }
+    --server-pid "$pid" --json --quiet >"$name.json" 2>"$name.txt" || {
+      echo "bench-backends: $scenario on $io failed" >&2; tail -n 20 "$name.txt" >&2; exit 1; }
 }
 
-backends="epoll uring"
-for io in $backends; do
-  start_server "$io"
-  echo "bench-backends: --io $io on ws://$addr (pid $pid)"
-  load echo-small "$io" /echo echo -n 100 --size 20 --window 16 --duration "$duration"
-  load echo-busy "$io" /echo echo -n 1000 --size 125 --window 4 --duration "$duration"
-  load broadcast "$io" /pubsub broadcast -n 1000 --publishers 3 --publish-rate 200 --duration "$duration"
-  load idle-memory "$io" /echo idle -n 15000 --source-ips 127.0.0.2-127.0.0.5 --rate 20000 --duration 3s
-  kill "$pid"; wait "$pid" 2>/dev/null || true
+for round in $(seq 1 "$rounds"); do
+  for io in epoll uring; do
+    start_server "$io"
+    echo "bench-backends: round $round, --io $io on ws://$addr (pid $pid)"
+    load echo-small "$io" "$round" /echo echo -n 100 --size 20 --window 16 --duration "$duration"
+    load echo-busy "$io" "$round" /echo echo -n 1000 --size 125 --window 4 --duration "$duration"
+    load broadcast "$io" "$round" /pubsub broadcast -n 1000 --publishers 3 --publish-rate 200 --duration "$duration"
+    load idle-memory "$io" "$round" /echo idle -n 15000 --source-ips 127.0.0.2-127.0.0.5 --rate 20000 --duration 3s
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+  done
 done
 
-python3 - "$out" <<'PY'
-import json, sys
-out = sys.argv[1]
-def get(scenario, io):
-    return json.load(open(f"{out}/{scenario}.{io}.json"))
-print("| scenario | backend | throughput | per server CPU second | uring / epoll (throughput, per CPU s) | p50 / p99 | server / loadgen CPU peak |")
-print("|---|---|---|---|---|---|---|")
+python3 - "$out" "$rounds" <<'PY'
+import json, statistics, sys
+out, rounds = sys.argv[1], int(sys.argv[2])
+def get(scenario, io, r):
+    return json.load(open(f"{out}/{scenario}.{io}.r{r}.json"))
+def measure(scenario, io, r):
+    d = get(scenario, io, r)
+    rate = d["broadcast"]["deliveries_per_s"] if scenario == "broadcast" else d["messages"]["received_per_s"]
+    missing = d["broadcast"]["missing"] if scenario == "broadcast" else 0
+    per_cpu = rate * d["elapsed_s"] / d["cpu"]["server_cpu_s"]
+    return rate, per_cpu, d["messages"]["latency"], missing
+med = statistics.median
+print(f"Medians over {rounds} rounds; ratios are io_uring / epoll, per round.")
+print()
+print("| scenario | epoll msg/s | io_uring msg/s | epoll per server CPU s | io_uring per server CPU s | throughput ratio per round | per-CPU ratio per round | p50 epoll / io_uring |")
+print("|---|---|---|---|---|---|---|---|")
 for scenario, label in [("echo-small", "echo 100 x 20 B, window 16"),
                         ("echo-busy", "echo 1,000 x 125 B, window 4"),
                         ("broadcast", "broadcast 1,000 subscribers, 3 x 200 msg/s")]:
-    rows = {}
-    for io in ("epoll", "uring"):
-        d = get(scenario, io)
-        if scenario == "broadcast":
-            b = d["broadcast"]
-            rate, lat = b["deliveries_per_s"], d["messages"]["latency"]
-            missing = b["missing"]
-        else:
-            rate, lat, missing = d["messages"]["received_per_s"], d["messages"]["latency"], 0
-        cpu = d["cpu"]
-        per_cpu = rate * d["elapsed_s"] / cpu["server_cpu_s"] if cpu["server_cpu_s"] else float("nan")
-        rows[io] = (rate, per_cpu, lat, cpu, missing)
-    e, u = rows["epoll"], rows["uring"]
-    for io, (rate, per_cpu, lat, cpu, missing) in rows.items():
-        ratio = f"{u[0] / e[0]:.2f}x, {u[1] / e[1]:.2f}x" if io == "uring" else ""
-        extra = f" ({missing} missing)" if missing else ""
-        print(f"| {label} | {io} | {rate:,.0f}/s{extra} | {per_cpu:,.0f} | {ratio} | "
-              f"{lat['p50_us']} / {lat['p99_us']} µs | {cpu['server_peak_pct']:.0f}% / {cpu['loadgen_peak_pct']:.0f}% |")
+    m = {io: [measure(scenario, io, r) for r in range(1, rounds + 1)] for io in ("epoll", "uring")}
+    missing = sum(x[3] for io in m for x in m[io])
+    ratios = " / ".join(f"{u[0] / e[0]:.2f}x" for e, u in zip(m["epoll"], m["uring"]))
+    cpu_ratios = " / ".join(f"{u[1] / e[1]:.2f}x" for e, u in zip(m["epoll"], m["uring"]))
+    p50 = {io: med(x[2]["p50_us"] for x in m[io]) for io in m}
+    print(f"| {label}{f' ({missing} missing)' if missing else ''} | {med(x[0] for x in m['epoll']):,.0f} | {med(x[0] for x in m['uring']):,.0f} | "
+          f"{med(x[1] for x in m['epoll']):,.0f} | {med(x[1] for x in m['uring']):,.0f} | {ratios} | {cpu_ratios} | {p50['epoll']:.0f} / {p50['uring']:.0f} µs |")
 print()
-print("| idle connections | backend | user-space bytes per connection (RSS growth) |")
+print("| idle connections | epoll bytes per connection | io_uring bytes per connection |")
 print("|---|---|---|")
-for io in ("epoll", "uring"):
-    d = get("idle-memory", io)["memory"]
-    print(f"| {d['connections']:,} | {io} | {d['server_bytes_per_connection']:.0f} |")
+b = {io: [get("idle-memory", io, r)["memory"]["server_bytes_per_connection"] for r in range(1, rounds + 1)] for io in ("epoll", "uring")}
+print(f"| 15,000 (user space, server RSS growth; per round) | {' / '.join(f'{x:.0f}' for x in b['epoll'])} | {' / '.join(f'{x:.0f}' for x in b['uring'])} |")
+k = {io: [get("idle-memory", io, r)["memory"]["kernel_bytes_per_connection"] for r in range(1, rounds + 1)] for io in ("epoll", "uring")}
+print(f"| 15,000 (kernel, both ends; median) | {med(k['epoll']):,.0f} | {med(k['uring']):,.0f} |")
 PY
