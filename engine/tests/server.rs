@@ -123,6 +123,23 @@ fn echoes_text_and_binary() {
 }
 
 #[test]
+fn a_backlog_of_large_echoes_arrives_whole_and_in_order() {
+    // 200 x 20 KiB sent before reading anything: the replies back up behind the socket, queue
+    // as separate chunks, and leave in multi-part writes (writev / sendmsg).
+    let server = start(test_config());
+    let mut ws = connect(server.local_addr(), "/echo");
+    let message = |i: u32| -> Vec<u8> { (0..20_000u32).map(|j| (i * 7 + j) as u8).collect() };
+    for i in 0..200 {
+        ws.write(Message::binary(message(i))).unwrap();
+    }
+    ws.flush().unwrap();
+    for i in 0..200 {
+        assert_eq!(ws.read().unwrap(), Message::binary(message(i)), "message {i}");
+    }
+    ws.close(None).unwrap();
+}
+
+#[test]
 fn reassembles_fragments_with_pings_between() {
     let server = start(test_config());
     let mut ws = connect(server.local_addr(), "/echo");

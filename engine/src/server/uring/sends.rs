@@ -22,13 +22,17 @@ struct SendOp {
     chunks: Vec<Bytes>,
     /// The iovecs the kernel reads; rebuilt for the rest after a short send.
     iov: Vec<libc::iovec>,
+    /// The message header of a multi-part send, boxed so it stays put while the op moves
+    /// around the slab before submission.
+    msg: Option<Box<libc::msghdr>>,
     /// Bytes already written.
     done: usize,
     total: usize,
 }
 
-// SAFETY: the raw pointers in `iov` point only into `owned` and `chunks`, which the op owns
-// and which move with it (their heap memory does not move); nothing else aliases them. A shard
+// SAFETY: the raw pointers in `iov` and `msg` point only into `owned`, `chunks` and `iov`,
+// which the op owns and which move with it (their heap memory does not move); nothing else
+// aliases them. A shard
 // is built on one thread and then moved, whole, to its own.
 unsafe impl Send for SendOp {}
 
@@ -126,19 +130,34 @@ impl UringIo {
             owned,
             chunks,
             iov: Vec::new(),
+            msg: None,
             done: 0,
             total,
         });
         self.submit(key);
     }
 
+    /// Submits what is left of send `key`: one buffer as a plain send, several as sendmsg,
+    /// both with MSG_NOSIGNAL (a reset peer is an error here, never SIGPIPE).
     fn submit(&mut self, key: usize) {
         let op = &mut self.sends[key];
         op.build_iov();
-        let entry = opcode::Writev::new(types::Fd(op.fd), op.iov.as_ptr(), op.iov.len() as u32)
-            .build()
-            .user_data(tag::send(key));
-        self.push(entry);
+        let fd = types::Fd(op.fd);
+        let entry = if let [one] = op.iov[..] {
+            opcode::Send::new(fd, one.iov_base as *const u8, one.iov_len as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        } else {
+            // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = op.iov.as_mut_ptr();
+            msg.msg_iovlen = op.iov.len() as _;
+            let msg = op.msg.insert(Box::new(msg));
+            opcode::SendMsg::new(fd, &**msg as *const libc::msghdr)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+        };
+        self.push(entry.user_data(tag::send(key)));
     }
 
     /// Accounts for a send's completion with result `result` (bytes or `-errno`).
