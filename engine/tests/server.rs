@@ -134,7 +134,11 @@ fn a_backlog_of_large_echoes_arrives_whole_and_in_order() {
     }
     ws.flush().unwrap();
     for i in 0..200 {
-        assert_eq!(ws.read().unwrap(), Message::binary(message(i)), "message {i}");
+        assert_eq!(
+            ws.read().unwrap(),
+            Message::binary(message(i)),
+            "message {i}"
+        );
     }
     ws.close(None).unwrap();
 }
