@@ -321,15 +321,25 @@ impl Io {
         };
         match ring.complete(key, result) {
             Sent::Stale => {}
-            Sent::Again {
+            Sent::Partial {
                 slot,
                 generation,
                 written,
             } => {
                 ShardStats::add(&self.stats.bytes_out, written as u64);
-                if let Some(c) = self.conns.get_mut(slot as usize) {
-                    if c.generation == generation {
+                match self.conns.get_mut(slot as usize) {
+                    Some(c) if c.generation == generation && !c.dead => {
                         c.backlogged = true;
+                        ring.resume(key);
+                    }
+                    // Gone (its descriptor may already name another socket): drop the rest.
+                    _ => {
+                        ring.release(key);
+                        if let Some(c) = self.conns.get_mut(slot as usize) {
+                            if c.generation == generation {
+                                c.sending = false;
+                            }
+                        }
                     }
                 }
             }

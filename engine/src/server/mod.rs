@@ -330,6 +330,7 @@ pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
                     accept_paused_until: None,
                     draining_until: None,
                     shutdown_sockets: false,
+                    graveyard: Vec::new(),
                 };
                 match backend {
                     Backend::Epoll(e) => e.run(&mut shard),

@@ -35,9 +35,13 @@ pub struct Shard {
     pub(crate) clock: Instant,
     pub(crate) accept_paused_until: Option<u64>,
     pub(crate) draining_until: Option<u64>,
-    /// Shut a socket down before closing it (io_uring: wakes operations still pending on it,
-    /// which hold the socket open until they complete).
+    /// io_uring: shut a socket down when its connection ends (which completes the operations
+    /// still pending on it) and keep its descriptor open in `graveyard` until entries already
+    /// gathered for it have been submitted, so that no entry can name a descriptor number the
+    /// process (any shard) has reused for another socket meanwhile.
     pub(crate) shutdown_sockets: bool,
+    /// Descriptors of ended connections, closed by the backend after its next submission.
+    pub(crate) graveyard: Vec<std::os::fd::OwnedFd>,
 }
 
 /// What the loop does after an iteration.
@@ -446,6 +450,7 @@ impl Shard {
             ShardStats::add(&stats.closed[why.index()], 1);
             if self.shutdown_sockets {
                 let _ = conn.sock.shutdown(std::net::Shutdown::Both);
+                self.graveyard.push(conn.sock.into());
             }
         }
     }

@@ -324,7 +324,7 @@ impl Uring {
                 submitter.submit_with_args(1, &args)
             }
         };
-        match waited {
+        let result = match waited {
             Ok(_) => Ok(()),
             Err(e)
                 if matches!(
@@ -335,7 +335,14 @@ impl Uring {
                 Ok(())
             }
             Err(e) => Err(e),
+        };
+        // Every entry gathered so far has been issued (without SQPOLL, entering the kernel
+        // issues them and resolves their descriptors), so the descriptors of ended connections
+        // can close now.
+        if result.is_ok() {
+            shard.graveyard.clear();
         }
+        result
     }
 
     /// Handles every completion waiting in the queue, a bounded batch at a time; entries the
@@ -480,12 +487,16 @@ impl Uring {
     }
 
     fn stop_accepting(&mut self, shard: &mut Shard) {
-        if self.listener.take().is_some() && self.accept_armed {
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        if self.accept_armed {
             let entry = opcode::AsyncCancel::new(tag::ACCEPT)
                 .build()
                 .user_data(tag::CANCEL);
             uio(shard).push(entry);
         }
+        shard.graveyard.push(listener.into());
     }
 
     /// Closes what is left and waits until every operation has completed, so no buffer is
@@ -516,6 +527,7 @@ impl Uring {
             )));
         }
         let _ = self.ring.submitter().unregister_buf_ring(GROUP);
+        shard.graveyard.clear();
         Ok(())
     }
 }

@@ -61,8 +61,9 @@ impl SendOp {
 pub enum Sent {
     /// Not a send this shard knows (cannot happen unless the kernel misbehaves).
     Stale,
-    /// The socket took part of it; the rest was resubmitted.
-    Again {
+    /// The socket took part of it; the caller resumes it with [`UringIo::resume`] if the
+    /// connection is still there, else frees it with [`UringIo::release`].
+    Partial {
         /// Connection slot.
         slot: u32,
         /// Its generation when the send was made.
@@ -169,23 +170,38 @@ impl UringIo {
         let written = usize::try_from(result).unwrap_or(0);
         if result > 0 && op.done + written < op.total {
             op.done += written;
-            self.submit(key);
-            return Sent::Again {
+            return Sent::Partial {
                 slot,
                 generation,
                 written,
             };
         }
-        let mut op = self.sends.remove(key);
-        if op.owned.capacity() <= SPARE_CAPACITY && self.spare.len() < SPARE_BUFFERS {
-            op.owned.clear();
-            self.spare.push(op.owned);
-        }
+        let total = op.total;
+        self.release(key);
         Sent::Done {
             slot,
             generation,
             written,
-            failed: result <= 0 && op.total > 0,
+            failed: result <= 0 && total > 0,
+        }
+    }
+
+    /// Submits the rest of a partial send. Only for a connection still open: its descriptor
+    /// number is still its own.
+    pub fn resume(&mut self, key: usize) {
+        if self.sends.contains(key) {
+            self.submit(key);
+        }
+    }
+
+    /// Frees a send (its cork buffer is kept for reuse).
+    pub fn release(&mut self, key: usize) {
+        let Some(mut op) = self.sends.try_remove(key) else {
+            return;
+        };
+        if op.owned.capacity() <= SPARE_CAPACITY && self.spare.len() < SPARE_BUFFERS {
+            op.owned.clear();
+            self.spare.push(op.owned);
         }
     }
 
@@ -224,12 +240,14 @@ mod tests {
         assert_eq!(io.in_flight, 1);
         assert_eq!(
             io.complete(0, 6),
-            Sent::Again {
+            Sent::Partial {
                 slot: 7,
                 generation: 3,
                 written: 6
             }
         );
+        assert_eq!(io.in_flight, 1, "not resubmitted until the caller says so");
+        io.resume(0);
         assert_eq!(iov_bytes(&io.sends[0]), b"23456789");
         assert_eq!(io.in_flight, 2, "the rest was resubmitted");
         assert_eq!(
