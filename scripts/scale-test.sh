@@ -26,6 +26,7 @@ usage: scripts/scale-test.sh --connections N [options]
   --port PORT            port to listen on (default: a free one)
   --source-ips RANGE     load-generator source addresses (default 127.0.0.2-127.0.0.254)
   --out DIR              where reports go (default reports/scale-N-DATE)
+  --server-args "ARGS"   more options for every `c10m serve` (e.g. "--io uring --ring-buffers 64")
   --no-tune              do not run scripts/tune.sh (use the host as it is)
   --rebuild              rebuild c10m and c10m-loadtest (release) even if they exist
   -h, --help             this text
@@ -53,6 +54,7 @@ SOURCES=127.0.0.2-127.0.0.254
 OUT=""
 TUNE=1
 REBUILD=0
+SERVER_ARGS=""
 while [ $# -gt 0 ]; do
     case $1 in
         --connections) N=${2:-}; shift 2 || die "--connections needs a value" ;;
@@ -65,6 +67,7 @@ while [ $# -gt 0 ]; do
         --port) PORT=${2:-}; shift 2 || die "--port needs a value" ;;
         --source-ips) SOURCES=${2:-}; shift 2 || die "--source-ips needs a value" ;;
         --out) OUT=${2:-}; shift 2 || die "--out needs a value" ;;
+        --server-args) SERVER_ARGS=${2:-}; shift 2 || die "--server-args needs a value" ;;
         --no-tune) TUNE=0; shift ;;
         --rebuild) REBUILD=1; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -155,8 +158,9 @@ fi
 # --- servers ----------------------------------------------------------------------------------
 start_server() { # start_server INDEX LISTEN
     local log=$OUT/server-$1.log
+    # shellcheck disable=SC2086 # SERVER_ARGS is a list of options
     "$C10M" serve --listen "$2" --shards 1 --ping-interval-ms "$PING_MS" \
-        --idle-timeout-ms $((3 * PING_MS)) --drain-timeout-ms 5000 >"$log" 2>&1 &
+        --idle-timeout-ms $((3 * PING_MS)) --drain-timeout-ms 5000 $SERVER_ARGS >"$log" 2>&1 &
     SERVER_PIDS+=($!)
     for _ in $(seq 100); do
         grep -q 'listening on' "$log" 2>/dev/null && return 0
