@@ -417,8 +417,9 @@ fn topics_reach_subscribers_on_every_shard() {
     );
 }
 
-#[test]
-fn a_slow_consumer_is_closed_and_counted() {
+/// A subscriber that never reads, and a publisher of `size`-byte messages: the subscriber must
+/// be closed as a slow consumer, with its queue bounded.
+fn slow_consumer(size: usize) {
     let server = start(ServerConfig {
         write_queue_limit: 64 << 10,
         shards: 1,
@@ -431,7 +432,7 @@ fn a_slow_consumer_is_closed_and_counted() {
         .set_recv_buffer_size(4096)
         .unwrap();
     let mut publisher = connect(addr, "/pubsub");
-    let payload = "x".repeat(16 << 10);
+    let payload = "x".repeat(size);
     let started = Instant::now();
     loop {
         publisher
@@ -442,12 +443,29 @@ fn a_slow_consumer_is_closed_and_counted() {
             break;
         }
         assert!(
+            server.stats()[0].write_queue_bytes.load(Relaxed) < 1 << 20,
+            "the queue grew past the limit without a close: {} bytes",
+            server.stats()[0].write_queue_bytes.load(Relaxed)
+        );
+        assert!(
             started.elapsed() < Duration::from_secs(20),
             "slow consumer never closed"
         );
     }
     assert!(server.stats()[0].write_queue_bytes.load(Relaxed) < 1 << 20);
     drop(slow);
+}
+
+#[test]
+fn a_slow_consumer_is_closed_and_counted() {
+    slow_consumer(16 << 10);
+}
+
+#[test]
+fn a_slow_consumer_of_small_messages_is_closed_too() {
+    // Each message fits the socket whole until one finds no room at all: nothing is written
+    // short, yet the connection is backed up.
+    slow_consumer(200);
 }
 
 #[test]

@@ -53,6 +53,8 @@ pub struct Conn {
     pub backlogged: bool,
     /// io_uring: a send is in flight; the queue waits for its completion.
     pub sending: bool,
+    /// io_uring: that send's key.
+    pub send_key: u32,
 }
 
 impl Conn {
@@ -71,6 +73,7 @@ impl Conn {
             dead: false,
             backlogged: false,
             sending: false,
+            send_key: 0,
         }
     }
 

@@ -178,7 +178,15 @@ impl Io {
         if conn.dead {
             return;
         }
-        if conn.backlogged && conn.queued() > self.limit {
+        // Backed up: the socket refused output (epoll: a short write; io_uring: a short send,
+        // or a send the kernel has held for a whole round).
+        let backed_up = conn.backlogged
+            || (conn.sending
+                && self
+                    .uring
+                    .as_ref()
+                    .is_some_and(|r| r.stalled(conn.send_key)));
+        if backed_up && conn.queued() > self.limit {
             self.kill(slot, Why::SlowConsumer, CloseCode::POLICY);
             return;
         }
@@ -273,13 +281,14 @@ impl Io {
     /// spare buffer takes its place), else it joins the queue.
     fn flush_cork_ring(&mut self, slot: usize) {
         let (Some(conn), Some(ring)) = (self.conns.get_mut(slot), self.uring.as_mut()) else {
+            self.cork.clear();
             return;
         };
         if !conn.dead && !conn.has_output() {
             let cork = std::mem::replace(&mut self.cork, ring.spare_buffer());
             conn.sending = true;
             let fd = conn.sock.as_raw_fd();
-            ring.send(slot as u32, conn.generation, fd, cork, Vec::new());
+            conn.send_key = ring.send(slot as u32, conn.generation, fd, cork, Vec::new());
             return;
         }
         let cork = std::mem::take(&mut self.cork);
@@ -303,7 +312,7 @@ impl Io {
             ShardStats::sub(&self.stats.write_queue_bytes, taken as u64);
             conn.sending = true;
             let fd = conn.sock.as_raw_fd();
-            ring.send(slot as u32, conn.generation, fd, Vec::new(), chunks);
+            conn.send_key = ring.send(slot as u32, conn.generation, fd, Vec::new(), chunks);
             return;
         }
         conn.wq = None;

@@ -53,6 +53,19 @@ impl BufRing {
         let ring = unsafe { alloc_zeroed(ring_layout) }.cast::<BufRingEntry>();
         // SAFETY: as above.
         let bufs = unsafe { alloc_zeroed(bufs_layout) };
+        if ring.is_null() || bufs.is_null() {
+            // SAFETY: each non-null pointer came from alloc_zeroed with this layout and is
+            // freed once, here; nothing else has seen it.
+            unsafe {
+                if !ring.is_null() {
+                    dealloc(ring.cast(), ring_layout);
+                }
+                if !bufs.is_null() {
+                    dealloc(bufs, bufs_layout);
+                }
+            }
+            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+        }
         let mut this = BufRing {
             ring,
             ring_layout,
@@ -63,12 +76,10 @@ impl BufRing {
             tail: 0,
             group,
         };
-        if ring.is_null() || bufs.is_null() {
-            return Err(io::Error::from(io::ErrorKind::OutOfMemory));
-        }
         // SAFETY: `ring` points to `entries` zeroed, page-aligned slots that live until `this`
-        // is dropped; the shard drops its io_uring (which unregisters the group) before this
-        // BufRing, and unregisters it explicitly at shutdown.
+        // is dropped, which happens only after the group is unregistered and every receive has
+        // completed (the owner leaks it otherwise, see `Uring`), or, if registration fails
+        // here, without the kernel ever having seen it.
         unsafe { submitter.register_buf_ring_with_flags(ring as u64, entries, group, 0)? };
         for bid in 0..entries {
             this.offer(bid);
@@ -120,9 +131,10 @@ impl BufRing {
 
 impl Drop for BufRing {
     fn drop(&mut self) {
-        // SAFETY: both pointers came from alloc_zeroed with these layouts and are freed once.
-        // The kernel no longer uses them: the group is unregistered (or its ring destroyed)
-        // before the shard drops this, and every receive has completed.
+        // SAFETY: both pointers came from alloc_zeroed with these layouts (non-null, checked in
+        // `new`) and are freed once. The kernel no longer uses them: a BufRing is dropped only
+        // after its group is unregistered and every receive has completed (owners leak it
+        // otherwise), or when registration failed.
         unsafe {
             dealloc(self.ring.cast(), self.ring_layout);
             dealloc(self.bufs, self.bufs_layout);

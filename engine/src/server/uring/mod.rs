@@ -17,8 +17,10 @@ pub mod bufring;
 pub mod sends;
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, Probe, cqueue, opcode, types};
@@ -91,8 +93,12 @@ pub mod tag {
 const RING_ENTRIES: u32 = 4096;
 /// Provided-buffer group id (one group per ring).
 const GROUP: u16 = 0;
-/// Completions handled per batch.
+/// Completions handled between pushes of the entries they produce.
 const CQE_BATCH: usize = 256;
+/// Bytes of received data processed per loop iteration before the loop goes round (submits,
+/// runs timers, flushes, reads completions again). Bounds how far a write queue can grow
+/// between two slow-consumer checks, as the per-turn read limit does under epoll.
+const INPUT_PER_ITERATION: usize = 256 << 10;
 /// Gathered entries past this are pushed to the kernel mid-iteration; the staging vector's
 /// capacity is trimmed back to this.
 const SQE_KEEP: usize = 1024;
@@ -192,12 +198,16 @@ fn build_ring() -> io::Result<(IoUring, &'static str)> {
     ))
 }
 
-/// What the io_uring loop owns besides the shard. Field order is drop order: the ring goes
-/// first, then the memory it used.
+/// What the io_uring loop owns besides the shard.
+///
+/// The memory the kernel writes into (the provided buffers, the eventfd read's buffer) is freed
+/// only once [`Uring::finish`] has seen every operation complete (`clean`); on any other way
+/// out (an error, a panic in an application) it is leaked, never freed under the kernel.
 pub struct Uring {
     ring: IoUring,
-    bufs: BufRing,
-    wake_buf: Box<[u8; 8]>,
+    bufs: ManuallyDrop<BufRing>,
+    wake_buf: ManuallyDrop<Box<[u8; 8]>>,
+    clean: bool,
     listener: Option<TcpListener>,
     waker: RawFd,
     accept_armed: bool,
@@ -205,6 +215,8 @@ pub struct Uring {
     /// Receives that ended for lack of buffers, to arm again once buffers are back.
     rearm: Vec<(u32, u16)>,
     cqes: Vec<(u64, i32, u32)>,
+    /// Next completion of `cqes` to handle.
+    cqe_at: usize,
     /// The setup flags the ring got.
     pub flags: &'static str,
 }
@@ -213,7 +225,7 @@ impl std::fmt::Debug for Uring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Uring")
             .field("flags", &self.flags)
-            .field("bufs", &self.bufs)
+            .field("bufs", &*self.bufs)
             .field("accept_armed", &self.accept_armed)
             .finish()
     }
@@ -232,14 +244,16 @@ impl Uring {
         )?;
         Ok(Uring {
             ring,
-            bufs,
-            wake_buf: Box::new([0; 8]),
+            bufs: ManuallyDrop::new(bufs),
+            wake_buf: ManuallyDrop::new(Box::new([0; 8])),
+            clean: false,
             listener: Some(listener),
             waker,
             accept_armed: false,
             stopping: false,
             rearm: Vec::new(),
             cqes: Vec::with_capacity(CQE_BATCH),
+            cqe_at: 0,
             flags,
         })
     }
@@ -248,11 +262,33 @@ impl Uring {
     pub fn run(mut self, shard: &mut Shard) -> io::Result<()> {
         shard.shutdown_sockets = true;
         shard.core.io.uring = Some(UringIo::default());
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.serve(shard))) {
+            Ok(result) => {
+                let finished = self.finish(shard);
+                result.and(finished)
+            }
+            Err(panic) => {
+                // An application panicked mid-iteration; the shard's state is suspect, so
+                // nothing more is done with it. Sends still in flight keep their bytes: leak
+                // them (and, through `clean` staying false, the buffers) rather than free them
+                // under the kernel.
+                std::mem::forget(shard.core.io.uring.take());
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+
+    fn serve(&mut self, shard: &mut Shard) -> io::Result<()> {
         self.arm_accept(shard);
         self.arm_wake(shard);
         let mut expired = Vec::new();
-        let result = loop {
-            if let Err(e) = self.submit_and_wait(shard, shard.poll_timeout()) {
+        loop {
+            let timeout = if self.leftover() {
+                Some(Duration::ZERO)
+            } else {
+                shard.poll_timeout()
+            };
+            if let Err(e) = self.submit_and_wait(shard, timeout) {
                 break Err(e);
             }
             shard.core.now = shard.now();
@@ -270,25 +306,26 @@ impl Uring {
             }
             let in_flight = uio(shard).in_flight as u64;
             ShardStats::set(&shard.core.io.stats.io_in_flight, in_flight);
-        };
-        let finished = self.finish(shard);
-        result.and(finished)
+        }
     }
 
     /// Moves the gathered entries into the submission queue, submitting (without waiting)
-    /// whenever it is full.
+    /// whenever it is full. Entries that found no room stay gathered for the next round; none
+    /// is ever pushed twice.
     fn push_sqes(&mut self, shard: &mut Shard) -> io::Result<()> {
         let io = uio(shard);
         let mut at = 0;
+        let mut result = Ok(());
         while at < io.sqes.len() {
             {
                 let mut sq = self.ring.submission();
                 while at < io.sqes.len() {
                     // SAFETY: every entry points only at memory that outlives its operation:
-                    // a send's iovecs and bytes sit in the send slab until its completion;
-                    // receives use the provided-buffer ring, which lives as long as the ring;
-                    // the eventfd read uses `wake_buf`, dropped after the ring. Sockets are
-                    // shut down, not just closed, so no operation waits forever.
+                    // a send's iovecs and bytes stay in the send slab until its completion;
+                    // receives use the provided buffers and the eventfd read `wake_buf`, both
+                    // freed only after every operation has completed (else leaked, see
+                    // `Uring`). Sockets are shut down, not just closed, so no operation waits
+                    // forever, and a descriptor closes only after its entries were submitted.
                     if unsafe { sq.push(&io.sqes[at]) }.is_err() {
                         break;
                     }
@@ -297,24 +334,33 @@ impl Uring {
             }
             if at < io.sqes.len() {
                 match self.ring.submit() {
+                    Ok(0) => break,
                     Ok(_) => {}
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
-                    Err(e) => return Err(e),
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                    // Out of resources or completions backed up: the rest waits a round.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY)) => {
+                        break;
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
                 }
             }
         }
-        io.sqes.clear();
+        io.sqes.drain(..at);
         // A burst (a broadcast to every connection, a wave of accepts) must not pin its
         // high-water mark.
         if io.sqes.capacity() > SQE_KEEP {
             io.sqes.shrink_to(SQE_KEEP);
         }
-        Ok(())
+        result
     }
 
     /// Submits what the iteration gathered and waits for a completion or `timeout`.
     fn submit_and_wait(&mut self, shard: &mut Shard, timeout: Option<Duration>) -> io::Result<()> {
         self.push_sqes(shard)?;
+        uio(shard).enters += 1;
         let submitter = self.ring.submitter();
         let waited = match timeout {
             None => submitter.submit_and_wait(1),
@@ -336,35 +382,59 @@ impl Uring {
             }
             Err(e) => Err(e),
         };
-        // Every entry gathered so far has been issued (without SQPOLL, entering the kernel
-        // issues them and resolves their descriptors), so the descriptors of ended connections
-        // can close now.
-        if result.is_ok() {
+        // Once every entry gathered so far has been issued (without SQPOLL, entering the
+        // kernel issues them and resolves their descriptors), the descriptors of ended
+        // connections can close.
+        if result.is_ok() && uio(shard).sqes.is_empty() && self.ring.submission().is_empty() {
             shard.graveyard.clear();
         }
         result
     }
 
-    /// Handles every completion waiting in the queue, a bounded batch at a time; entries the
-    /// batch produced go to the kernel once enough have gathered.
+    /// Reads every completion in the queue and handles the sends among them, then the rest in
+    /// order, up to [`INPUT_PER_ITERATION`] bytes received; what is left waits for the next
+    /// iteration (which then does not sleep). Entries the completions produce go to the kernel
+    /// once enough have gathered.
+    ///
+    /// With DEFER_TASKRUN, completions are posted only while the loop is in the kernel, so the
+    /// queue read here is everything the last entry produced. Once its sends are accounted
+    /// for, a send still in flight that was submitted by that entry or an earlier one is one
+    /// the socket had no room for ([`UringIo::stalled`]), which the slow-consumer check needs;
+    /// and the input budget bounds how much a queue can grow before that check sees it.
     fn complete(&mut self, shard: &mut Shard) -> io::Result<()> {
         let mut cqes = std::mem::take(&mut self.cqes);
-        loop {
-            cqes.clear();
-            cqes.extend(
-                self.ring
-                    .completion()
-                    .take(CQE_BATCH)
-                    .map(|c| (c.user_data(), c.result(), c.flags())),
-            );
-            if cqes.is_empty() {
-                break;
+        let fresh = cqes.len();
+        cqes.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        let is_send = |data: u64| matches!(tag::decode(data), Some(tag::Op::Send(_)));
+        for &(data, result, flags) in cqes[fresh..].iter().filter(|c| is_send(c.0)) {
+            self.on_completion(shard, data, result, flags);
+        }
+        let mut budget = INPUT_PER_ITERATION;
+        let mut handled = 0;
+        while self.cqe_at < cqes.len() && budget > 0 {
+            let (data, result, flags) = cqes[self.cqe_at];
+            self.cqe_at += 1;
+            if is_send(data) {
+                continue;
             }
-            for &(data, result, flags) in &cqes {
-                self.on_completion(shard, data, result, flags);
+            if matches!(tag::decode(data), Some(tag::Op::Recv { .. })) {
+                budget = budget.saturating_sub(usize::try_from(result).unwrap_or(0));
             }
-            if uio(shard).sqes.len() >= SQE_KEEP {
+            self.on_completion(shard, data, result, flags);
+            handled += 1;
+            if handled % CQE_BATCH == 0 && uio(shard).sqes.len() >= SQE_KEEP {
                 self.push_sqes(shard)?;
+            }
+        }
+        if self.cqe_at == cqes.len() {
+            cqes.clear();
+            self.cqe_at = 0;
+            if cqes.capacity() > 4 * CQE_BATCH {
+                cqes = Vec::with_capacity(CQE_BATCH);
             }
         }
         self.cqes = cqes;
@@ -376,10 +446,16 @@ impl Uring {
         Ok(())
     }
 
+    /// Completions read but not handled yet (the last iteration used up its input budget).
+    fn leftover(&self) -> bool {
+        self.cqe_at < self.cqes.len()
+    }
+
     fn on_completion(&mut self, shard: &mut Shard, data: u64, result: i32, flags: u32) {
         let more = cqueue::more(flags);
         if !more {
             let io = uio(shard);
+            debug_assert!(io.in_flight > 0, "a completion nobody was waiting for");
             io.in_flight = io.in_flight.saturating_sub(1);
         }
         match tag::decode(data) {
@@ -500,9 +576,10 @@ impl Uring {
     }
 
     /// Closes what is left and waits until every operation has completed, so no buffer is
-    /// freed while the kernel may still use it. Operations that never complete are an error
-    /// (and their memory is leaked rather than freed under the kernel).
-    fn finish(mut self, shard: &mut Shard) -> io::Result<()> {
+    /// freed while the kernel may still use it. Operations that never complete, or a ring that
+    /// fails meanwhile, are an error, and their memory is leaked rather than freed under the
+    /// kernel.
+    fn finish(&mut self, shard: &mut Shard) -> io::Result<()> {
         self.stopping = true;
         shard.close_all();
         self.stop_accepting(shard);
@@ -511,24 +588,47 @@ impl Uring {
             .user_data(tag::CANCEL);
         uio(shard).push(entry);
         let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let mut failed = None;
         while uio(shard).in_flight > 0 && Instant::now() < deadline {
-            self.submit_and_wait(shard, Some(Duration::from_millis(50)))?;
-            self.complete(shard)?;
+            let step = self
+                .submit_and_wait(shard, Some(Duration::from_millis(50)))
+                .and_then(|()| self.complete(shard));
+            if let Err(e) = step {
+                failed = Some(e);
+                break;
+            }
             // Completions may end connections (a send's error): reap them too.
             shard.close_all();
         }
         let left = uio(shard).in_flight;
-        if left > 0 {
+        if left > 0 || failed.is_some() {
             std::mem::forget(shard.core.io.uring.take());
-            std::mem::forget(self);
-            return Err(io::Error::other(format!(
-                "io_uring: {left} operations still in flight after {} ms at shutdown",
-                SHUTDOWN_GRACE.as_millis()
-            )));
+            return Err(failed.unwrap_or_else(|| {
+                io::Error::other(format!(
+                    "io_uring: {left} operations still in flight after {} ms at shutdown",
+                    SHUTDOWN_GRACE.as_millis()
+                ))
+            }));
         }
         let _ = self.ring.submitter().unregister_buf_ring(GROUP);
         shard.graveyard.clear();
+        self.clean = true;
         Ok(())
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        if self.clean {
+            // SAFETY: `finish` saw every operation complete and unregistered the buffer group,
+            // so the kernel holds no reference to this memory; each is dropped once, here, and
+            // never used again.
+            unsafe {
+                ManuallyDrop::drop(&mut self.bufs);
+                ManuallyDrop::drop(&mut self.wake_buf);
+            }
+        }
+        // Otherwise both are leaked on purpose: an operation may still write into them.
     }
 }
 

@@ -27,6 +27,8 @@ struct SendOp {
     msg: Option<Box<libc::msghdr>>,
     /// Bytes already written.
     done: usize,
+    /// [`UringIo::enters`] when it was last submitted.
+    pushed_at: u64,
     total: usize,
 }
 
@@ -94,6 +96,8 @@ pub struct UringIo {
     pub in_flight: usize,
     /// Cork buffers back from finished sends, reused instead of allocated.
     spare: Vec<Vec<u8>>,
+    /// Times the loop has entered the kernel to submit and wait.
+    pub enters: u64,
 }
 
 /// Spare buffers kept, and the largest one kept.
@@ -114,7 +118,7 @@ impl UringIo {
             .unwrap_or_else(|| Vec::with_capacity(16 << 10))
     }
 
-    /// Sends `owned` then `chunks` to `fd` with one writev.
+    /// Sends `owned` then `chunks` to `fd` in one operation; returns the send's key.
     pub fn send(
         &mut self,
         slot: u32,
@@ -122,7 +126,7 @@ impl UringIo {
         fd: RawFd,
         owned: Vec<u8>,
         chunks: Vec<Bytes>,
-    ) {
+    ) -> u32 {
         let total = owned.len() + chunks.iter().map(Bytes::len).sum::<usize>();
         let key = self.sends.insert(SendOp {
             slot,
@@ -133,15 +137,28 @@ impl UringIo {
             iov: Vec::new(),
             msg: None,
             done: 0,
+            pushed_at: 0,
             total,
         });
         self.submit(key);
+        key as u32
+    }
+
+    /// Whether send `key` is held by the kernel: it was submitted by an earlier entry into the
+    /// kernel and its completion, read since, did not come. The socket had no room for it: the
+    /// io_uring form of epoll's EAGAIN. (Valid once the completions of the last entry have been
+    /// read, as the loop does before anything else.)
+    pub fn stalled(&self, key: u32) -> bool {
+        self.sends
+            .get(key as usize)
+            .is_some_and(|op| op.pushed_at < self.enters)
     }
 
     /// Submits what is left of send `key`: one buffer as a plain send, several as sendmsg,
     /// both with MSG_NOSIGNAL (a reset peer is an error here, never SIGPIPE).
     fn submit(&mut self, key: usize) {
         let op = &mut self.sends[key];
+        op.pushed_at = self.enters;
         op.build_iov();
         let fd = types::Fd(op.fd);
         let entry = if let [one] = op.iov[..] {
