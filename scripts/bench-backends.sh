@@ -15,6 +15,9 @@
 # Scenarios:
 #   echo-small   100 connections, 20-byte messages, 16 in flight each
 #   echo-busy    1,000 connections, 125-byte messages, 4 in flight each
+#   echo-rate    1,000 connections, 125-byte messages at a fixed 100 per second each (100,000
+#                messages/s in all, below what the load generator can drive): the same work
+#                for both backends, so the server CPU it costs compares them directly
 #   broadcast    1,000 subscribers on /pubsub, 3 publishers at 200 messages/s each
 #   idle-memory  15,000 idle connections: server RSS growth per connection
 set -euo pipefail
@@ -65,6 +68,7 @@ for round in $(seq 1 "$rounds"); do
     echo "bench-backends: round $round, --io $io on ws://$addr (pid $pid)"
     load echo-small "$io" "$round" /echo echo -n 100 --size 20 --window 16 --duration "$duration"
     load echo-busy "$io" "$round" /echo echo -n 1000 --size 125 --window 4 --duration "$duration"
+    load echo-rate "$io" "$round" /echo echo -n 1000 --size 125 --msg-rate 100 --duration "$duration"
     load broadcast "$io" "$round" /pubsub broadcast -n 1000 --publishers 3 --publish-rate 200 --duration "$duration"
     load idle-memory "$io" "$round" /echo idle -n 15000 --source-ips 127.0.0.2-127.0.0.5 --rate 20000 --duration 3s
     kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -89,6 +93,7 @@ print("| scenario | epoll msg/s | io_uring msg/s | epoll per server CPU s | io_u
 print("|---|---|---|---|---|---|---|---|")
 for scenario, label in [("echo-small", "echo 100 x 20 B, window 16"),
                         ("echo-busy", "echo 1,000 x 125 B, window 4"),
+                        ("echo-rate", "echo 1,000 x 125 B at 100/s each (fixed rate)"),
                         ("broadcast", "broadcast 1,000 subscribers, 3 x 200 msg/s")]:
     m = {io: [measure(scenario, io, r) for r in range(1, rounds + 1)] for io in ("epoll", "uring")}
     missing = sum(x[3] for io in m for x in m[io])
