@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use c10m_engine::proto::OpCode;
 use c10m_engine::server::{self, Routes, ServerConfig, ServerHandle, apps};
-use support::frame;
+use support::{connect, frame};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::protocol::frame::coding::{Data, OpCode as TOpCode};
 use tungstenite::{Bytes, Message};
@@ -35,16 +35,6 @@ fn start(config: ServerConfig) -> ServerHandle {
         .route("/echo", |_| Box::new(apps::Echo))
         .route("/pubsub", |_| Box::new(apps::PubSub));
     server::start(config, routes).unwrap()
-}
-
-fn connect(addr: SocketAddr, path: &str) -> Ws {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let (ws, response) = tungstenite::client(format!("ws://{addr}{path}"), stream).unwrap();
-    assert_eq!(response.status(), 101);
-    ws
 }
 
 /// A raw TCP peer that has completed the handshake.

@@ -6,8 +6,10 @@
 //! `scripts/test.sh` also runs under io_uring.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,7 @@ use c10m_engine::proto::Message;
 use c10m_engine::server::{
     self, App, ConnId, Ctx, IoMode, Routes, ServerConfig, ServerHandle, Why, apps,
 };
+use support::connect;
 use tungstenite::Message as TMessage;
 
 /// Operations a shard keeps armed while idle: the multishot accept and the eventfd read.
@@ -44,15 +47,6 @@ fn start(config: ServerConfig) -> ServerHandle {
         .route("/echo", |_| Box::new(apps::Echo))
         .route("/slow", |_| Box::new(SlowEcho));
     server::start(config, routes).unwrap()
-}
-
-fn connect(addr: SocketAddr, path: &str) -> tungstenite::WebSocket<TcpStream> {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let (ws, _) = tungstenite::client(format!("ws://{addr}{path}"), stream).unwrap();
-    ws
 }
 
 fn gauge(server: &ServerHandle, get: impl Fn(&server::ShardStats) -> u64) -> u64 {

@@ -154,9 +154,15 @@ impl Io {
         if id.shard() != shard {
             return None;
         }
-        let slot = id.slot() as usize;
+        self.live(id.slot(), id.generation())
+    }
+
+    /// `slot` if it still holds the connection of `generation` and that connection is not
+    /// ending at once (dead).
+    pub fn live(&self, slot: u32, generation: u16) -> Option<usize> {
+        let slot = slot as usize;
         let conn = self.conns.get(slot)?;
-        (conn.generation == id.generation() && !conn.dead).then_some(slot)
+        (conn.generation == generation && !conn.dead).then_some(slot)
     }
 
     /// Writes `out` to `slot`: into the cork when it is the connection being processed, else
@@ -242,14 +248,14 @@ impl Io {
         if self.cork.is_empty() {
             return;
         }
-        if self.uring.is_some() {
-            self.flush_cork_ring(slot);
+        if self.uring.is_some() && self.send_cork_ring(slot) {
             return;
         }
         let cork = std::mem::take(&mut self.cork);
         match self.conns.get_mut(slot) {
-            // Nothing queued ahead of it: write straight from the cork, queue only the rest.
-            Some(conn) if !conn.dead && conn.queued() == 0 => {
+            // epoll, nothing queued ahead of it: write straight from the cork, queue only the
+            // rest.
+            Some(conn) if self.uring.is_none() && !conn.dead && conn.queued() == 0 => {
                 match write_some(&mut conn.sock, &cork) {
                     Ok(written) => {
                         ShardStats::add(&self.stats.bytes_out, written as u64);
@@ -277,24 +283,20 @@ impl Io {
         }
     }
 
-    /// io_uring: the cork becomes the send itself when nothing is ahead of it (no copy: a
-    /// spare buffer takes its place), else it joins the queue.
-    fn flush_cork_ring(&mut self, slot: usize) {
+    /// io_uring: when nothing is ahead of it, the cork becomes the send itself (no copy: a
+    /// spare buffer takes its place) and this returns true; otherwise the caller queues it.
+    fn send_cork_ring(&mut self, slot: usize) -> bool {
         let (Some(conn), Some(ring)) = (self.conns.get_mut(slot), self.uring.as_mut()) else {
-            self.cork.clear();
-            return;
+            return false;
         };
-        if !conn.dead && !conn.has_output() {
-            let cork = std::mem::replace(&mut self.cork, ring.spare_buffer());
-            conn.sending = true;
-            let fd = conn.sock.as_raw_fd();
-            conn.send_key = ring.send(slot as u32, conn.generation, fd, cork, Vec::new());
-            return;
+        if conn.dead || conn.has_output() {
+            return false;
         }
-        let cork = std::mem::take(&mut self.cork);
-        self.output(slot, Out::Slices(&[&cork]));
-        self.cork = cork;
-        self.cork.clear();
+        let cork = std::mem::replace(&mut self.cork, ring.spare_buffer());
+        conn.sending = true;
+        let fd = conn.sock.as_raw_fd();
+        conn.send_key = ring.send(slot as u32, conn.generation, fd, cork, Vec::new());
+        true
     }
 
     /// io_uring: hands the queue to the kernel unless a send is already in flight (its
@@ -325,10 +327,10 @@ impl Io {
     /// io_uring: a send's completion. A short send goes on from where it stopped; a finished
     /// one lets the queue move, or ends a connection that was only waiting for its output.
     pub fn on_sent(&mut self, key: usize, result: i32) {
-        let Some(ring) = self.uring.as_mut() else {
+        let Some(sent) = self.uring.as_mut().map(|ring| ring.complete(key, result)) else {
             return;
         };
-        match ring.complete(key, result) {
+        match sent {
             Sent::Stale => {}
             Sent::Partial {
                 slot,
@@ -336,19 +338,20 @@ impl Io {
                 written,
             } => {
                 ShardStats::add(&self.stats.bytes_out, written as u64);
-                match self.conns.get_mut(slot as usize) {
-                    Some(c) if c.generation == generation && !c.dead => {
-                        c.backlogged = true;
-                        ring.resume(key);
-                    }
-                    // Gone (its descriptor may already name another socket): drop the rest.
-                    _ => {
-                        ring.release(key);
-                        if let Some(c) = self.conns.get_mut(slot as usize) {
-                            if c.generation == generation {
-                                c.sending = false;
-                            }
-                        }
+                let live = self.live(slot, generation);
+                let Some(ring) = self.uring.as_mut() else {
+                    return;
+                };
+                if let Some(live) = live {
+                    self.conns[live].backlogged = true;
+                    ring.resume(key);
+                    return;
+                }
+                // Gone or dying (its descriptor may soon name another socket): drop the rest.
+                ring.release(key);
+                if let Some(c) = self.conns.get_mut(slot as usize) {
+                    if c.generation == generation {
+                        c.sending = false;
                     }
                 }
             }

@@ -192,6 +192,21 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A tungstenite client that has completed the opening handshake on `path` (reads time out
+/// after 10 s, so a hung server fails the test instead of stalling it).
+pub fn connect(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> tungstenite::WebSocket<std::net::TcpStream> {
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let (ws, response) = tungstenite::client(format!("ws://{addr}{path}"), stream).unwrap();
+    assert_eq!(response.status(), 101);
+    ws
+}
+
 /// The I/O backend every engine test runs under: `C10M_TEST_IO=epoll|uring` (default epoll).
 /// `scripts/test.sh` runs the engine's tests once under each.
 pub fn io_backend() -> &'static str {

@@ -639,12 +639,7 @@ fn uio(shard: &mut Shard) -> &mut UringIo {
 
 /// The connection in `slot` is the one a completion was armed for, and still reads.
 fn live(shard: &Shard, slot: u32, generation: u16) -> bool {
-    shard
-        .core
-        .io
-        .conns
-        .get(slot as usize)
-        .is_some_and(|c| c.generation == generation && !c.dead)
+    shard.core.io.live(slot, generation).is_some()
 }
 
 #[cfg(test)]
