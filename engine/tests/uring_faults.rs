@@ -114,6 +114,65 @@ fn buffer_ring_exhaustion_loses_nothing() {
     assert_eq!(gauge(&server, |s| s.messages_in.load(Relaxed)), 32 * 20);
 }
 
+/// Linux 6.12 added incremental consumption of provided buffers.
+fn kernel_has_incremental_buffers() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap(), parts.next().unwrap_or(0)) >= (6, 12)
+}
+
+#[test]
+fn receives_packed_into_one_buffer_stay_apart() {
+    // 48 connections sending small messages of changing sizes at once into eight 4 KiB
+    // buffers: with incremental consumption, receives of different connections land one behind
+    // the other in the same buffer, and each must get exactly its own bytes back.
+    let server = start(ServerConfig {
+        ring_buffers: 8,
+        ring_buffer_size: 4096,
+        ..config()
+    });
+    let addr = server.local_addr();
+    let message = |c: usize, i: usize| -> Vec<u8> {
+        (0..(c * 37 + i * 13) % 700 + 1)
+            .map(|k| (c * 131 + i * 7 + k) as u8)
+            .collect()
+    };
+    let clients: Vec<_> = (0..48)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut ws = connect(addr, "/echo");
+                for round in 0..10 {
+                    for i in round * 10..round * 10 + 10 {
+                        ws.send(TMessage::binary(message(c, i))).unwrap();
+                    }
+                    for i in round * 10..round * 10 + 10 {
+                        match ws.read().unwrap() {
+                            TMessage::Binary(b) => assert_eq!(&b[..], &message(c, i)[..]),
+                            other => panic!("connection {c}: unexpected {other:?}"),
+                        }
+                    }
+                }
+                ws.close(None).unwrap();
+                while ws.read().is_ok() {}
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert!(settled(&server), "operations or connections left behind");
+    assert_eq!(gauge(&server, |s| s.messages_in.load(Relaxed)), 48 * 100);
+    let shared = gauge(&server, |s| s.recv_buffers_shared.load(Relaxed));
+    if kernel_has_incremental_buffers() {
+        assert!(shared > 0, "no receive shared a buffer: nothing was packed");
+    } else {
+        assert_eq!(shared, 0, "buffers shared without incremental consumption");
+    }
+}
+
 #[test]
 fn a_peer_reset_during_a_pending_send_is_survived() {
     let server = start(ServerConfig {

@@ -38,6 +38,9 @@ pub struct ShardStats {
     /// io_uring: multishot receives that ended because every provided buffer was in use (they
     /// are armed again once buffers come back).
     pub recv_buffers_exhausted: AtomicU64,
+    /// io_uring: receives that landed in a provided buffer behind an earlier receive's bytes
+    /// (incremental consumption packing small receives together).
+    pub recv_buffers_shared: AtomicU64,
     /// io_uring: operations submitted whose last completion has not arrived.
     pub io_in_flight: AtomicU64,
 }
@@ -118,6 +121,12 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
         "counter",
         "io_uring: receives paused because every provided buffer was in use.",
         &|s| s.recv_buffers_exhausted.load(Relaxed),
+    );
+    family(
+        "recv_buffers_shared_total",
+        "counter",
+        "io_uring: receives packed into a provided buffer behind an earlier one.",
+        &|s| s.recv_buffers_shared.load(Relaxed),
     );
     family(
         "io_in_flight",

@@ -391,8 +391,15 @@ impl Backend {
         match self {
             Backend::Epoll(_) => "epoll (mio, edge-triggered)".into(),
             Backend::Uring(u) => format!(
-                "io_uring (multishot accept and receive, {} x {} B provided buffers per shard, {})",
-                config.ring_buffers, config.ring_buffer_size, u.flags
+                "io_uring (multishot accept and receive, {} x {} B provided buffers per shard{}, {})",
+                config.ring_buffers,
+                config.ring_buffer_size,
+                if u.incremental() {
+                    " consumed incrementally"
+                } else {
+                    ""
+                },
+                u.flags
             ),
         }
     }

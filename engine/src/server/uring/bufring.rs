@@ -2,6 +2,16 @@
 //! kernel picks a free buffer when data arrives, so a connection owns a buffer only while its
 //! completion is being processed; the shard hands the buffer back right after.
 //!
+//! With incremental consumption (IOU_PBUF_RING_INC, Linux 6.12) a receive takes only the bytes
+//! it needs from the buffer at the head of the ring, and the next receive, from any connection,
+//! continues in the same buffer. Small receives then pack one after another into few buffers:
+//! the memory the kernel writes stays in cache, fewer pages are ever touched, and the ring is
+//! sized for bytes in flight rather than for receives in flight. A completion flagged
+//! `IORING_CQE_F_BUF_MORE` says the kernel still uses the rest of its buffer; the buffer goes
+//! back to the ring once the completion without that flag has been processed. Completions are
+//! processed in the order they were posted, which is the order the kernel filled the buffer, so
+//! each buffer's read offset is all the bookkeeping needed.
+//!
 //! Memory: `entries` ring slots (16 bytes each) and `entries x size` bytes of buffers, both
 //! allocated here, page-aligned, and registered with the ring under group id `group`.
 
@@ -13,6 +23,8 @@ use io_uring::Submitter;
 use io_uring::types::BufRingEntry;
 
 const PAGE: usize = 4096;
+/// `IOU_PBUF_RING_INC` from the kernel's uapi (not in the io-uring crate's API).
+const IOU_PBUF_RING_INC: u16 = 2;
 
 /// The ring and its buffers.
 #[derive(Debug)]
@@ -25,14 +37,25 @@ pub struct BufRing {
     size: usize,
     /// Our copy of the tail the kernel reads (the next slot to fill).
     tail: u16,
+    /// With incremental consumption, where the next completion in each buffer starts; empty
+    /// without it.
+    offsets: Box<[u32]>,
     /// Buffer group id given to receives.
     pub group: u16,
 }
 
 impl BufRing {
     /// Allocates `entries` buffers of `size` bytes (entries a power of two, 1..=32768), registers
-    /// them with the ring behind `submitter` as group `group`, and offers all of them.
-    pub fn new(submitter: &Submitter<'_>, entries: u16, size: u32, group: u16) -> io::Result<Self> {
+    /// them with the ring behind `submitter` as group `group`, and offers all of them. With
+    /// `incremental`, asks for incremental consumption and falls back to whole buffers when the
+    /// kernel refuses it ([`BufRing::incremental`] tells which).
+    pub fn new(
+        submitter: &Submitter<'_>,
+        entries: u16,
+        size: u32,
+        group: u16,
+        incremental: bool,
+    ) -> io::Result<Self> {
         if !entries.is_power_of_two() || entries > 32768 || size == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -74,13 +97,22 @@ impl BufRing {
             entries,
             size,
             tail: 0,
+            offsets: Box::default(),
             group,
         };
-        // SAFETY: `ring` points to `entries` zeroed, page-aligned slots that live until `this`
-        // is dropped, which happens only after the group is unregistered and every receive has
-        // completed (the owner leaks it otherwise, see `Uring`), or, if registration fails
-        // here, without the kernel ever having seen it.
-        unsafe { submitter.register_buf_ring_with_flags(ring as u64, entries, group, 0)? };
+        let register = |flags: u16| {
+            // SAFETY: `ring` points to `entries` zeroed, page-aligned slots that live until
+            // `this` is dropped, which happens only after the group is unregistered and every
+            // receive has completed (the owner leaks it otherwise, see `Uring`), or, if
+            // registration fails here, without the kernel ever having seen it.
+            unsafe { submitter.register_buf_ring_with_flags(ring as u64, entries, group, flags) }
+        };
+        let inc = incremental && register(IOU_PBUF_RING_INC).is_ok();
+        if inc {
+            this.offsets = vec![0; usize::from(entries)].into_boxed_slice();
+        } else {
+            register(0)?;
+        }
         for bid in 0..entries {
             this.offer(bid);
         }
@@ -88,20 +120,64 @@ impl BufRing {
         Ok(this)
     }
 
-    /// The `len` bytes the kernel just received into buffer `bid`.
-    pub fn filled(&mut self, bid: u16, len: usize) -> &mut [u8] {
-        let bid = usize::from(bid % self.entries);
-        let len = len.min(self.size);
-        // SAFETY: buffer `bid` lies inside the `entries x size` allocation owned by self. The
-        // kernel handed it to us with this completion and will not write it again until
-        // `recycle` offers it back; `&mut self` makes this the only view of it.
-        unsafe { std::slice::from_raw_parts_mut(self.bufs.add(bid * self.size), len) }
+    /// Whether receives consume buffers incrementally.
+    pub fn incremental(&self) -> bool {
+        !self.offsets.is_empty()
     }
 
-    /// Gives buffer `bid` back to the kernel.
-    pub fn recycle(&mut self, bid: u16) {
-        self.offer(bid % self.entries);
-        self.publish();
+    /// Accounts for a completion that received `len` bytes into buffer `bid`, `more` telling
+    /// whether it carried `IORING_CQE_F_BUF_MORE`. Returns the piece to process; once it has
+    /// been, [`BufRing::done`] hands the buffer back if this was its last piece.
+    /// Completions must be taken in the order they were posted.
+    pub fn take(&mut self, bid: u16, len: usize, more: bool) -> Piece {
+        let bid = bid % self.entries;
+        let Some(offset) = self.offsets.get_mut(usize::from(bid)) else {
+            return Piece {
+                bid,
+                start: 0,
+                len: len.min(self.size),
+                last: true,
+            };
+        };
+        let start = (*offset as usize).min(self.size);
+        let len = len.min(self.size - start);
+        // The kernel commits an incremental buffer only for bytes it received: an empty
+        // completion leaves the buffer where it was, so it must not be offered again.
+        let last = !more && len > 0;
+        if more {
+            *offset = (start + len) as u32;
+        } else if last {
+            *offset = 0;
+        }
+        Piece {
+            bid,
+            start,
+            len,
+            last,
+        }
+    }
+
+    /// The bytes of `piece`.
+    pub fn bytes(&mut self, piece: &Piece) -> &mut [u8] {
+        // SAFETY: `take` bounded `start + len` by `size` and `bid` by `entries`, so the range
+        // lies inside the `entries x size` allocation owned by self. The kernel wrote it before
+        // posting the completion and writes neither it nor anything before it in this buffer
+        // again until `done` offers the buffer back (with incremental consumption it goes on
+        // writing only past `start + len`); `&mut self` makes this the only view of it.
+        unsafe {
+            let at = self
+                .bufs
+                .add(usize::from(piece.bid) * self.size + piece.start);
+            std::slice::from_raw_parts_mut(at, piece.len)
+        }
+    }
+
+    /// `piece` has been processed: its buffer goes back to the kernel if this was its last.
+    pub fn done(&mut self, piece: Piece) {
+        if piece.last {
+            self.offer(piece.bid);
+            self.publish();
+        }
     }
 
     fn offer(&mut self, bid: u16) {
@@ -126,6 +202,23 @@ impl BufRing {
             let tail = BufRingEntry::tail(self.ring).cast::<AtomicU16>();
             (*tail).store(self.tail, Ordering::Release);
         }
+    }
+}
+
+/// A part of a buffer one completion received, from [`BufRing::take`].
+#[derive(Debug)]
+#[must_use = "a piece's buffer returns to the kernel only through BufRing::done"]
+pub struct Piece {
+    bid: u16,
+    start: usize,
+    len: usize,
+    last: bool,
+}
+
+impl Piece {
+    /// The piece lies behind an earlier receive's bytes in the same buffer.
+    pub fn shared(&self) -> bool {
+        self.start > 0
     }
 }
 

@@ -161,6 +161,7 @@ fn probe_here(config: &ServerConfig) -> Result<(), String> {
         config.ring_buffers,
         config.ring_buffer_size,
         GROUP,
+        true,
     )
     .map_err(|e| {
         format!(
@@ -221,6 +222,13 @@ pub struct Uring {
     pub flags: &'static str,
 }
 
+impl Uring {
+    /// Whether receives consume the provided buffers incrementally (Linux 6.12).
+    pub fn incremental(&self) -> bool {
+        self.bufs.incremental()
+    }
+}
+
 impl std::fmt::Debug for Uring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Uring")
@@ -241,6 +249,7 @@ impl Uring {
             config.ring_buffers,
             config.ring_buffer_size,
             GROUP,
+            true,
         )?;
         Ok(Uring {
             ring,
@@ -502,12 +511,15 @@ impl Uring {
         let bid = cqueue::buffer_select(flags);
         if result > 0 {
             if let Some(bid) = bid {
+                let piece = self.bufs.take(bid, result as usize, buf_more(flags));
+                if piece.shared() {
+                    ShardStats::add(&shard.core.io.stats.recv_buffers_shared, 1);
+                }
                 if is_live {
-                    let data = self.bufs.filled(bid, result as usize);
-                    shard.process(slot as usize, data);
+                    shard.process(slot as usize, self.bufs.bytes(&piece));
                     shard.after_input(slot as usize);
                 }
-                self.bufs.recycle(bid);
+                self.bufs.done(piece);
             } else if is_live {
                 shard.input_ended(slot as usize);
             }
@@ -517,7 +529,8 @@ impl Uring {
             return;
         }
         if let Some(bid) = bid {
-            self.bufs.recycle(bid);
+            let piece = self.bufs.take(bid, 0, buf_more(flags));
+            self.bufs.done(piece);
         }
         if !is_live {
             return;
@@ -635,6 +648,13 @@ impl Drop for Uring {
 /// The shard's io_uring state (created by [`Uring::run`]).
 fn uio(shard: &mut Shard) -> &mut UringIo {
     shard.core.io.uring.get_or_insert_with(UringIo::default)
+}
+
+/// `IORING_CQE_F_BUF_MORE`: the kernel goes on using the rest of this completion's buffer.
+const CQE_F_BUF_MORE: u32 = 1 << 4;
+
+fn buf_more(flags: u32) -> bool {
+    flags & CQE_F_BUF_MORE != 0
 }
 
 /// The connection in `slot` is the one a completion was armed for, and still reads.
