@@ -34,6 +34,8 @@ c10m serve [options]
                             kernel offers it and epoll otherwise (default epoll)
   --ring-buffers N          io_uring: provided receive buffers per shard, a power of two (default 1024)
   --ring-buffer-size BYTES  io_uring: bytes per receive buffer (default 16384)
+  --ring-files N            io_uring: registered file slots per shard; 0 = none (default: twice
+                            the shard's share of RLIMIT_NOFILE, at most 65536)
 
   /echo echoes every message. /pubsub speaks a text protocol: `sub T`, `unsub T`, `pub T PAYLOAD`
   (subscribers receive `msg T PAYLOAD`); `/pubsub?topic=T` subscribes on open. See docs/ARCHITECTURE.md.
@@ -120,6 +122,7 @@ fn server_config(args: &[String]) -> Result<ServerConfig, String> {
             "io" => config.io = v.parse().map_err(|e| format!("--io: {e}"))?,
             "ring-buffers" => config.ring_buffers = number(name, v)?,
             "ring-buffer-size" => config.ring_buffer_size = number(name, v)?,
+            "ring-files" => config.ring_files = Some(number(name, v)?),
             "metrics" => {
                 config.metrics = Some(
                     v.parse()

@@ -174,6 +174,44 @@ fn receives_packed_into_one_buffer_stay_apart() {
 }
 
 #[test]
+fn connections_inside_and_past_the_file_table_churn_without_crossing() {
+    // A registered file table of 4 slots: the first connections are named by table index,
+    // the rest by descriptor. Waves of connections open, echo and close, so slots and
+    // descriptor numbers are reused while earlier sockets are still closing; every echo
+    // must come back on its own connection.
+    let server = start(ServerConfig {
+        ring_files: Some(4),
+        ..config()
+    });
+    let addr = server.local_addr();
+    for wave in 0..6 {
+        let clients: Vec<_> = (0..12)
+            .map(|c| {
+                std::thread::spawn(move || {
+                    let mut ws = connect(addr, "/echo");
+                    for i in 0..20 {
+                        let text = format!("wave {wave} connection {c} message {i}");
+                        ws.send(TMessage::text(text.clone())).unwrap();
+                        match ws.read().unwrap() {
+                            TMessage::Text(t) => assert_eq!(t.as_str(), text),
+                            other => panic!("connection {c}: unexpected {other:?}"),
+                        }
+                    }
+                    ws.close(None).unwrap();
+                    while ws.read().is_ok() {}
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+    }
+    assert!(settled(&server), "operations or connections left behind");
+    assert_eq!(gauge(&server, |s| s.messages_in.load(Relaxed)), 6 * 12 * 20);
+    assert_eq!(gauge(&server, |s| s.ring_errors.load(Relaxed)), 0);
+}
+
+#[test]
 fn a_peer_reset_during_a_pending_send_is_survived() {
     let server = start(ServerConfig {
         max_message_size: 64 << 20,

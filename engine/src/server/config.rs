@@ -84,6 +84,10 @@ pub struct ServerConfig {
     pub ring_buffers: u16,
     /// io_uring: bytes per provided buffer.
     pub ring_buffer_size: u32,
+    /// io_uring: slots of each shard's registered file table (connections in slots below it
+    /// are named by table index rather than descriptor); `None` sizes it from RLIMIT_NOFILE,
+    /// 0 registers none.
+    pub ring_files: Option<u32>,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +114,7 @@ impl Default for ServerConfig {
             io: IoMode::default(),
             ring_buffers: 1024,
             ring_buffer_size: 16 * 1024,
+            ring_files: None,
         }
     }
 }

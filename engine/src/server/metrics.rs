@@ -41,6 +41,8 @@ pub struct ShardStats {
     /// io_uring: receives that landed in a provided buffer behind an earlier receive's bytes
     /// (incremental consumption packing small receives together).
     pub recv_buffers_shared: AtomicU64,
+    /// io_uring: registered-file-table updates the kernel refused.
+    pub ring_errors: AtomicU64,
     /// io_uring: operations submitted whose last completion has not arrived.
     pub io_in_flight: AtomicU64,
 }
@@ -127,6 +129,12 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
         "counter",
         "io_uring: receives packed into a provided buffer behind an earlier one.",
         &|s| s.recv_buffers_shared.load(Relaxed),
+    );
+    family(
+        "ring_errors_total",
+        "counter",
+        "io_uring: registered-file-table updates the kernel refused.",
+        &|s| s.ring_errors.load(Relaxed),
     );
     family(
         "io_in_flight",

@@ -391,7 +391,8 @@ impl Backend {
         match self {
             Backend::Epoll(_) => "epoll (mio, edge-triggered)".into(),
             Backend::Uring(u) => format!(
-                "io_uring (multishot accept and receive, {} x {} B provided buffers per shard{}, {})",
+                "io_uring (multishot accept and receive, {} x {} B provided buffers per shard{}, \
+                 {} registered file slots, {})",
                 config.ring_buffers,
                 config.ring_buffer_size,
                 if u.incremental() {
@@ -399,6 +400,7 @@ impl Backend {
                 } else {
                     ""
                 },
+                u.fixed_files(),
                 u.flags
             ),
         }

@@ -449,6 +449,9 @@ impl Shard {
             ShardStats::sub(&stats.connections, 1);
             ShardStats::add(&stats.closed[why.index()], 1);
             if self.shutdown_sockets {
+                if let Some(ring) = self.core.io.uring.as_mut() {
+                    ring.set_file(slot as u32, -1);
+                }
                 let _ = conn.sock.shutdown(std::net::Shutdown::Both);
                 self.graveyard.push(conn.sock.into());
             }

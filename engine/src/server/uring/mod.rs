@@ -42,6 +42,8 @@ pub mod tag {
     const SEND: u64 = 4;
     /// A cancellation request.
     pub const CANCEL: u64 = 5 << SHIFT;
+    /// An update of the registered file table.
+    pub const FILES: u64 = 6 << SHIFT;
 
     /// A connection's multishot receive.
     pub fn recv(slot: u32, generation: u16) -> u64 {
@@ -71,6 +73,8 @@ pub mod tag {
         Send(usize),
         /// [`CANCEL`].
         Cancel,
+        /// [`FILES`].
+        Files,
     }
 
     /// Reads a tag back.
@@ -84,6 +88,7 @@ pub mod tag {
             }),
             SEND => Some(Op::Send((data & 0xFFFF_FFFF) as usize)),
             5 => Some(Op::Cancel),
+            6 => Some(Op::Files),
             _ => None,
         }
     }
@@ -174,6 +179,24 @@ fn probe_here(config: &ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// Slots of each shard's registered file table: room for twice the shard's share of
+/// RLIMIT_NOFILE (connections spread unevenly), at most 65,536 (the table costs the kernel 8
+/// bytes a slot) and never more than RLIMIT_NOFILE, which the kernel enforces. Connections in
+/// slots past it use their plain descriptor.
+fn file_table_size(shards: usize) -> u32 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct through the valid pointer it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    let nofile = limit.rlim_cur.min(1 << 16);
+    let share = (nofile / shards.max(1) as u64).saturating_mul(2);
+    share.clamp(64.min(nofile), nofile) as u32
+}
+
 /// The shard's ring, built on the shard's thread (SINGLE_ISSUER binds it to its creator).
 /// Returns the ring and the setup flags it got.
 fn build_ring() -> io::Result<(IoUring, &'static str)> {
@@ -220,9 +243,16 @@ pub struct Uring {
     cqe_at: usize,
     /// The setup flags the ring got.
     pub flags: &'static str,
+    /// Slots of the registered file table (0: none).
+    fixed_files: u32,
 }
 
 impl Uring {
+    /// Connection slots whose socket is also in the registered file table.
+    pub fn fixed_files(&self) -> u32 {
+        self.fixed_files
+    }
+
     /// Whether receives consume the provided buffers incrementally (Linux 6.12).
     pub fn incremental(&self) -> bool {
         self.bufs.incremental()
@@ -251,6 +281,15 @@ impl Uring {
             GROUP,
             true,
         )?;
+        let fixed_files = config
+            .ring_files
+            .unwrap_or_else(|| file_table_size(config.shard_count()));
+        let fixed_files =
+            if fixed_files > 0 && ring.submitter().register_files_sparse(fixed_files).is_ok() {
+                fixed_files
+            } else {
+                0
+            };
         Ok(Uring {
             ring,
             bufs: ManuallyDrop::new(bufs),
@@ -264,13 +303,16 @@ impl Uring {
             cqes: Vec::with_capacity(CQE_BATCH),
             cqe_at: 0,
             flags,
+            fixed_files,
         })
     }
 
     /// Runs the shard until shut down and drained, then waits for every operation in flight.
     pub fn run(mut self, shard: &mut Shard) -> io::Result<()> {
         shard.shutdown_sockets = true;
-        shard.core.io.uring = Some(UringIo::default());
+        let mut io = UringIo::default();
+        io.fixed_files = self.fixed_files;
+        shard.core.io.uring = Some(io);
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.serve(shard))) {
             Ok(result) => {
                 let finished = self.finish(shard);
@@ -479,6 +521,13 @@ impl Uring {
                 self.on_recv(shard, slot, generation, result, flags);
             }
             Some(tag::Op::Send(key)) => shard.core.io.on_sent(key, result),
+            Some(tag::Op::Files) => {
+                if uio(shard).file_updated(result) {
+                    // The slot keeps what it had; entries naming it fail (or reach a socket
+                    // already shut down), so the connection there ends with an error.
+                    ShardStats::add(&shard.core.io.stats.ring_errors, 1);
+                }
+            }
             Some(tag::Op::Cancel) | None => {}
         }
     }
@@ -496,6 +545,7 @@ impl Uring {
             }
             if let Some(slot) = shard.adopt(sock) {
                 let generation = shard.core.io.conns[slot].generation;
+                uio(shard).set_file(slot as u32, result);
                 self.arm_recv(shard, slot as u32, generation);
             }
             return;
@@ -562,9 +612,10 @@ impl Uring {
 
     fn arm_recv(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
         let fd = shard.core.io.conns[slot as usize].sock.as_raw_fd();
-        let entry = opcode::RecvMulti::new(types::Fd(fd), self.bufs.group)
+        let target = uio(shard).target(slot, fd);
+        let entry = sends::on_target!(target, |fd| opcode::RecvMulti::new(fd, self.bufs.group)
             .build()
-            .user_data(tag::recv(slot, generation));
+            .user_data(tag::recv(slot, generation)));
         uio(shard).push(entry);
     }
 
@@ -679,6 +730,7 @@ mod tests {
         assert_eq!(tag::decode(tag::ACCEPT), Some(tag::Op::Accept));
         assert_eq!(tag::decode(tag::WAKE), Some(tag::Op::Wake));
         assert_eq!(tag::decode(tag::CANCEL), Some(tag::Op::Cancel));
+        assert_eq!(tag::decode(tag::FILES), Some(tag::Op::Files));
         assert_eq!(tag::decode(0), None);
     }
 }

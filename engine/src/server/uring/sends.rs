@@ -1,14 +1,48 @@
 //! Output handed to the kernel under io_uring. A send owns its bytes (a cork buffer and shared
 //! chunks) and their iovec array in a slab until its last completion arrives, whatever becomes
 //! of the connection meanwhile; entries wait in `sqes` until the loop submits them.
+//!
+//! Connections whose slot is below [`UringIo::fixed_files`] also have their socket in the ring's
+//! registered file table, at the index of their slot, and their entries name it there: the
+//! kernel then skips looking the descriptor up (and taking a reference to its file) for every
+//! send. The table is kept in step by FILES_UPDATE entries gathered in the same queue as the
+//! sends, so a send gathered before a connection ended names that connection's socket, never
+//! the next one's in the same slot.
 
 use std::os::fd::RawFd;
 
 use bytes::Bytes;
-use io_uring::{opcode, squeue, types};
+use io_uring::{opcode, squeue};
 use slab::Slab;
 
 use super::tag;
+
+/// What an entry names: a descriptor, or a slot of the registered file table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A plain descriptor.
+    Fd(RawFd),
+    /// An index into the ring's registered file table.
+    Fixed(u32),
+}
+
+/// Builds `$build` with `$fd` bound to the io-uring type for `$target` (the crate's own
+/// target type cannot be named).
+macro_rules! on_target {
+    ($target:expr, |$fd:ident| $build:expr) => {
+        match $target {
+            $crate::server::uring::sends::Target::Fd(raw) => {
+                let $fd = io_uring::types::Fd(raw);
+                $build
+            }
+            $crate::server::uring::sends::Target::Fixed(index) => {
+                let $fd = io_uring::types::Fixed(index);
+                $build
+            }
+        }
+    };
+}
+pub(crate) use on_target;
 
 /// One send in flight.
 #[derive(Debug)]
@@ -98,6 +132,15 @@ pub struct UringIo {
     spare: Vec<Vec<u8>>,
     /// Times the loop has entered the kernel to submit and wait.
     pub enters: u64,
+    /// Slots below this have their socket in the registered file table (0: no table).
+    pub fixed_files: u32,
+    /// The descriptors FILES_UPDATE entries read, each boxed so it stays put until the
+    /// kernel has taken it (a growing Vec would move them); dropped once every update has
+    /// completed.
+    #[allow(clippy::vec_box)]
+    file_updates: Vec<Box<RawFd>>,
+    /// FILES_UPDATE entries whose completion has not arrived.
+    updates_pending: usize,
 }
 
 /// Spare buffers kept, and the largest one kept.
@@ -109,6 +152,44 @@ impl UringIo {
     pub fn push(&mut self, entry: squeue::Entry) {
         self.sqes.push(entry);
         self.in_flight += 1;
+    }
+
+    /// How entries for the connection in `slot`, whose descriptor is `fd`, name its socket.
+    pub fn target(&self, slot: u32, fd: RawFd) -> Target {
+        if slot < self.fixed_files {
+            Target::Fixed(slot)
+        } else {
+            Target::Fd(fd)
+        }
+    }
+
+    /// Puts `fd` (or nothing, with -1) at `slot` in the registered file table, in order with
+    /// the entries already gathered. No-op for a slot outside the table.
+    pub fn set_file(&mut self, slot: u32, fd: RawFd) {
+        if slot >= self.fixed_files {
+            return;
+        }
+        let value = Box::new(fd);
+        let entry = opcode::FilesUpdate::new(&*value, 1)
+            .offset(slot as i32)
+            .build()
+            .user_data(tag::FILES);
+        self.file_updates.push(value);
+        self.updates_pending += 1;
+        self.push(entry);
+    }
+
+    /// A FILES_UPDATE completed with `result` (slots updated, or `-errno`). Returns whether it
+    /// failed.
+    pub fn file_updated(&mut self, result: i32) -> bool {
+        self.updates_pending = self.updates_pending.saturating_sub(1);
+        if self.updates_pending == 0 {
+            self.file_updates.clear();
+            if self.file_updates.capacity() > 1024 {
+                self.file_updates = Vec::new();
+            }
+        }
+        result < 0
     }
 
     /// An empty buffer to become the next cork.
@@ -157,23 +238,30 @@ impl UringIo {
     /// Submits what is left of send `key`: one buffer as a plain send, several as sendmsg,
     /// both with MSG_NOSIGNAL (a reset peer is an error here, never SIGPIPE).
     fn submit(&mut self, key: usize) {
+        let target = self.target(self.sends[key].slot, self.sends[key].fd);
         let op = &mut self.sends[key];
         op.pushed_at = self.enters;
         op.build_iov();
-        let fd = types::Fd(op.fd);
         let entry = if let [one] = op.iov[..] {
-            opcode::Send::new(fd, one.iov_base as *const u8, one.iov_len as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
+            on_target!(target, |fd| opcode::Send::new(
+                fd,
+                one.iov_base as *const u8,
+                one.iov_len as u32
+            )
+            .flags(libc::MSG_NOSIGNAL)
+            .build())
         } else {
             // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
             let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
             msg.msg_iov = op.iov.as_mut_ptr();
             msg.msg_iovlen = op.iov.len() as _;
             let msg = op.msg.insert(Box::new(msg));
-            opcode::SendMsg::new(fd, &**msg as *const libc::msghdr)
-                .flags(libc::MSG_NOSIGNAL as u32)
-                .build()
+            on_target!(target, |fd| opcode::SendMsg::new(
+                fd,
+                &**msg as *const libc::msghdr
+            )
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build())
         };
         self.push(entry.user_data(tag::send(key)));
     }
@@ -278,6 +366,31 @@ mod tests {
         );
         assert_eq!(io.sends_in_flight(), 0);
         assert_eq!(io.complete(0, 1), Sent::Stale);
+    }
+
+    #[test]
+    fn only_slots_inside_the_file_table_are_named_by_index() {
+        let mut io = UringIo {
+            fixed_files: 4,
+            ..UringIo::default()
+        };
+        assert_eq!(io.target(3, 40), Target::Fixed(3));
+        assert_eq!(io.target(4, 41), Target::Fd(41));
+        io.set_file(4, 41);
+        assert_eq!(io.in_flight, 0, "no update for a slot past the table");
+        io.set_file(3, 40);
+        io.set_file(3, -1);
+        assert_eq!(
+            (io.in_flight, io.sqes.len(), io.file_updates.len()),
+            (2, 2, 2)
+        );
+        assert!(!io.file_updated(1));
+        assert_eq!(io.file_updates.len(), 2, "kept while an update is pending");
+        assert!(
+            io.file_updated(-libc::EBADF),
+            "a refused update is reported"
+        );
+        assert!(io.file_updates.is_empty());
     }
 
     #[test]
