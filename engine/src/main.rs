@@ -32,7 +32,8 @@ c10m serve [options]
   --metrics ADDR            serve /metrics (Prometheus) and /health over plain HTTP on ADDR
   --io epoll|uring|auto     I/O backend: edge-triggered epoll, io_uring, or io_uring when the
                             kernel offers it and epoll otherwise (default epoll)
-  --ring-buffers N          io_uring: provided receive buffers per shard, a power of two (default 1024)
+  --ring-buffers N          io_uring: provided receive buffers per shard, a power of two (default
+                            16 where receives fill them incrementally, Linux 6.12; else 256)
   --ring-buffer-size BYTES  io_uring: bytes per receive buffer (default 16384)
   --ring-files N            io_uring: registered file slots per shard; 0 = none (default: twice
                             the shard's share of RLIMIT_NOFILE, at most 65536)
@@ -120,7 +121,7 @@ fn server_config(args: &[String]) -> Result<ServerConfig, String> {
             "drain-timeout-ms" => config.drain_timeout_ms = number(name, v)?,
             "allowed-origin" => origins.push(v.to_owned()),
             "io" => config.io = v.parse().map_err(|e| format!("--io: {e}"))?,
-            "ring-buffers" => config.ring_buffers = number(name, v)?,
+            "ring-buffers" => config.ring_buffers = Some(number(name, v)?),
             "ring-buffer-size" => config.ring_buffer_size = number(name, v)?,
             "ring-files" => config.ring_files = Some(number(name, v)?),
             "metrics" => {

@@ -77,7 +77,7 @@ fn buffer_ring_exhaustion_loses_nothing() {
     // Two 4 KiB buffers for the whole shard, a slow application, and 32 connections sending
     // at once: receives run out of buffers again and again and must be re-armed each time.
     let server = start(ServerConfig {
-        ring_buffers: 2,
+        ring_buffers: Some(2),
         ring_buffer_size: 4096,
         ..config()
     });
@@ -130,7 +130,7 @@ fn receives_packed_into_one_buffer_stay_apart() {
     // buffers: with incremental consumption, receives of different connections land one behind
     // the other in the same buffer, and each must get exactly its own bytes back.
     let server = start(ServerConfig {
-        ring_buffers: 8,
+        ring_buffers: Some(8),
         ring_buffer_size: 4096,
         ..config()
     });

@@ -79,9 +79,10 @@ pub struct ServerConfig {
     pub metrics: Option<SocketAddr>,
     /// The I/O backend.
     pub io: IoMode,
-    /// io_uring: provided buffers per shard (a power of two, at most 32768). Sized for reads in
-    /// flight at once, not for connections: an idle connection holds none.
-    pub ring_buffers: u16,
+    /// io_uring: provided buffers per shard (a power of two, at most 32768). Sized for the bytes
+    /// received between two turns of the loop, not for connections: an idle connection holds
+    /// none. `None`: 16 where the kernel consumes them incrementally (Linux 6.12), else 256.
+    pub ring_buffers: Option<u16>,
     /// io_uring: bytes per provided buffer.
     pub ring_buffer_size: u32,
     /// io_uring: slots of each shard's registered file table (connections in slots below it
@@ -112,7 +113,7 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             metrics: None,
             io: IoMode::default(),
-            ring_buffers: 1024,
+            ring_buffers: None,
             ring_buffer_size: 16 * 1024,
             ring_files: None,
         }

@@ -147,6 +147,8 @@ pub struct Io {
 
 /// Gathered output past this size is written at once rather than at the end of the iteration.
 const FLUSH_AT: usize = 64 << 10;
+/// io_uring: corks up to this size are copied into a send of their own size rather than moved.
+const COPIED_SEND_MAX: usize = 4 << 10;
 
 impl Io {
     /// The slot of a live connection with this id on this shard.
@@ -283,8 +285,11 @@ impl Io {
         }
     }
 
-    /// io_uring: when nothing is ahead of it, the cork becomes the send itself (no copy: a
-    /// spare buffer takes its place) and this returns true; otherwise the caller queues it.
+    /// io_uring: when nothing is ahead of it, the cork's bytes become the send itself and this
+    /// returns true; otherwise the caller queues them. A small cork is copied into a buffer of
+    /// its own size, so the memory held by sends in flight follows their bytes (a burst of
+    /// handshake answers does not hold a cork-sized buffer each); a large one moves whole, and
+    /// a spare buffer takes its place.
     fn send_cork_ring(&mut self, slot: usize) -> bool {
         let (Some(conn), Some(ring)) = (self.conns.get_mut(slot), self.uring.as_mut()) else {
             return false;
@@ -292,7 +297,13 @@ impl Io {
         if conn.dead || conn.has_output() {
             return false;
         }
-        let cork = std::mem::replace(&mut self.cork, ring.spare_buffer());
+        let cork = if self.cork.len() <= COPIED_SEND_MAX {
+            let copy = self.cork.clone();
+            self.cork.clear();
+            copy
+        } else {
+            std::mem::replace(&mut self.cork, ring.spare_buffer())
+        };
         conn.sending = true;
         let fd = conn.sock.as_raw_fd();
         conn.send_key = ring.send(slot as u32, conn.generation, fd, cork, Vec::new());

@@ -393,7 +393,7 @@ impl Backend {
             Backend::Uring(u) => format!(
                 "io_uring (multishot accept and receive, {} x {} B provided buffers per shard{}, \
                  {} registered file slots, {})",
-                config.ring_buffers,
+                u.buffers(),
                 config.ring_buffer_size,
                 if u.incremental() {
                     " consumed incrementally"

@@ -45,16 +45,32 @@ pub struct BufRing {
 }
 
 impl BufRing {
-    /// Allocates `entries` buffers of `size` bytes (entries a power of two, 1..=32768), registers
-    /// them with the ring behind `submitter` as group `group`, and offers all of them. With
-    /// `incremental`, asks for incremental consumption and falls back to whole buffers when the
-    /// kernel refuses it ([`BufRing::incremental`] tells which).
+    /// Allocates buffers of `size` bytes, registers them with the ring behind `submitter` as
+    /// group `group`, and offers all of them: `incremental` of them (if given) consumed
+    /// incrementally, or, when that is not asked for or the kernel refuses it (before Linux
+    /// 6.12), `whole` of them consumed a buffer per receive ([`BufRing::incremental`] tells
+    /// which). Counts are powers of two up to 32768.
     pub fn new(
+        submitter: &Submitter<'_>,
+        incremental: Option<u16>,
+        whole: u16,
+        size: u32,
+        group: u16,
+    ) -> io::Result<Self> {
+        if let Some(entries) = incremental {
+            if let Ok(ring) = Self::register(submitter, entries, size, group, IOU_PBUF_RING_INC) {
+                return Ok(ring);
+            }
+        }
+        Self::register(submitter, whole, size, group, 0)
+    }
+
+    fn register(
         submitter: &Submitter<'_>,
         entries: u16,
         size: u32,
         group: u16,
-        incremental: bool,
+        flags: u16,
     ) -> io::Result<Self> {
         if !entries.is_power_of_two() || entries > 32768 || size == 0 {
             return Err(io::Error::new(
@@ -100,18 +116,13 @@ impl BufRing {
             offsets: Box::default(),
             group,
         };
-        let register = |flags: u16| {
-            // SAFETY: `ring` points to `entries` zeroed, page-aligned slots that live until
-            // `this` is dropped, which happens only after the group is unregistered and every
-            // receive has completed (the owner leaks it otherwise, see `Uring`), or, if
-            // registration fails here, without the kernel ever having seen it.
-            unsafe { submitter.register_buf_ring_with_flags(ring as u64, entries, group, flags) }
-        };
-        let inc = incremental && register(IOU_PBUF_RING_INC).is_ok();
-        if inc {
+        // SAFETY: `ring` points to `entries` zeroed, page-aligned slots that live until `this`
+        // is dropped, which happens only after the group is unregistered and every receive has
+        // completed (the owner leaks it otherwise, see `Uring`), or, if registration fails
+        // here, without the kernel ever having seen it.
+        unsafe { submitter.register_buf_ring_with_flags(ring as u64, entries, group, flags)? };
+        if flags & IOU_PBUF_RING_INC != 0 {
             this.offsets = vec![0; usize::from(entries)].into_boxed_slice();
-        } else {
-            register(0)?;
         }
         for bid in 0..entries {
             this.offer(bid);
@@ -123,6 +134,11 @@ impl BufRing {
     /// Whether receives consume buffers incrementally.
     pub fn incremental(&self) -> bool {
         !self.offsets.is_empty()
+    }
+
+    /// How many buffers there are.
+    pub fn entries(&self) -> u16 {
+        self.entries
     }
 
     /// Accounts for a completion that received `len` bytes into buffer `bid`, `more` telling

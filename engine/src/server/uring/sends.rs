@@ -143,8 +143,10 @@ pub struct UringIo {
     updates_pending: usize,
 }
 
-/// Spare buffers kept, and the largest one kept.
+/// Spare buffers kept, and the smallest and largest one kept (a small send's bytes were
+/// copied into a buffer of their size, too small to become a cork).
 const SPARE_BUFFERS: usize = 64;
+const SPARE_MIN: usize = 16 << 10;
 const SPARE_CAPACITY: usize = 256 << 10;
 
 impl UringIo {
@@ -196,7 +198,7 @@ impl UringIo {
     pub fn spare_buffer(&mut self) -> Vec<u8> {
         self.spare
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(16 << 10))
+            .unwrap_or_else(|| Vec::with_capacity(SPARE_MIN))
     }
 
     /// Sends `owned` then `chunks` to `fd` in one operation; returns the send's key.
@@ -304,7 +306,8 @@ impl UringIo {
         let Some(mut op) = self.sends.try_remove(key) else {
             return;
         };
-        if op.owned.capacity() <= SPARE_CAPACITY && self.spare.len() < SPARE_BUFFERS {
+        let capacity = op.owned.capacity();
+        if (SPARE_MIN..=SPARE_CAPACITY).contains(&capacity) && self.spare.len() < SPARE_BUFFERS {
             op.owned.clear();
             self.spare.push(op.owned);
         }
@@ -407,9 +410,19 @@ mod tests {
             }
         );
         assert_eq!(io.sends_in_flight(), 0);
-        assert!(
-            io.spare_buffer().capacity() >= 1,
-            "the cork came back for reuse"
-        );
+        assert!(io.spare.is_empty(), "a one-byte buffer is no cork to reuse");
+    }
+
+    #[test]
+    fn a_cork_sized_buffer_comes_back_for_reuse() {
+        let mut io = UringIo::default();
+        let mut cork = io.spare_buffer();
+        cork.extend_from_slice(&[1; 20 << 10]);
+        let at = cork.as_ptr();
+        io.send(1, 1, -1, cork, Vec::new());
+        assert!(matches!(io.complete(0, 20 << 10), Sent::Done { .. }));
+        let again = io.spare_buffer();
+        assert_eq!(again.as_ptr(), at, "the same buffer, not a new one");
+        assert!(again.is_empty());
     }
 }
