@@ -42,12 +42,16 @@ pub mod tag {
     const SEND: u64 = 4;
     /// A cancellation request.
     pub const CANCEL: u64 = 5 << SHIFT;
-    /// An update of the registered file table.
-    pub const FILES: u64 = 6 << SHIFT;
+    const FILES: u64 = 6;
 
     /// A connection's multishot receive.
     pub fn recv(slot: u32, generation: u16) -> u64 {
         (RECV << SHIFT) | (u64::from(generation) << 32) | u64::from(slot)
+    }
+
+    /// An update of the registered file table, by the key of the value it reads.
+    pub fn files(key: usize) -> u64 {
+        (FILES << SHIFT) | (key as u64 & 0xFFFF_FFFF)
     }
 
     /// A send, by its key in the send slab.
@@ -73,8 +77,8 @@ pub mod tag {
         Send(usize),
         /// [`CANCEL`].
         Cancel,
-        /// [`FILES`].
-        Files,
+        /// [`files`].
+        Files(usize),
     }
 
     /// Reads a tag back.
@@ -88,7 +92,7 @@ pub mod tag {
             }),
             SEND => Some(Op::Send((data & 0xFFFF_FFFF) as usize)),
             5 => Some(Op::Cancel),
-            6 => Some(Op::Files),
+            FILES => Some(Op::Files((data & 0xFFFF_FFFF) as usize)),
             _ => None,
         }
     }
@@ -540,8 +544,8 @@ impl Uring {
                 self.on_recv(shard, slot, generation, result, flags);
             }
             Some(tag::Op::Send(key)) => shard.core.io.on_sent(key, result),
-            Some(tag::Op::Files) => {
-                if uio(shard).file_updated(result) {
+            Some(tag::Op::Files(key)) => {
+                if uio(shard).file_updated(key, result) {
                     // The slot keeps what it had; entries naming it fail (or reach a socket
                     // already shut down), so the connection there ends with an error.
                     ShardStats::add(&shard.core.io.stats.ring_errors, 1);
@@ -749,7 +753,7 @@ mod tests {
         assert_eq!(tag::decode(tag::ACCEPT), Some(tag::Op::Accept));
         assert_eq!(tag::decode(tag::WAKE), Some(tag::Op::Wake));
         assert_eq!(tag::decode(tag::CANCEL), Some(tag::Op::Cancel));
-        assert_eq!(tag::decode(tag::FILES), Some(tag::Op::Files));
+        assert_eq!(tag::decode(tag::files(77)), Some(tag::Op::Files(77)));
         assert_eq!(tag::decode(0), None);
     }
 }

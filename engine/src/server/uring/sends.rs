@@ -135,12 +135,8 @@ pub struct UringIo {
     /// Slots below this have their socket in the registered file table (0: no table).
     pub fixed_files: u32,
     /// The descriptors FILES_UPDATE entries read, each boxed so it stays put until the
-    /// kernel has taken it (a growing Vec would move them); dropped once every update has
-    /// completed.
-    #[allow(clippy::vec_box)]
-    file_updates: Vec<Box<RawFd>>,
-    /// FILES_UPDATE entries whose completion has not arrived.
-    updates_pending: usize,
+    /// kernel has taken it, and freed when its entry completes (the key is in its tag).
+    file_updates: Slab<Box<RawFd>>,
 }
 
 /// Spare buffers kept, and the smallest and largest one kept (a small send's bytes were
@@ -174,22 +170,17 @@ impl UringIo {
         let value = Box::new(fd);
         let entry = opcode::FilesUpdate::new(&*value, 1)
             .offset(slot as i32)
-            .build()
-            .user_data(tag::FILES);
-        self.file_updates.push(value);
-        self.updates_pending += 1;
-        self.push(entry);
+            .build();
+        let key = self.file_updates.insert(value);
+        self.push(entry.user_data(tag::files(key)));
     }
 
-    /// A FILES_UPDATE completed with `result` (slots updated, or `-errno`). Returns whether it
-    /// failed.
-    pub fn file_updated(&mut self, result: i32) -> bool {
-        self.updates_pending = self.updates_pending.saturating_sub(1);
-        if self.updates_pending == 0 {
-            self.file_updates.clear();
-            if self.file_updates.capacity() > 1024 {
-                self.file_updates = Vec::new();
-            }
+    /// FILES_UPDATE `key` completed with `result` (slots updated, or `-errno`). Returns whether
+    /// it failed.
+    pub fn file_updated(&mut self, key: usize, result: i32) -> bool {
+        self.file_updates.try_remove(key);
+        if self.file_updates.is_empty() && self.file_updates.capacity() > 1024 {
+            self.file_updates = Slab::new();
         }
         result < 0
     }
@@ -387,10 +378,23 @@ mod tests {
             (io.in_flight, io.sqes.len(), io.file_updates.len()),
             (2, 2, 2)
         );
-        assert!(!io.file_updated(1));
-        assert_eq!(io.file_updates.len(), 2, "kept while an update is pending");
+        let keys: Vec<usize> = io
+            .sqes
+            .iter()
+            .map(|e| match tag::decode(e.get_user_data()) {
+                Some(tag::Op::Files(key)) => key,
+                other => panic!("not a file update: {other:?}"),
+            })
+            .collect();
+        assert_eq!(*io.file_updates[keys[0]], 40);
+        assert_eq!(
+            *io.file_updates[keys[1]], -1,
+            "each update reads its own value"
+        );
+        assert!(!io.file_updated(keys[1], 1));
+        assert_eq!(io.file_updates.len(), 1, "kept while its update is pending");
         assert!(
-            io.file_updated(-libc::EBADF),
+            io.file_updated(keys[0], -libc::EBADF),
             "a refused update is reported"
         );
         assert!(io.file_updates.is_empty());
