@@ -7,7 +7,15 @@
 # messages per second the report therefore gives messages per second of server CPU time (the
 # server's own cost per message), which does not depend on how fast the load generator is.
 #
-#   scripts/bench-backends.sh [--duration 10s] [--rounds 3] [--out reports/bench-backends]
+#   scripts/bench-backends.sh [--duration 10s] [--rounds 3] [--out reports/bench-backends] [--rfs]
+#
+# On plain loopback, the sender's CPU also runs the receiver's TCP input: a send() carries
+# the packet through the peer's receive path before it returns. Then most of what the server
+# is charged for is the load generator's receive work, the same for both backends. `--rfs`
+# (root) runs server and load generator in a network namespace of their own whose loopback
+# has receive flow steering (RPS/RFS): each packet's receive processing moves to the CPU of
+# the process that reads the socket, as a NIC with RFS does, so each side pays for its own
+# input. It sets the host-wide net.core.rps_sock_flow_entries and restores it afterwards.
 #
 # Run-to-run spread on a shared virtual machine is large, so the backends alternate, round
 # after round, and the report gives medians over the rounds and each round's ratio.
@@ -26,11 +34,13 @@ cd "$root"
 duration=10s
 rounds=3
 out=reports/bench-backends
+rfs=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --rfs) rfs=1; shift ;;
     *) echo "bench-backends: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -38,9 +48,34 @@ mkdir -p "$out"
 cargo build -q --release -p c10m-engine -p c10m-loadtest --bins
 bin=target/release
 
+# Every process of the run is started through "${inns[@]}": nothing, or `ip netns exec NS`
+# (which execs, so $! is still the process measured).
+inns=()
+pid=""
+cleanup() {
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  if [ "$rfs" = 1 ]; then
+    ip netns delete "$ns" 2>/dev/null || true
+    [ -n "${flow_entries:-}" ] && sysctl -qw net.core.rps_sock_flow_entries="$flow_entries"
+  fi
+}
+trap cleanup EXIT
+if [ "$rfs" = 1 ]; then
+  [ "$(id -u)" = 0 ] || { echo "bench-backends: --rfs needs root (a network namespace, a sysctl)" >&2; exit 2; }
+  ns=c10m-bench-$$
+  flow_entries=$(sysctl -n net.core.rps_sock_flow_entries)
+  ip netns add "$ns"
+  ip netns exec "$ns" sh -c 'ip link set lo up &&
+    echo 3 > /sys/class/net/lo/queues/rx-0/rps_cpus &&
+    echo 32768 > /sys/class/net/lo/queues/rx-0/rps_flow_cnt'
+  sysctl -qw net.core.rps_sock_flow_entries=32768
+  inns=(ip netns exec "$ns")
+  echo "bench-backends: in network namespace $ns, loopback with RPS/RFS over cores 0-1"
+fi
+
 start_server() { # backend -> sets pid and addr
   local io=$1 log="$out/$1.server.log"
-  taskset -c 0 $bin/c10m serve --listen 127.0.0.1:0 --shards 1 --io "$io" \
+  "${inns[@]}" taskset -c 0 $bin/c10m serve --listen 127.0.0.1:0 --shards 1 --io "$io" \
     --ping-interval-ms 0 --idle-timeout-ms 0 >"$log" 2>&1 &
   pid=$!
   addr=""
@@ -57,7 +92,7 @@ start_server() { # backend -> sets pid and addr
 load() { # scenario backend round path loadtest-args...
   local scenario=$1 io=$2 round=$3 path=$4; shift 4
   local name="$out/$scenario.$io.r$round"
-  taskset -c 1 $bin/c10m-loadtest "$@" --target "$addr" --path "$path" --procs 1 --threads 1 \
+  "${inns[@]}" taskset -c 1 $bin/c10m-loadtest "$@" --target "$addr" --path "$path" --procs 1 --threads 1 \
     --server-pid "$pid" --json --quiet >"$name.json" 2>"$name.txt" || {
       echo "bench-backends: $scenario on $io failed" >&2; tail -n 20 "$name.txt" >&2; exit 1; }
 }
@@ -72,12 +107,14 @@ for round in $(seq 1 "$rounds"); do
     load broadcast "$io" "$round" /pubsub broadcast -n 1000 --publishers 3 --publish-rate 200 --duration "$duration"
     load idle-memory "$io" "$round" /echo idle -n 15000 --source-ips 127.0.0.2-127.0.0.5 --rate 20000 --duration 3s
     kill "$pid"; wait "$pid" 2>/dev/null || true
+    pid=""
   done
 done
 
-python3 - "$out" "$rounds" <<'PY'
+python3 - "$out" "$rounds" "$rfs" <<'PY'
 import json, statistics, sys
-out, rounds = sys.argv[1], int(sys.argv[2])
+out, rounds, rfs = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+print("Loopback with RPS/RFS in a network namespace (--rfs)." if rfs else "Plain loopback.")
 def get(scenario, io, r):
     return json.load(open(f"{out}/{scenario}.{io}.r{r}.json"))
 def measure(scenario, io, r):
