@@ -37,6 +37,8 @@ c10m serve [options]
   --ring-buffer-size BYTES  io_uring: bytes per receive buffer (default 16384)
   --ring-files N            io_uring: registered file slots per shard; 0 = none (default: twice
                             the shard's share of RLIMIT_NOFILE, at most 65536)
+  --ring-park-ms MS         io_uring: park a connection silent this long (up to twice), trading
+                            its armed receive for an epoll registration; 0 = never (default 1000)
 
   /echo echoes every message. /pubsub speaks a text protocol: `sub T`, `unsub T`, `pub T PAYLOAD`
   (subscribers receive `msg T PAYLOAD`); `/pubsub?topic=T` subscribes on open. See docs/ARCHITECTURE.md.
@@ -124,6 +126,7 @@ fn server_config(args: &[String]) -> Result<ServerConfig, String> {
             "ring-buffers" => config.ring_buffers = Some(number(name, v)?),
             "ring-buffer-size" => config.ring_buffer_size = number(name, v)?,
             "ring-files" => config.ring_files = Some(number(name, v)?),
+            "ring-park-ms" => config.ring_park_ms = number(name, v)?,
             "metrics" => {
                 config.metrics = Some(
                     v.parse()

@@ -20,8 +20,9 @@ use c10m_engine::server::{
 use support::connect;
 use tungstenite::Message as TMessage;
 
-/// Operations a shard keeps armed while idle: the multishot accept and the eventfd read.
-const STANDING_OPS: u64 = 2;
+/// Operations a shard keeps armed while idle: the multishot accept, the eventfd read and the
+/// poll on the epoll instance of parked connections.
+const STANDING_OPS: u64 = 3;
 
 fn config() -> ServerConfig {
     ServerConfig {
@@ -209,6 +210,56 @@ fn connections_inside_and_past_the_file_table_churn_without_crossing() {
     assert!(settled(&server), "operations or connections left behind");
     assert_eq!(gauge(&server, |s| s.messages_in.load(Relaxed)), 6 * 12 * 20);
     assert_eq!(gauge(&server, |s| s.ring_errors.load(Relaxed)), 0);
+}
+
+#[test]
+fn silent_connections_are_parked_and_wake_on_input() {
+    // Parking every 50 ms: connections that go quiet trade their armed receive for a poll,
+    // and whatever comes next (a message, a close, a FIN) must still be read.
+    let server = start(ServerConfig {
+        ring_park_ms: 50,
+        ..config()
+    });
+    let addr = server.local_addr();
+    let parked = |server: &ServerHandle| gauge(server, |s| s.recv_parked.load(Relaxed));
+    let mut clients: Vec<_> = (0..20).map(|_| connect(addr, "/echo")).collect();
+    for round in 0..3 {
+        assert!(
+            eventually(|| parked(&server) == 20),
+            "round {round}: {} of 20 silent connections parked",
+            parked(&server)
+        );
+        for (c, ws) in clients.iter_mut().enumerate() {
+            let text = format!("round {round} connection {c}");
+            ws.send(TMessage::text(text.clone())).unwrap();
+            match ws.read().unwrap() {
+                TMessage::Text(t) => assert_eq!(t.as_str(), text),
+                other => panic!("connection {c}: unexpected {other:?}"),
+            }
+        }
+    }
+    assert!(eventually(|| parked(&server) == 20), "not parked again");
+    // Half close with a close frame while parked, the rest just go away (FIN).
+    for (c, mut ws) in clients.drain(..).enumerate() {
+        if c % 2 == 0 {
+            ws.close(None).unwrap();
+            loop {
+                match ws.read() {
+                    Ok(TMessage::Close(_)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+    assert!(settled(&server), "operations or connections left behind");
+    assert_eq!(parked(&server), 0, "the parked gauge did not return to 0");
+    assert_eq!(gauge(&server, |s| s.messages_in.load(Relaxed)), 60);
+    let normal = Why::PeerClosed.index();
+    assert_eq!(
+        gauge(&server, |s| s.closed[normal].load(Relaxed)),
+        10,
+        "the close handshakes of parked connections"
+    );
 }
 
 #[test]

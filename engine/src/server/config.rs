@@ -89,6 +89,10 @@ pub struct ServerConfig {
     /// are named by table index rather than descriptor); `None` sizes it from RLIMIT_NOFILE,
     /// 0 registers none.
     pub ring_files: Option<u32>,
+    /// io_uring: a connection silent for this long (up to twice this) is parked: its multishot
+    /// receive, which holds ~650 bytes of kernel memory, gives way to a one-shot registration
+    /// in an epoll instance the ring watches, until input comes. 0 never parks.
+    pub ring_park_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +120,7 @@ impl Default for ServerConfig {
             ring_buffers: None,
             ring_buffer_size: 16 * 1024,
             ring_files: None,
+            ring_park_ms: 1_000,
         }
     }
 }

@@ -24,6 +24,19 @@ pub enum Phase {
     Open(Connection),
 }
 
+/// io_uring: how a connection's input is watched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Watch {
+    /// A multishot receive is armed (or about to be).
+    #[default]
+    Receive,
+    /// Its receive is being cancelled so that the connection can be parked.
+    Parking,
+    /// Parked: registered one-shot in the shard's epoll instance until input comes; no
+    /// receive is armed.
+    Parked,
+}
+
 /// The slab entry.
 #[derive(Debug)]
 pub struct Conn {
@@ -55,6 +68,10 @@ pub struct Conn {
     pub sending: bool,
     /// io_uring: that send's key.
     pub send_key: u32,
+    /// io_uring: how its input is watched.
+    pub watch: Watch,
+    /// io_uring: input arrived since the last parking sweep.
+    pub active: bool,
 }
 
 impl Conn {
@@ -74,6 +91,8 @@ impl Conn {
             backlogged: false,
             sending: false,
             send_key: 0,
+            watch: Watch::Receive,
+            active: true,
         }
     }
 

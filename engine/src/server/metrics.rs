@@ -41,6 +41,8 @@ pub struct ShardStats {
     /// io_uring: receives that landed in a provided buffer behind an earlier receive's bytes
     /// (incremental consumption packing small receives together).
     pub recv_buffers_shared: AtomicU64,
+    /// io_uring: connections parked on a poll instead of an armed receive.
+    pub recv_parked: AtomicU64,
     /// io_uring: registered-file-table updates the kernel refused.
     pub ring_errors: AtomicU64,
     /// io_uring: operations submitted whose last completion has not arrived.
@@ -129,6 +131,12 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
         "counter",
         "io_uring: receives packed into a provided buffer behind an earlier one.",
         &|s| s.recv_buffers_shared.load(Relaxed),
+    );
+    family(
+        "recv_parked",
+        "gauge",
+        "io_uring: silent connections parked on a poll instead of an armed receive.",
+        &|s| s.recv_parked.load(Relaxed),
     );
     family(
         "ring_errors_total",

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::Routes;
 use super::app::{App, Closed, Upgrade, Why};
-use super::conn::{Conn, NO_TIMER, Phase};
+use super::conn::{Conn, NO_TIMER, Phase, Watch};
 use super::core::{Core, Ctx, Mail, Out};
 use super::id::ConnId;
 use super::metrics::ShardStats;
@@ -448,6 +448,9 @@ impl Shard {
             ShardStats::sub(&stats.write_queue_bytes, conn.queued() as u64);
             ShardStats::sub(&stats.connections, 1);
             ShardStats::add(&stats.closed[why.index()], 1);
+            if conn.watch == Watch::Parked {
+                ShardStats::sub(&stats.recv_parked, 1);
+            }
             if self.shutdown_sockets {
                 if let Some(ring) = self.core.io.uring.as_mut() {
                     ring.set_file(slot as u32, -1);

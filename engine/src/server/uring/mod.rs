@@ -24,8 +24,10 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, Probe, cqueue, opcode, types};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::config::ServerConfig;
+use super::conn::{Phase, Watch};
 use super::metrics::ShardStats;
 use super::shard::{Next, Shard};
 use bufring::BufRing;
@@ -43,6 +45,8 @@ pub mod tag {
     /// A cancellation request.
     pub const CANCEL: u64 = 5 << SHIFT;
     const FILES: u64 = 6;
+    /// The poll on the shard's epoll instance of parked connections.
+    pub const PARKED: u64 = 7 << SHIFT;
 
     /// A connection's multishot receive.
     pub fn recv(slot: u32, generation: u16) -> u64 {
@@ -79,6 +83,8 @@ pub mod tag {
         Cancel,
         /// [`files`].
         Files(usize),
+        /// [`PARKED`].
+        Parked,
     }
 
     /// Reads a tag back.
@@ -93,6 +99,7 @@ pub mod tag {
             SEND => Some(Op::Send((data & 0xFFFF_FFFF) as usize)),
             5 => Some(Op::Cancel),
             FILES => Some(Op::Files((data & 0xFFFF_FFFF) as usize)),
+            7 => Some(Op::Parked),
             _ => None,
         }
     }
@@ -262,6 +269,14 @@ pub struct Uring {
     pub flags: &'static str,
     /// Slots of the registered file table (0: none).
     fixed_files: u32,
+    /// Parking: the sweep's period in ms (0: never), and when the next one is due.
+    park_ms: u64,
+    next_sweep: u64,
+    /// The epoll instance parked connections wait in (one-shot), itself watched by a
+    /// multishot poll on the ring; `None` when parking is off.
+    parked: Option<Epoll>,
+    parked_armed: bool,
+    parked_events: Vec<EpollEvent>,
 }
 
 impl Uring {
@@ -313,6 +328,10 @@ impl Uring {
             } else {
                 0
             };
+        // Parking needs an epoll instance; without one, connections just keep their receive.
+        let parked = (config.ring_park_ms > 0)
+            .then(|| Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).ok())
+            .flatten();
         Ok(Uring {
             ring,
             bufs: ManuallyDrop::new(bufs),
@@ -327,6 +346,15 @@ impl Uring {
             cqe_at: 0,
             flags,
             fixed_files,
+            park_ms: if parked.is_some() {
+                config.ring_park_ms
+            } else {
+                0
+            },
+            next_sweep: config.ring_park_ms,
+            parked,
+            parked_armed: false,
+            parked_events: vec![EpollEvent::empty(); 256],
         })
     }
 
@@ -355,12 +383,13 @@ impl Uring {
     fn serve(&mut self, shard: &mut Shard) -> io::Result<()> {
         self.arm_accept(shard);
         self.arm_wake(shard);
+        self.arm_parked(shard);
         let mut expired = Vec::new();
         loop {
             let timeout = if self.leftover() {
                 Some(Duration::ZERO)
             } else {
-                shard.poll_timeout()
+                self.until_sweep(shard, shard.poll_timeout())
             };
             if let Err(e) = self.submit_and_wait(shard, timeout) {
                 break Err(e);
@@ -368,6 +397,10 @@ impl Uring {
             shard.core.now = shard.now();
             if let Err(e) = self.complete(shard) {
                 break Err(e);
+            }
+            if self.park_ms > 0 && shard.core.now >= self.next_sweep {
+                self.next_sweep = shard.core.now + self.park_ms;
+                park_silent(shard);
             }
             if shard.draining() {
                 self.stop_accepting(shard);
@@ -544,6 +577,15 @@ impl Uring {
                 self.on_recv(shard, slot, generation, result, flags);
             }
             Some(tag::Op::Send(key)) => shard.core.io.on_sent(key, result),
+            Some(tag::Op::Parked) => {
+                if !more {
+                    self.parked_armed = false;
+                }
+                if !self.stopping {
+                    self.unpark_ready(shard);
+                    self.arm_parked(shard);
+                }
+            }
             Some(tag::Op::Files(key)) => {
                 if uio(shard).file_updated(key, result) {
                     // The slot keeps what it had; entries naming it fail (or reach a socket
@@ -589,6 +631,7 @@ impl Uring {
                     ShardStats::add(&shard.core.io.stats.recv_buffers_shared, 1);
                 }
                 if is_live {
+                    shard.core.io.conns[slot as usize].active = true;
                     shard.process(slot as usize, self.bufs.bytes(&piece));
                     shard.after_input(slot as usize);
                 }
@@ -597,6 +640,8 @@ impl Uring {
                 shard.input_ended(slot as usize);
             }
             if !cqueue::more(flags) && live(shard, slot, generation) {
+                // Input came, so a parking that raced with it is called off.
+                shard.core.io.conns[slot as usize].watch = Watch::Receive;
                 self.arm_recv(shard, slot, generation);
             }
             return;
@@ -608,7 +653,10 @@ impl Uring {
         if !is_live {
             return;
         }
-        if result == -libc::ENOBUFS {
+        let parking = shard.core.io.conns[slot as usize].watch == Watch::Parking;
+        if parking && (result == -libc::ECANCELED || result == -libc::ENOBUFS) {
+            self.park(shard, slot, generation);
+        } else if result == -libc::ENOBUFS {
             // Every buffer was taken by this batch; they are back once it is processed.
             ShardStats::add(&shard.core.io.stats.recv_buffers_exhausted, 1);
             self.rearm.push((slot, generation));
@@ -616,6 +664,91 @@ impl Uring {
             // 0: the peer's FIN. Negative: reset or another error.
             shard.input_ended(slot as usize);
         }
+    }
+
+    /// The epoll instance of parked connections is readable: every connection it reports
+    /// (input, FIN, or an error to read) gets a receive again, which reads whatever it was.
+    fn unpark_ready(&mut self, shard: &mut Shard) {
+        let Some(epoll) = &self.parked else {
+            return;
+        };
+        let mut events = std::mem::take(&mut self.parked_events);
+        let mut ready = Vec::new();
+        loop {
+            let n = match epoll.wait(&mut events, EpollTimeout::ZERO) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => 0,
+            };
+            ready.extend(events[..n].iter().map(|e| e.data()));
+            if n < events.len() {
+                break;
+            }
+        }
+        self.parked_events = events;
+        for data in ready {
+            let (slot, generation) = (data as u32, (data >> 32) as u16);
+            if !live(shard, slot, generation) {
+                continue;
+            }
+            let conn = &mut shard.core.io.conns[slot as usize];
+            if conn.watch != Watch::Parked {
+                continue;
+            }
+            conn.watch = Watch::Receive;
+            conn.active = true;
+            ShardStats::sub(&shard.core.io.stats.recv_parked, 1);
+            self.arm_recv(shard, slot, generation);
+        }
+    }
+
+    /// Parks a connection whose receive was cancelled: it waits, one-shot, in the epoll
+    /// instance (an epoll registration costs the kernel far less than an armed receive). If
+    /// that fails, its receive is armed again instead.
+    fn park(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
+        let conn = &mut shard.core.io.conns[slot as usize];
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
+        let mut event = EpollEvent::new(flags, (u64::from(generation) << 32) | u64::from(slot));
+        let registered = self.parked.as_ref().is_some_and(|epoll| {
+            // Registered since an earlier parking (one-shot leaves it disarmed), or new.
+            match epoll.modify(&conn.sock, &mut event) {
+                Ok(()) => true,
+                Err(nix::errno::Errno::ENOENT) => epoll.add(&conn.sock, event).is_ok(),
+                Err(_) => false,
+            }
+        });
+        if registered {
+            conn.watch = Watch::Parked;
+            ShardStats::add(&shard.core.io.stats.recv_parked, 1);
+        } else {
+            conn.watch = Watch::Receive;
+            self.arm_recv(shard, slot, generation);
+        }
+    }
+
+    fn arm_parked(&mut self, shard: &mut Shard) {
+        let Some(epoll) = &self.parked else {
+            return;
+        };
+        if self.parked_armed {
+            return;
+        }
+        let fd = epoll.0.as_raw_fd();
+        let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(tag::PARKED);
+        uio(shard).push(entry);
+        self.parked_armed = true;
+    }
+
+    /// How long the loop may wait: `timeout`, cut short by the next parking sweep.
+    fn until_sweep(&self, shard: &Shard, timeout: Option<Duration>) -> Option<Duration> {
+        if self.park_ms == 0 {
+            return timeout;
+        }
+        let sweep = Duration::from_millis(self.next_sweep.saturating_sub(shard.now()));
+        Some(timeout.map_or(sweep, |t| t.min(sweep)))
     }
 
     fn arm_accept(&mut self, shard: &mut Shard) {
@@ -674,6 +807,12 @@ impl Uring {
             .build()
             .user_data(tag::CANCEL);
         uio(shard).push(entry);
+        if self.parked_armed {
+            let entry = opcode::AsyncCancel::new(tag::PARKED)
+                .build()
+                .user_data(tag::CANCEL);
+            uio(shard).push(entry);
+        }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         let mut failed = None;
         while uio(shard).in_flight > 0 && Instant::now() < deadline {
@@ -731,6 +870,29 @@ fn buf_more(flags: u32) -> bool {
     flags & CQE_F_BUF_MORE != 0
 }
 
+/// The parking sweep: an open connection that received nothing since the last sweep has its
+/// multishot receive cancelled; when the cancellation completes it waits on a one-shot poll
+/// instead (see [`Watch`]). Every connection's `active` mark is cleared for the next sweep.
+fn park_silent(shard: &mut Shard) {
+    let io = &mut shard.core.io;
+    let Some(ring) = io.uring.as_mut() else {
+        return;
+    };
+    for (slot, conn) in io.conns.iter_mut() {
+        let open = matches!(conn.phase, Phase::Open(_));
+        if open && !conn.active && !conn.dead && conn.watch == Watch::Receive {
+            conn.watch = Watch::Parking;
+            let recv = tag::recv(slot as u32, conn.generation);
+            ring.push(
+                opcode::AsyncCancel::new(recv)
+                    .build()
+                    .user_data(tag::CANCEL),
+            );
+        }
+        conn.active = false;
+    }
+}
+
 /// The connection in `slot` is the one a completion was armed for, and still reads.
 fn live(shard: &Shard, slot: u32, generation: u16) -> bool {
     shard.core.io.live(slot, generation).is_some()
@@ -754,6 +916,7 @@ mod tests {
         assert_eq!(tag::decode(tag::WAKE), Some(tag::Op::Wake));
         assert_eq!(tag::decode(tag::CANCEL), Some(tag::Op::Cancel));
         assert_eq!(tag::decode(tag::files(77)), Some(tag::Op::Files(77)));
+        assert_eq!(tag::decode(tag::PARKED), Some(tag::Op::Parked));
         assert_eq!(tag::decode(0), None);
     }
 }
