@@ -156,7 +156,12 @@ impl BufRing {
             };
         };
         let start = (*offset as usize).min(self.size);
+        let received = len;
         let len = len.min(self.size - start);
+        debug_assert!(
+            len > 0 || received == 0,
+            "buffer {bid}: {received} bytes received past its end (offset {start})"
+        );
         // The kernel commits an incremental buffer only for bytes it received: an empty
         // completion leaves the buffer where it was, so it must not be offered again.
         let last = !more && len > 0;

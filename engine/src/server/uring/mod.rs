@@ -250,7 +250,9 @@ fn build_ring() -> io::Result<(IoUring, &'static str)> {
 ///
 /// The memory the kernel writes into (the provided buffers, the eventfd read's buffer) is freed
 /// only once [`Uring::finish`] has seen every operation complete (`clean`); on any other way
-/// out (an error, a panic in an application) it is leaked, never freed under the kernel.
+/// out (an error, a panic in an application) it is leaked, never freed under the kernel. The
+/// memory it reads (sends' bytes, iovecs and message headers, file-table update values) lives
+/// in [`UringIo`], which is leaked on those paths too.
 pub struct Uring {
     ring: IoUring,
     bufs: ManuallyDrop<BufRing>,
@@ -272,6 +274,8 @@ pub struct Uring {
     /// Parking: the sweep's period in ms (0: never), and when the next one is due.
     park_ms: u64,
     next_sweep: u64,
+    /// Where a sweep that reached its cancellation budget goes on, next iteration.
+    sweep_from: Option<usize>,
     /// The epoll instance parked connections wait in (one-shot), itself watched by a
     /// multishot poll on the ring; `None` when parking is off.
     parked: Option<Epoll>,
@@ -352,6 +356,7 @@ impl Uring {
                 0
             },
             next_sweep: config.ring_park_ms,
+            sweep_from: None,
             parked,
             parked_armed: false,
             parked_events: vec![EpollEvent::empty(); 256],
@@ -398,9 +403,13 @@ impl Uring {
             if let Err(e) = self.complete(shard) {
                 break Err(e);
             }
-            if self.park_ms > 0 && shard.core.now >= self.next_sweep {
-                self.next_sweep = shard.core.now + self.park_ms;
-                park_silent(shard);
+            if self.park_ms > 0 {
+                if let Some(from) = self.sweep_from {
+                    self.sweep_from = park_silent(shard, from);
+                } else if shard.core.now >= self.next_sweep {
+                    self.next_sweep = shard.core.now + self.park_ms;
+                    self.sweep_from = park_silent(shard, 0);
+                }
             }
             if shard.draining() {
                 self.stop_accepting(shard);
@@ -428,11 +437,13 @@ impl Uring {
                 let mut sq = self.ring.submission();
                 while at < io.sqes.len() {
                     // SAFETY: every entry points only at memory that outlives its operation:
-                    // a send's iovecs and bytes stay in the send slab until its completion;
-                    // receives use the provided buffers and the eventfd read `wake_buf`, both
-                    // freed only after every operation has completed (else leaked, see
-                    // `Uring`). Sockets are shut down, not just closed, so no operation waits
-                    // forever, and a descriptor closes only after its entries were submitted.
+                    // a send's bytes, iovecs and msghdr stay in the send slab, and the value a
+                    // FILES_UPDATE reads stays boxed in `file_updates`, until their
+                    // completion; receives use the provided buffers and the eventfd read
+                    // `wake_buf`, freed only after every operation has completed. On an error
+                    // or a panic all of it is leaked instead (see `Uring` and `Uring::run`).
+                    // Sockets are shut down, not just closed, so no operation waits forever,
+                    // and a descriptor closes only after its entries were submitted.
                     if unsafe { sq.push(&io.sqes[at]) }.is_err() {
                         break;
                     }
@@ -640,7 +651,9 @@ impl Uring {
                 shard.input_ended(slot as usize);
             }
             if !cqueue::more(flags) && live(shard, slot, generation) {
-                // Input came, so a parking that raced with it is called off.
+                // The receive ended with data (not by the cancel): arm it again, and a parking
+                // that raced with it is called off. (Data that came with more to follow leaves
+                // a parking on; the connection is parked and woken again by its next input.)
                 shard.core.io.conns[slot as usize].watch = Watch::Receive;
                 self.arm_recv(shard, slot, generation);
             }
@@ -721,7 +734,12 @@ impl Uring {
             conn.watch = Watch::Parked;
             ShardStats::add(&shard.core.io.stats.recv_parked, 1);
         } else {
+            // Out of epoll watches (fs.epoll.max_user_watches) or memory: parking would fail
+            // again at every sweep, so this shard stops parking; the rest keep their receive.
             conn.watch = Watch::Receive;
+            conn.active = true;
+            self.park_ms = 0;
+            ShardStats::add(&shard.core.io.stats.ring_errors, 1);
             self.arm_recv(shard, slot, generation);
         }
     }
@@ -766,12 +784,15 @@ impl Uring {
         self.accept_armed = true;
     }
 
+    /// Arms the connection's multishot receive. It names the socket by descriptor even inside
+    /// the file table: it looks the file up once, when armed, so the table would save it
+    /// little, and before Linux 6.13 a long-lived request on a table slot held back the
+    /// release of every file removed from the table after it.
     fn arm_recv(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
         let fd = shard.core.io.conns[slot as usize].sock.as_raw_fd();
-        let target = uio(shard).target(slot, fd);
-        let entry = sends::on_target!(target, |fd| opcode::RecvMulti::new(fd, self.bufs.group)
+        let entry = opcode::RecvMulti::new(types::Fd(fd), self.bufs.group)
             .build()
-            .user_data(tag::recv(slot, generation)));
+            .user_data(tag::recv(slot, generation));
         uio(shard).push(entry);
     }
 
@@ -870,17 +891,25 @@ fn buf_more(flags: u32) -> bool {
     flags & CQE_F_BUF_MORE != 0
 }
 
-/// The parking sweep: an open connection that received nothing since the last sweep has its
-/// multishot receive cancelled; when the cancellation completes it waits on a one-shot poll
-/// instead (see [`Watch`]). Every connection's `active` mark is cleared for the next sweep.
-fn park_silent(shard: &mut Shard) {
+/// Receives a sweep cancels per loop iteration: each cancellation brings two completions, so a
+/// shard whose connections all fell silent at once does not flood its completion queue.
+const SWEEP_CANCELS: usize = 1024;
+
+/// The parking sweep, from slot `from` on: an open connection that received nothing since the
+/// last sweep has its multishot receive cancelled; when the cancellation completes it is parked
+/// (see [`Watch`]). Each connection's `active` mark is cleared for the next sweep as it is
+/// visited. Returns where to go on if the budget ran out first.
+fn park_silent(shard: &mut Shard, from: usize) -> Option<usize> {
     let io = &mut shard.core.io;
-    let Some(ring) = io.uring.as_mut() else {
-        return;
-    };
-    for (slot, conn) in io.conns.iter_mut() {
+    let ring = io.uring.as_mut()?;
+    let mut budget = SWEEP_CANCELS;
+    for (slot, conn) in io.conns.iter_mut().filter(|(slot, _)| *slot >= from) {
         let open = matches!(conn.phase, Phase::Open(_));
         if open && !conn.active && !conn.dead && conn.watch == Watch::Receive {
+            if budget == 0 {
+                return Some(slot);
+            }
+            budget -= 1;
             conn.watch = Watch::Parking;
             let recv = tag::recv(slot as u32, conn.generation);
             ring.push(
@@ -891,6 +920,7 @@ fn park_silent(shard: &mut Shard) {
         }
         conn.active = false;
     }
+    None
 }
 
 /// The connection in `slot` is the one a completion was armed for, and still reads.

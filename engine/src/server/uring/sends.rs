@@ -42,7 +42,6 @@ macro_rules! on_target {
         }
     };
 }
-pub(crate) use on_target;
 
 /// One send in flight.
 #[derive(Debug)]
