@@ -892,8 +892,10 @@ fn buf_more(flags: u32) -> bool {
 }
 
 /// Receives a sweep cancels per loop iteration: each cancellation brings two completions, so a
-/// shard whose connections all fell silent at once does not flood its completion queue.
-const SWEEP_CANCELS: usize = 1024;
+/// shard whose connections all fell silent at once does not flood its completion queue, and
+/// the entries gathered in one iteration stay few (1,024 at a time grew the staging vector
+/// past its kept size and left ~230 KiB of freed heap behind in RSS at 15,000 connections).
+const SWEEP_CANCELS: usize = 256;
 
 /// The parking sweep, from slot `from` on: an open connection that received nothing since the
 /// last sweep has its multishot receive cancelled; when the cancellation completes it is parked
