@@ -348,6 +348,9 @@ fn shutdown_with_sends_in_flight_completes_every_operation() {
         max_frame_size: 64 << 20,
         write_queue_limit: 128 << 20,
         drain_timeout_ms: 300,
+        // The idle connections keep their receives armed (not parked), so the shutdown has
+        // them to wait for.
+        ring_park_ms: 0,
         ..config()
     });
     let addr = server.local_addr();

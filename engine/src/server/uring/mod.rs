@@ -642,9 +642,14 @@ impl Uring {
                     ShardStats::add(&shard.core.io.stats.recv_buffers_shared, 1);
                 }
                 if is_live {
-                    shard.core.io.conns[slot as usize].active = true;
+                    let conn = &mut shard.core.io.conns[slot as usize];
+                    conn.active = true;
+                    let handshaking = matches!(conn.phase, Phase::Handshake { .. });
                     shard.process(slot as usize, self.bufs.bytes(&piece));
                     shard.after_input(slot as usize);
+                    if handshaking && cqueue::more(flags) {
+                        self.park_if_opened(shard, slot, generation);
+                    }
                 }
                 self.bufs.done(piece);
             } else if is_live {
@@ -758,6 +763,26 @@ impl Uring {
             .user_data(tag::PARKED);
         uio(shard).push(entry);
         self.parked_armed = true;
+    }
+
+    /// A connection whose handshake this input completed, with nothing left over, is parked
+    /// at once rather than at the next sweep: most connections of a large fleet are idle, and
+    /// the kernel keeps a request for every receive that was ever armed at the same time as the
+    /// others (its request cache), so receives should be armed for connections that talk, not
+    /// for every connection that arrived within a sweep period.
+    fn park_if_opened(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
+        if self.park_ms == 0 || !live(shard, slot, generation) {
+            return;
+        }
+        let conn = &mut shard.core.io.conns[slot as usize];
+        let quiet = conn.rbuf.is_empty() && !conn.dead && conn.ending.is_none();
+        if quiet && matches!(conn.phase, Phase::Open(_)) && conn.watch == Watch::Receive {
+            conn.watch = Watch::Parking;
+            let entry = opcode::AsyncCancel::new(tag::recv(slot, generation))
+                .build()
+                .user_data(tag::CANCEL);
+            uio(shard).push(entry);
+        }
     }
 
     /// How long the loop may wait: `timeout`, cut short by the next parking sweep.
