@@ -10,7 +10,8 @@
 # server's RSS and /proc/slabinfo, and prints the growth per connection: server RSS, then the
 # ten kernel slab caches that grew most and all slabs together. Slab figures are host-wide
 # and cover both loopback ends (the load generator's sockets and epoll registrations too), so
-# compare backends by the caches that differ. Needs root (slabinfo).
+# compare backends by the caches that differ (TOP=40 lists more than ten). Needs root
+# (slabinfo).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -72,7 +73,7 @@ before, after = read("before"), read("after")
 growth = sorted(((after.get(k, 0) - before.get(k, 0), k) for k in set(before) | set(after)), reverse=True)
 print(f"{io}: {n} idle connections requested, {fds} descriptors open in the server near the end")
 print(f"{io}: server RSS growth {(rss1 - rss0) * 1024 / n:.0f} B/conn")
-for d, k in growth[:10]:
+for d, k in growth[:int(__import__("os").environ.get("TOP", "10"))]:
     print(f"{io}: slab {k:<24} {d / n:7.0f} B/conn")
 print(f"{io}: slab, all caches          {sum(d for d, _ in growth) / n:7.0f} B/conn")
 PY
