@@ -276,6 +276,60 @@ fn silent_connections_are_parked_and_wake_on_input() {
 }
 
 #[test]
+fn a_parked_connection_woken_by_a_pong_is_parked_again_at_once() {
+    // Pings every 150 ms; sweeps only every 20 s, so within this test only the immediate
+    // re-parking can bring a connection back to parking after its pong woke it.
+    let server = start(ServerConfig {
+        ring_park_ms: 20_000,
+        ping_interval_ms: 150,
+        ..config()
+    });
+    let addr = server.local_addr();
+    let parked = |server: &ServerHandle| gauge(server, |s| s.recv_parked.load(Relaxed));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..10)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut ws = connect(addr, "/echo");
+                ws.get_ref()
+                    .set_read_timeout(Some(Duration::from_millis(20)))
+                    .unwrap();
+                let mut pings = 0;
+                while !stop.load(Relaxed) {
+                    match ws.read() {
+                        // tungstenite queues the pong; it leaves with the next read or flush.
+                        Ok(TMessage::Ping(_)) => pings += 1,
+                        Ok(other) => panic!("unexpected {other:?}"),
+                        Err(tungstenite::Error::Io(e))
+                            if e.kind() == std::io::ErrorKind::WouldBlock
+                                || e.kind() == std::io::ErrorKind::TimedOut =>
+                        {
+                            let _ = ws.flush();
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                pings
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1_200));
+    // Every connection has answered several pings by now; each pong woke it.
+    assert!(
+        eventually(|| parked(&server) == 10),
+        "{} of 10 connections parked again after their pongs",
+        parked(&server)
+    );
+    stop.store(true, Relaxed);
+    for c in clients {
+        let pings = c.join().unwrap();
+        assert!(pings >= 3, "only {pings} pings reached a client");
+    }
+    assert!(settled(&server), "operations or connections left behind");
+}
+
+#[test]
 fn parked_connections_the_server_gives_up_on_are_reaped() {
     // Clients that complete the handshake and then never read or answer: the server parks
     // them, closes them for idleness (1001), and when no close comes back within the close

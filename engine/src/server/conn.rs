@@ -35,6 +35,9 @@ pub enum Watch {
     /// Parked: registered one-shot in the shard's epoll instance until input comes; no
     /// receive is armed.
     Parked,
+    /// Woken from parking, its receive armed again: if the first input carries no message (a
+    /// heartbeat's pong, say), the connection is parked again at once.
+    Woken,
 }
 
 /// The slab entry.

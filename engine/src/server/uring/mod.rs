@@ -21,6 +21,7 @@ use std::mem::ManuallyDrop;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, Probe, cqueue, opcode, types};
@@ -645,10 +646,16 @@ impl Uring {
                     let conn = &mut shard.core.io.conns[slot as usize];
                     conn.active = true;
                     let handshaking = matches!(conn.phase, Phase::Handshake { .. });
+                    let woken = conn.watch == Watch::Woken;
+                    if woken {
+                        conn.watch = Watch::Receive;
+                    }
+                    let messages = shard.core.io.stats.messages_in.load(Relaxed);
                     shard.process(slot as usize, self.bufs.bytes(&piece));
                     shard.after_input(slot as usize);
-                    if handshaking && cqueue::more(flags) {
-                        self.park_if_opened(shard, slot, generation);
+                    let no_message = shard.core.io.stats.messages_in.load(Relaxed) == messages;
+                    if (handshaking || (woken && no_message)) && cqueue::more(flags) {
+                        self.park_if_quiet(shard, slot, generation);
                     }
                 }
                 self.bufs.done(piece);
@@ -713,7 +720,7 @@ impl Uring {
             if conn.watch != Watch::Parked {
                 continue;
             }
-            conn.watch = Watch::Receive;
+            conn.watch = Watch::Woken;
             conn.active = true;
             ShardStats::sub(&shard.core.io.stats.recv_parked, 1);
             self.arm_recv(shard, slot, generation);
@@ -765,12 +772,13 @@ impl Uring {
         self.parked_armed = true;
     }
 
-    /// A connection whose handshake this input completed, with nothing left over, is parked
-    /// at once rather than at the next sweep: most connections of a large fleet are idle, and
-    /// the kernel keeps a request for every receive that was ever armed at the same time as the
-    /// others (its request cache), so receives should be armed for connections that talk, not
-    /// for every connection that arrived within a sweep period.
-    fn park_if_opened(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
+    /// Parks at once, rather than at the next sweep, a connection whose handshake this input
+    /// completed, or which was woken from parking by input that carried no message (a
+    /// heartbeat's pong), if nothing is left over: most connections of a large fleet are idle,
+    /// and the kernel keeps a request for every receive that was ever armed at the same time as
+    /// the others (its request cache), so receives should be armed for connections that talk,
+    /// not for every connection that arrived or answered a ping within a sweep period.
+    fn park_if_quiet(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
         if self.park_ms == 0 || !live(shard, slot, generation) {
             return;
         }
@@ -932,7 +940,8 @@ fn park_silent(shard: &mut Shard, from: usize) -> Option<usize> {
     let mut budget = SWEEP_CANCELS;
     for (slot, conn) in io.conns.iter_mut().filter(|(slot, _)| *slot >= from) {
         let open = matches!(conn.phase, Phase::Open(_));
-        if open && !conn.active && !conn.dead && conn.watch == Watch::Receive {
+        let receiving = matches!(conn.watch, Watch::Receive | Watch::Woken);
+        if open && !conn.active && !conn.dead && receiving {
             if budget == 0 {
                 return Some(slot);
             }
