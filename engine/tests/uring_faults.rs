@@ -1,10 +1,11 @@
-//! Faults and edge cases under the io_uring backend: every provided buffer in use while a slow
-//! application holds the shard, receives of many connections packed into shared buffers,
-//! connections inside and past the registered file table, silent connections parked and
-//! woken (and parked again after a pong) or closed while parked, a peer that resets while a send is pending, and a shutdown
-//! with sends in flight. Each checks that nothing is lost or leaked: every completion is
-//! accounted for (the `io_in_flight` gauge returns to the shard's three standing operations:
-//! accept, the eventfd read and the parked-connection poll) and the server keeps serving. EMFILE on accept is covered by `fd_exhaustion.rs`, which
+//! Faults and edge cases under the io_uring backend: every provided buffer in use while a
+//! slow application holds the shard, receives of many connections packed into shared buffers,
+//! connections inside and past the registered file table, silent connections parked and woken
+//! (and parked again after a pong) or closed while parked, a peer that resets while a send is
+//! pending, and a shutdown with sends in flight. Each checks that nothing is lost or leaked:
+//! every completion is accounted for (the `io_in_flight` gauge returns to the shard's three
+//! standing operations: accept, the eventfd read and the parked-connection poll) and the
+//! server keeps serving. EMFILE on accept is covered by `fd_exhaustion.rs`, which
 //! `scripts/test.sh` also runs under io_uring.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
