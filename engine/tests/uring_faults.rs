@@ -57,6 +57,19 @@ fn gauge(server: &ServerHandle, get: impl Fn(&server::ShardStats) -> u64) -> u64
     server.stats().iter().map(|s| get(s)).sum()
 }
 
+/// Sends a close frame and reads until the server's answer ends the connection.
+fn close_cleanly(mut ws: tungstenite::WebSocket<TcpStream>) {
+    ws.close(None).unwrap();
+    while ws.read().is_ok() {}
+}
+
+/// Joins client threads, failing with the first that panicked.
+fn join_all(clients: Vec<std::thread::JoinHandle<()>>) {
+    for c in clients {
+        c.join().unwrap();
+    }
+}
+
 /// Waits up to 10 s for `cond`; returns whether it held.
 fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -101,14 +114,11 @@ fn buffer_ring_exhaustion_loses_nothing() {
                         other => panic!("connection {c}: unexpected {other:?}"),
                     }
                 }
-                ws.close(None).unwrap();
-                while ws.read().is_ok() {}
+                close_cleanly(ws);
             })
         })
         .collect();
-    for c in clients {
-        c.join().unwrap();
-    }
+    join_all(clients);
     let exhausted = gauge(&server, |s| s.recv_buffers_exhausted.load(Relaxed));
     assert!(
         exhausted > 0,
@@ -165,14 +175,11 @@ fn receives_packed_into_one_buffer_stay_apart() {
                         }
                     }
                 }
-                ws.close(None).unwrap();
-                while ws.read().is_ok() {}
+                close_cleanly(ws);
             })
         })
         .collect();
-    for c in clients {
-        c.join().unwrap();
-    }
+    join_all(clients);
     assert!(settled(&server), "operations or connections left behind");
     assert_eq!(gauge(&server, |s| s.messages_in.load(Relaxed)), 48 * 100);
     // Without incremental consumption (before Linux 6.12) each receive has a buffer of its
@@ -212,14 +219,11 @@ fn connections_inside_and_past_the_file_table_churn_without_crossing() {
                             other => panic!("connection {c}: unexpected {other:?}"),
                         }
                     }
-                    ws.close(None).unwrap();
-                    while ws.read().is_ok() {}
+                    close_cleanly(ws);
                 })
             })
             .collect();
-        for c in clients {
-            c.join().unwrap();
-        }
+        join_all(clients);
     }
     assert!(settled(&server), "operations or connections left behind");
     assert_eq!(gauge(&server, |s| s.messages_in.load(Relaxed)), 6 * 12 * 20);
