@@ -329,7 +329,6 @@ pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
                     clock,
                     accept_paused_until: None,
                     draining_until: None,
-                    shutdown_sockets: false,
                     graveyard: Vec::new(),
                 };
                 match backend {

@@ -35,12 +35,11 @@ pub struct Shard {
     pub(crate) clock: Instant,
     pub(crate) accept_paused_until: Option<u64>,
     pub(crate) draining_until: Option<u64>,
-    /// io_uring: shut a socket down when its connection ends (which completes the operations
-    /// still pending on it) and keep its descriptor open in `graveyard` until entries already
+    /// io_uring: descriptors of ended connections, closed by the backend after its next
+    /// submission. A socket is shut down when its connection ends (which completes the
+    /// operations still pending on it) and its descriptor kept here until entries already
     /// gathered for it have been submitted, so that no entry can name a descriptor number the
     /// process (any shard) has reused for another socket meanwhile.
-    pub(crate) shutdown_sockets: bool,
-    /// Descriptors of ended connections, closed by the backend after its next submission.
     pub(crate) graveyard: Vec<std::os::fd::OwnedFd>,
 }
 
@@ -451,10 +450,8 @@ impl Shard {
             if conn.watch == Watch::Parked {
                 ShardStats::sub(&stats.recv_parked, 1);
             }
-            if self.shutdown_sockets {
-                if let Some(ring) = self.core.io.uring.as_mut() {
-                    ring.set_file(slot as u32, -1);
-                }
+            if let Some(ring) = self.core.io.uring.as_mut() {
+                ring.set_file(slot as u32, -1);
                 let _ = conn.sock.shutdown(std::net::Shutdown::Both);
                 self.graveyard.push(conn.sock.into());
             }

@@ -46,23 +46,18 @@ pub struct BufRing {
 
 impl BufRing {
     /// Allocates buffers of `size` bytes, registers them with the ring behind `submitter` as
-    /// group `group`, and offers all of them: `incremental` of them (if given) consumed
-    /// incrementally, or, when that is not asked for or the kernel refuses it (before Linux
-    /// 6.12), `whole` of them consumed a buffer per receive ([`BufRing::incremental`] tells
-    /// which). Counts are powers of two up to 32768.
+    /// group `group`, and offers all of them: `incremental` of them consumed incrementally, or,
+    /// when the kernel refuses that (before Linux 6.12), `whole` of them consumed a buffer per
+    /// receive ([`BufRing::incremental`] tells which). Counts are powers of two up to 32768.
     pub fn new(
         submitter: &Submitter<'_>,
-        incremental: Option<u16>,
+        incremental: u16,
         whole: u16,
         size: u32,
         group: u16,
     ) -> io::Result<Self> {
-        if let Some(entries) = incremental {
-            if let Ok(ring) = Self::register(submitter, entries, size, group, IOU_PBUF_RING_INC) {
-                return Ok(ring);
-            }
-        }
-        Self::register(submitter, whole, size, group, 0)
+        Self::register(submitter, incremental, size, group, IOU_PBUF_RING_INC)
+            .or_else(|_| Self::register(submitter, whole, size, group, 0))
     }
 
     fn register(

@@ -173,17 +173,9 @@ fn probe_here(config: &ServerConfig) -> Result<(), String> {
             return Err(format!("io_uring lacks IORING_OP_{name}"));
         }
     }
-    let (incremental, whole) = ring_buffers(config);
-    let bufs = BufRing::new(
-        &ring.submitter(),
-        Some(incremental),
-        whole,
-        config.ring_buffer_size,
-        GROUP,
-    )
-    .map_err(|e| {
+    let bufs = shard_buffers(&ring, config).map_err(|e| {
         format!(
-            "cannot register {whole} x {} B provided buffers: {e}",
+            "cannot register provided buffers of {} B: {e}",
             config.ring_buffer_size
         )
     })?;
@@ -192,16 +184,20 @@ fn probe_here(config: &ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// Provided buffers per shard, consumed incrementally and consumed whole: what the
-/// configuration says, else 16 and 256. With incremental consumption the ring only has to hold
-/// the bytes received between two turns of the loop (16 x 16 KiB = 256 KiB held 1,000 and
-/// 5,000 busy connections without running out); a receive that takes a whole buffer needs
-/// more of them.
-fn ring_buffers(config: &ServerConfig) -> (u16, u16) {
-    match config.ring_buffers {
-        Some(n) => (n, n),
-        None => (16, 256),
-    }
+/// The shard's provided buffers, registered with `ring`: `--ring-buffers` of them, else 16
+/// consumed incrementally or, where the kernel cannot, 256 consumed whole. With incremental
+/// consumption the ring only has to hold the bytes received between two turns of the loop
+/// (16 x 16 KiB = 256 KiB held 1,000 and 5,000 busy connections without running out); a
+/// receive that takes a whole buffer needs more of them.
+fn shard_buffers(ring: &IoUring, config: &ServerConfig) -> io::Result<BufRing> {
+    let (incremental, whole) = config.ring_buffers.map_or((16, 256), |n| (n, n));
+    BufRing::new(
+        &ring.submitter(),
+        incremental,
+        whole,
+        config.ring_buffer_size,
+        GROUP,
+    )
 }
 
 /// Slots of each shard's registered file table: room for twice the shard's share of
@@ -316,14 +312,7 @@ impl Uring {
     /// blocking mode and `waker` a blocking eventfd: the ring waits on them, not the thread.
     pub fn new(config: &ServerConfig, listener: TcpListener, waker: RawFd) -> io::Result<Self> {
         let (ring, flags) = build_ring()?;
-        let (incremental, whole) = ring_buffers(config);
-        let bufs = BufRing::new(
-            &ring.submitter(),
-            Some(incremental),
-            whole,
-            config.ring_buffer_size,
-            GROUP,
-        )?;
+        let bufs = shard_buffers(&ring, config)?;
         let fixed_files = config
             .ring_files
             .unwrap_or_else(|| file_table_size(config.shard_count()));
@@ -366,7 +355,6 @@ impl Uring {
 
     /// Runs the shard until shut down and drained, then waits for every operation in flight.
     pub fn run(mut self, shard: &mut Shard) -> io::Result<()> {
-        shard.shutdown_sockets = true;
         let mut io = UringIo::default();
         io.fixed_files = self.fixed_files;
         shard.core.io.uring = Some(io);
@@ -650,11 +638,12 @@ impl Uring {
                     if woken {
                         conn.watch = Watch::Receive;
                     }
-                    let messages = shard.core.io.stats.messages_in.load(Relaxed);
+                    let messages = |shard: &Shard| shard.core.io.stats.messages_in.load(Relaxed);
+                    let before = woken.then(|| messages(shard));
                     shard.process(slot as usize, self.bufs.bytes(&piece));
                     shard.after_input(slot as usize);
-                    let no_message = shard.core.io.stats.messages_in.load(Relaxed) == messages;
-                    if (handshaking || (woken && no_message)) && cqueue::more(flags) {
+                    let no_message = before.is_some_and(|n| messages(shard) == n);
+                    if (handshaking || no_message) && cqueue::more(flags) {
                         self.park_if_quiet(shard, slot, generation);
                     }
                 }
@@ -694,37 +683,37 @@ impl Uring {
     /// The epoll instance of parked connections is readable: every connection it reports
     /// (input, FIN, or an error to read) gets a receive again, which reads whatever it was.
     fn unpark_ready(&mut self, shard: &mut Shard) {
-        let Some(epoll) = &self.parked else {
-            return;
-        };
         let mut events = std::mem::take(&mut self.parked_events);
-        let mut ready = Vec::new();
-        loop {
+        while let Some(epoll) = &self.parked {
             let n = match epoll.wait(&mut events, EpollTimeout::ZERO) {
                 Ok(n) => n,
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => 0,
             };
-            ready.extend(events[..n].iter().map(|e| e.data()));
+            for event in &events[..n] {
+                let data = event.data();
+                self.unpark(shard, data as u32, (data >> 32) as u16);
+            }
             if n < events.len() {
                 break;
             }
         }
         self.parked_events = events;
-        for data in ready {
-            let (slot, generation) = (data as u32, (data >> 32) as u16);
-            if !live(shard, slot, generation) {
-                continue;
-            }
-            let conn = &mut shard.core.io.conns[slot as usize];
-            if conn.watch != Watch::Parked {
-                continue;
-            }
-            conn.watch = Watch::Woken;
-            conn.active = true;
-            ShardStats::sub(&shard.core.io.stats.recv_parked, 1);
-            self.arm_recv(shard, slot, generation);
+    }
+
+    /// Gives a parked connection its receive back (epoll reported it).
+    fn unpark(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
+        if !live(shard, slot, generation) {
+            return;
         }
+        let conn = &mut shard.core.io.conns[slot as usize];
+        if conn.watch != Watch::Parked {
+            return;
+        }
+        conn.watch = Watch::Woken;
+        conn.active = true;
+        ShardStats::sub(&shard.core.io.stats.recv_parked, 1);
+        self.arm_recv(shard, slot, generation);
     }
 
     /// Parks a connection whose receive was cancelled: it waits, one-shot, in the epoll
