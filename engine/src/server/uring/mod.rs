@@ -162,12 +162,16 @@ fn probe_here(config: &ServerConfig) -> Result<(), String> {
     ring.submitter()
         .register_probe(&mut probe)
         .map_err(|e| format!("cannot probe io_uring opcodes: {e}"))?;
+    // Every opcode the backend issues.
     for (name, code) in [
         ("ACCEPT", opcode::AcceptMulti::CODE),
         ("RECV", opcode::RecvMulti::CODE),
-        ("WRITEV", opcode::Writev::CODE),
+        ("SEND", opcode::Send::CODE),
+        ("SENDMSG", opcode::SendMsg::CODE),
         ("READ", opcode::Read::CODE),
         ("ASYNC_CANCEL", opcode::AsyncCancel::CODE),
+        ("POLL_ADD", opcode::PollAdd::CODE),
+        ("FILES_UPDATE", opcode::FilesUpdate::CODE),
     ] {
         if !probe.is_supported(code) {
             return Err(format!("io_uring lacks IORING_OP_{name}"));
