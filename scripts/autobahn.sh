@@ -9,6 +9,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=lib/listen-addr.sh
+. "$root/scripts/lib/listen-addr.sh"
 expected=engine/tests/autobahn/expected.txt
 venv=${AUTOBAHN_VENV:-$root/.venv-ab}
 out=${AUTOBAHN_OUT:-$root/reports/autobahn}
@@ -32,14 +34,8 @@ log="$out/server.log"
 "$bin" serve --listen 127.0.0.1:0 ${C10M_SERVE_ARGS:-} >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
-addr=""
-for _ in $(seq 1 100); do
-  addr=$(sed -n 's#.*listening on ws://\([0-9.:]*\)/.*#\1#p' "$log" | head -n1)
-  [ -n "$addr" ] && break
-  kill -0 $server 2>/dev/null || { cat "$log"; echo "autobahn: server exited"; exit 1; }
-  sleep 0.1
-done
-[ -n "$addr" ] || { cat "$log"; echo "autobahn: server did not report its address"; exit 1; }
+addr=$(listen_addr "$log" "$server") \
+  || { cat "$log"; echo "autobahn: server exited or did not report its address"; exit 1; }
 
 echo "autobahn: running cases against ws://$addr/echo"
 "$venv/bin/kosoku" -m fuzzingclient -o "$out" -p 2 -x '12.*' -x '13.*' "ws://$addr/echo" >"$out/kosoku.log" 2>&1 || true

@@ -31,6 +31,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=lib/listen-addr.sh
+. "$root/scripts/lib/listen-addr.sh"
 duration=10s
 rounds=3
 out=reports/bench-backends
@@ -78,13 +80,8 @@ start_server() { # backend -> sets pid and addr
   "${inns[@]}" taskset -c 0 $bin/c10m serve --listen 127.0.0.1:0 --shards 1 --io "$io" \
     --ping-interval-ms 0 --idle-timeout-ms 0 >"$log" 2>&1 &
   pid=$!
-  addr=""
-  for _ in $(seq 1 100); do
-    addr=$(sed -n 's#.*listening on ws://\([0-9.:]*\)/.*#\1#p' "$log" | head -n1)
-    [ -n "$addr" ] && break
-    sleep 0.1
-  done
-  [ -n "$addr" ] || { echo "bench-backends: $io server did not start" >&2; cat "$log" >&2; exit 1; }
+  addr=$(listen_addr "$log" "$pid") \
+    || { echo "bench-backends: $io server did not start" >&2; cat "$log" >&2; exit 1; }
   grep -q "backend: .*$( [ "$io" = uring ] && echo io_uring || echo epoll)" "$log" \
     || { echo "bench-backends: $io server runs another backend" >&2; cat "$log" >&2; exit 1; }
 }

@@ -15,6 +15,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=lib/listen-addr.sh
+. "$root/scripts/lib/listen-addr.sh"
 duration=10s
 out=reports/bench-engine
 while [ $# -gt 0 ]; do
@@ -36,13 +38,8 @@ start_server() { # name -> sets pid and addr
     fastwebsockets) taskset -c 0 $bin/echo-fastwebsockets 127.0.0.1:0 >"$log" 2>&1 & ;;
   esac
   pid=$!
-  addr=""
-  for _ in $(seq 1 100); do
-    addr=$(sed -n 's#.*listening on ws://\([0-9.:]*\)/.*#\1#p' "$log" | head -n1)
-    [ -n "$addr" ] && return 0
-    sleep 0.1
-  done
-  echo "bench-engine: $name did not start" >&2; cat "$log" >&2; exit 1
+  addr=$(listen_addr "$log" "$pid") \
+    || { echo "bench-engine: $name did not start" >&2; cat "$log" >&2; exit 1; }
 }
 
 load() { # scenario-name server-name loadtest-args...

@@ -15,6 +15,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=lib/listen-addr.sh
+. "$root/scripts/lib/listen-addr.sh"
 io=uring
 connections=15000
 rate=3000
@@ -44,13 +46,8 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 # shellcheck disable=SC2086
 taskset -c 0 $bin/c10m serve --listen 127.0.0.1:0 --shards 1 --io "$io" $server_args >"$tmp/server.log" 2>&1 &
 pid=$!
-addr=""
-for _ in $(seq 1 100); do
-  addr=$(sed -n 's#.*listening on ws://\([0-9.:]*\)/.*#\1#p' "$tmp/server.log" | head -n1)
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo "idle-memory: server did not start" >&2; cat "$tmp/server.log" >&2; exit 1; }
+addr=$(listen_addr "$tmp/server.log" "$pid") \
+  || { echo "idle-memory: server did not start" >&2; cat "$tmp/server.log" >&2; exit 1; }
 grep "backend:" "$tmp/server.log"
 sleep 0.5
 slabs >"$tmp/before"
