@@ -86,6 +86,7 @@ fn settled(server: &ServerHandle) -> bool {
     eventually(|| {
         gauge(server, |s| s.connections.load(Relaxed)) == 0
             && gauge(server, |s| s.io_in_flight.load(Relaxed)) == STANDING_OPS
+            && gauge(server, |s| s.ring_files.load(Relaxed)) == 0
     })
 }
 
@@ -192,23 +193,30 @@ fn receives_packed_into_one_buffer_stay_apart() {
 
 #[test]
 fn connections_inside_and_past_the_file_table_churn_without_crossing() {
-    // A registered file table of 4 slots: the first connections are named by table index,
-    // the rest by descriptor. Waves of connections open, echo and close, so slots and
-    // descriptor numbers are reused while earlier sockets are still closing; every echo
-    // must come back on its own connection.
+    // A registered file table of 4 slots: connections that talk in the first slots are named
+    // by table index, the rest by descriptor. Waves of connections open, echo and close, so
+    // slots and descriptor numbers are reused while earlier sockets are still closing; every
+    // echo must come back on its own connection.
     let server = start(ServerConfig {
         ring_files: Some(4),
         ..config()
     });
     assert!(
         server.backend().contains(" 4 registered file slots"),
-        "the file table is not in use: {}",
+        "the file table is not registered: {}",
         server.backend()
     );
     let addr = server.local_addr();
+    let mut most_in_table = 0;
     for wave in 0..6 {
+        // Each client reports its echoes done, then waits, open, until the table was looked at.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let mut go = Vec::new();
         let clients: Vec<_> = (0..12)
             .map(|c| {
+                let done = done_tx.clone();
+                let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+                go.push(go_tx);
                 std::thread::spawn(move || {
                     let mut ws = connect(addr, "/echo");
                     for i in 0..20 {
@@ -219,12 +227,24 @@ fn connections_inside_and_past_the_file_table_churn_without_crossing() {
                             other => panic!("connection {c}: unexpected {other:?}"),
                         }
                     }
+                    done.send(()).unwrap();
+                    let _ = go_rx.recv();
                     close_cleanly(ws);
                 })
             })
             .collect();
+        let all_echoed = (0..12).all(|_| done_rx.recv_timeout(Duration::from_secs(30)).is_ok());
+        let in_table = gauge(&server, |s| s.ring_files.load(Relaxed));
+        drop(go);
         join_all(clients);
+        assert!(all_echoed, "wave {wave}: a client did not finish");
+        assert!(in_table <= 4, "{in_table} sockets in a 4-slot table");
+        most_in_table = most_in_table.max(in_table);
     }
+    assert!(
+        most_in_table > 0,
+        "no talking connection was put in the table"
+    );
     assert!(settled(&server), "operations or connections left behind");
     assert_eq!(gauge(&server, |s| s.messages_in.load(Relaxed)), 6 * 12 * 20);
     assert_eq!(gauge(&server, |s| s.ring_errors.load(Relaxed)), 0);
@@ -246,6 +266,10 @@ fn silent_connections_are_parked_and_wake_on_input() {
             eventually(|| parked(&server) == 20),
             "round {round}: {} of 20 silent connections parked",
             parked(&server)
+        );
+        assert!(
+            eventually(|| gauge(&server, |s| s.ring_files.load(Relaxed)) == 0),
+            "round {round}: parked connections left in the file table"
         );
         for (c, ws) in clients.iter_mut().enumerate() {
             let text = format!("round {round} connection {c}");

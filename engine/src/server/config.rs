@@ -85,9 +85,9 @@ pub struct ServerConfig {
     pub ring_buffers: Option<u16>,
     /// io_uring: bytes per provided buffer.
     pub ring_buffer_size: u32,
-    /// io_uring: slots of each shard's registered file table (connections in slots below it
-    /// are named by table index rather than descriptor); `None` sizes it from RLIMIT_NOFILE,
-    /// 0 registers none.
+    /// io_uring: slots of each shard's registered file table (a connection in a slot below it
+    /// is named by table index rather than descriptor while it talks, not while parked);
+    /// `None` sizes it from RLIMIT_NOFILE, 0 registers none.
     pub ring_files: Option<u32>,
     /// io_uring: a connection silent for this long (up to twice this) is parked: its multishot
     /// receive, which holds ~650 bytes of kernel memory, gives way to a one-shot registration

@@ -43,6 +43,8 @@ pub struct ShardStats {
     pub recv_buffers_shared: AtomicU64,
     /// io_uring: connections parked on a poll instead of an armed receive.
     pub recv_parked: AtomicU64,
+    /// io_uring: connections whose socket is in the registered file table (those that talk).
+    pub ring_files: AtomicU64,
     /// io_uring: registered-file-table updates the kernel refused.
     pub ring_errors: AtomicU64,
     /// io_uring: operations submitted whose last completion has not arrived.
@@ -137,6 +139,12 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
         "gauge",
         "io_uring: silent connections parked on a poll instead of an armed receive.",
         &|s| s.recv_parked.load(Relaxed),
+    );
+    family(
+        "ring_files",
+        "gauge",
+        "io_uring: connections whose socket is in the registered file table.",
+        &|s| s.ring_files.load(Relaxed),
     );
     family(
         "ring_errors_total",

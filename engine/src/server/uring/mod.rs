@@ -285,7 +285,7 @@ pub struct Uring {
 }
 
 impl Uring {
-    /// Connection slots whose socket is also in the registered file table.
+    /// Slots of the registered file table (connections below this can be put in it).
     pub fn fixed_files(&self) -> u32 {
         self.fixed_files
     }
@@ -413,8 +413,9 @@ impl Uring {
             if shard.end_of_iteration(&mut expired) == Next::Stop {
                 break Ok(());
             }
-            let in_flight = uio(shard).in_flight as u64;
-            ShardStats::set(&shard.core.io.stats.io_in_flight, in_flight);
+            let (in_flight, files) = (uio(shard).in_flight, uio(shard).table_len);
+            ShardStats::set(&shard.core.io.stats.io_in_flight, in_flight as u64);
+            ShardStats::set(&shard.core.io.stats.ring_files, u64::from(files));
         }
     }
 
@@ -614,7 +615,6 @@ impl Uring {
             }
             if let Some(slot) = shard.adopt(sock) {
                 let generation = shard.core.io.conns[slot].generation;
-                uio(shard).set_file(slot as u32, result);
                 self.arm_recv(shard, slot as u32, generation);
             }
             return;
@@ -650,6 +650,7 @@ impl Uring {
                     if (handshaking || no_message) && cqueue::more(flags) {
                         self.park_if_quiet(shard, slot, generation);
                     }
+                    talking(shard, slot, generation);
                 }
                 self.bufs.done(piece);
             } else if is_live {
@@ -738,6 +739,7 @@ impl Uring {
         if registered {
             conn.watch = Watch::Parked;
             ShardStats::add(&shard.core.io.stats.recv_parked, 1);
+            uio(shard).set_file(slot, -1);
         } else {
             // Out of epoll watches (fs.epoll.max_user_watches) or memory: parking would fail
             // again at every sweep, so this shard stops parking; the rest keep their receive.
@@ -950,6 +952,23 @@ fn park_silent(shard: &mut Shard, from: usize) -> Option<usize> {
         conn.active = false;
     }
     None
+}
+
+/// The connection in `slot` received input and keeps its receive (it was not parked): it talks,
+/// so its socket goes into the registered file table, if there is room and it is not there yet.
+/// Connections leave the table when they are parked or end: an entry costs the kernel a 32-byte
+/// node, which connections that stay silent between heartbeats should not pay.
+fn talking(shard: &mut Shard, slot: u32, generation: u16) {
+    let io = &mut shard.core.io;
+    let Some(conn) = io.live(slot, generation).map(|i| &io.conns[i]) else {
+        return;
+    };
+    if conn.watch == Watch::Receive && matches!(conn.phase, Phase::Open(_)) {
+        let fd = conn.sock.as_raw_fd();
+        if let Some(ring) = io.uring.as_mut() {
+            ring.set_file(slot, fd);
+        }
+    }
 }
 
 /// The connection in `slot` is the one a completion was armed for, and still reads.

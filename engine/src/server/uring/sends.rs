@@ -2,12 +2,13 @@
 //! chunks) and their iovec array in a slab until its last completion arrives, whatever becomes
 //! of the connection meanwhile; entries wait in `sqes` until the loop submits them.
 //!
-//! Connections whose slot is below [`UringIo::fixed_files`] also have their socket in the ring's
-//! registered file table, at the index of their slot, and their entries name it there: the
-//! kernel then skips looking the descriptor up (and taking a reference to its file) for every
-//! send. The table is kept in step by FILES_UPDATE entries gathered in the same queue as the
-//! sends, so a send gathered before a connection ended names that connection's socket, never
-//! the next one's in the same slot.
+//! A connection whose slot is below [`UringIo::fixed_files`] can have its socket in the ring's
+//! registered file table, at the index of its slot, and its entries then name it there: the
+//! kernel skips looking the descriptor up (and taking a reference to its file) for every send.
+//! The loop puts a connection in the table while it talks and takes it out when it is parked
+//! (an entry costs the kernel a 32-byte node, which an idle fleet should not pay). The table is
+//! kept in step by FILES_UPDATE entries gathered in the same queue as the sends, so a send
+//! names the socket that was in the slot when the send was gathered, never the next one's.
 
 use std::os::fd::RawFd;
 
@@ -131,8 +132,12 @@ pub struct UringIo {
     spare: Vec<Vec<u8>>,
     /// Times the loop has entered the kernel to submit and wait.
     pub enters: u64,
-    /// Slots below this have their socket in the registered file table (0: no table).
+    /// Slots below this can have their socket in the registered file table (0: no table).
     pub fixed_files: u32,
+    /// Which slots have their socket in the table now, a bit each (grown as slots are used).
+    in_table: Vec<u64>,
+    /// How many bits of `in_table` are set.
+    pub table_len: u32,
     /// The descriptors FILES_UPDATE entries read, each boxed so it stays put until the
     /// kernel has taken it, and freed when its entry completes (the key is in its tag).
     file_updates: Slab<Box<RawFd>>,
@@ -153,18 +158,35 @@ impl UringIo {
 
     /// How entries for the connection in `slot`, whose descriptor is `fd`, name its socket.
     pub fn target(&self, slot: u32, fd: RawFd) -> Target {
-        if slot < self.fixed_files {
+        if self.in_table(slot) {
             Target::Fixed(slot)
         } else {
             Target::Fd(fd)
         }
     }
 
-    /// Puts `fd` (or nothing, with -1) at `slot` in the registered file table, in order with
-    /// the entries already gathered. No-op for a slot outside the table.
+    /// Whether the socket of `slot` is in the registered file table.
+    pub fn in_table(&self, slot: u32) -> bool {
+        let (word, bit) = (slot as usize / 64, slot % 64);
+        self.in_table.get(word).is_some_and(|w| w >> bit & 1 == 1)
+    }
+
+    /// Puts `fd` at `slot` in the registered file table (or takes the slot's socket out, with
+    /// -1), in order with the entries already gathered. No-op for a slot outside the table, or
+    /// one that already is as asked.
     pub fn set_file(&mut self, slot: u32, fd: RawFd) {
-        if slot >= self.fixed_files {
+        if slot >= self.fixed_files || self.in_table(slot) == (fd >= 0) {
             return;
+        }
+        let word = slot as usize / 64;
+        if self.in_table.len() <= word {
+            self.in_table.resize(word + 1, 0);
+        }
+        self.in_table[word] ^= 1 << (slot % 64);
+        if fd >= 0 {
+            self.table_len += 1;
+        } else {
+            self.table_len -= 1;
         }
         let value = Box::new(fd);
         let entry = opcode::FilesUpdate::new(&*value, 1)
@@ -362,21 +384,28 @@ mod tests {
     }
 
     #[test]
-    fn only_slots_inside_the_file_table_are_named_by_index() {
+    fn only_slots_put_in_the_file_table_are_named_by_index() {
         let mut io = UringIo {
-            fixed_files: 4,
+            fixed_files: 100,
             ..UringIo::default()
         };
-        assert_eq!(io.target(3, 40), Target::Fixed(3));
-        assert_eq!(io.target(4, 41), Target::Fd(41));
-        io.set_file(4, 41);
+        assert_eq!(io.target(3, 40), Target::Fd(40), "not in the table yet");
+        io.set_file(100, 41);
         assert_eq!(io.in_flight, 0, "no update for a slot past the table");
-        io.set_file(3, 40);
+        assert_eq!(io.target(100, 41), Target::Fd(41));
         io.set_file(3, -1);
-        assert_eq!(
-            (io.in_flight, io.sqes.len(), io.file_updates.len()),
-            (2, 2, 2)
-        );
+        assert_eq!(io.in_flight, 0, "nothing to take out");
+        io.set_file(3, 40);
+        io.set_file(3, 40);
+        assert_eq!(io.in_flight, 1, "put in once");
+        assert_eq!(io.target(3, 40), Target::Fixed(3));
+        io.set_file(99, 42);
+        assert_eq!((io.target(99, 42), io.table_len), (Target::Fixed(99), 2));
+        assert_eq!(io.target(35, 43), Target::Fd(43), "a bit of its own");
+        io.set_file(99, -1);
+        assert_eq!(io.target(99, 42), Target::Fd(42), "taken out");
+        assert_eq!((io.target(3, 40), io.table_len), (Target::Fixed(3), 1));
+
         let keys: Vec<usize> = io
             .sqes
             .iter()
@@ -385,17 +414,20 @@ mod tests {
                 other => panic!("not a file update: {other:?}"),
             })
             .collect();
-        assert_eq!(*io.file_updates[keys[0]], 40);
-        assert_eq!(
-            *io.file_updates[keys[1]], -1,
-            "each update reads its own value"
-        );
+        let values: Vec<RawFd> = keys.iter().map(|&k| *io.file_updates[k]).collect();
+        assert_eq!(values, [40, 42, -1], "each update reads its own value");
+        assert_eq!(io.in_flight, 3);
         assert!(!io.file_updated(keys[1], 1));
-        assert_eq!(io.file_updates.len(), 1, "kept while its update is pending");
+        assert_eq!(
+            io.file_updates.len(),
+            2,
+            "kept while their update is pending"
+        );
         assert!(
             io.file_updated(keys[0], -libc::EBADF),
             "a refused update is reported"
         );
+        assert!(!io.file_updated(keys[2], 1));
         assert!(io.file_updates.is_empty());
     }
 
