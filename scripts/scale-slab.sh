@@ -6,8 +6,9 @@
 # Runs scripts/scale-test.sh once with `--io uring` and once with `--io epoll` (30 s pings),
 # snapshots /proc/slabinfo before each and near the end of its hold, and prints, per cache, the growth per connection under each backend and the
 # difference. scale-test.sh's own kernel figure is the whole `Slab` line of /proc/meminfo;
-# this splits it, which shows what else moved meanwhile: TIME_WAIT sockets of an earlier run
-# expiring (`tw_sock_TCP`) lower the growth of whichever run follows within 60 s.
+# this splits it, which shows what else moved meanwhile. TIME_WAIT sockets of an earlier run
+# expiring (`tw_sock_TCP`) would lower the growth of whichever run follows within 60 s, so
+# each run waits (up to 2 minutes) until fewer than 1,000 remain.
 # Needs root, like scale-test.sh.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +29,13 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 slabs() { awk 'NR > 2 { print $1, $3 * $4 }' /proc/slabinfo; }
 ramp=$(( (connections + rate - 1) / rate ))
+time_wait() { ss -tan state time-wait | tail -n +2 | wc -l; }
 for io in uring epoll; do
+  for _ in $(seq 24); do
+    [ "$(time_wait)" -lt 1000 ] && break
+    sleep 5
+  done
+  echo "$io: $(time_wait) sockets in TIME_WAIT at the start"
   slabs >"$tmp/before.$io"
   scripts/scale-test.sh --connections "$connections" --hold-seconds "$hold" --rate "$rate" \
     --ping-interval-ms 30000 --server-args "--io $io" --out "reports/scale-slab-$io" \
