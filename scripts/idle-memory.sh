@@ -8,7 +8,11 @@
 # WebSocket connections at --rate per second with c10m-loadtest (core 1, source addresses
 # 127.0.0.2-5) and holds them for --hold seconds. One second before the end it reads the
 # server's RSS and /proc/slabinfo, and prints the growth per connection: server RSS, then the
-# ten kernel slab caches that grew most and all slabs together. Slab figures are host-wide
+# ten kernel slab caches that grew most and all slabs together. It also reads the RSS and the
+# number of open descriptors halfway through the ramp, and prints the RSS added per
+# connection opened after that: per-shard memory that fills as the server works (pages of
+# the provided buffers the kernel has written into, staging vectors) is in the first figure,
+# spread over the connections, and mostly out of the second. Slab figures are host-wide
 # and cover both loopback ends (the load generator's sockets and epoll registrations too), so
 # compare backends by the caches that differ (TOP=40 lists more than ten). Needs root
 # (slabinfo).
@@ -57,19 +61,26 @@ taskset -c 1 $bin/c10m-loadtest idle -n "$connections" --source-ips 127.0.0.2-12
   --rate "$rate" --duration "$((ramp + hold))s" --target "$addr" --path /echo \
   --procs 1 --threads 1 --quiet >"$tmp/load.json" 2>"$tmp/load.txt" &
 load=$!
-sleep "$((ramp + hold - 1))"
+fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l; }
+sleep "$(python3 -c "print($connections / $rate / 2)")"
+rss_mid=$(rss_kb "$pid")
+open_mid=$(fds "$pid")
+sleep "$(python3 -c "print($ramp + $hold - 1 - $connections / $rate / 2)")"
 slabs >"$tmp/after"
 rss_after=$(rss_kb "$pid")
-open=$(ls "/proc/$pid/fd" | wc -l)
+open=$(fds "$pid")
 wait "$load" || { echo "idle-memory: load generator failed" >&2; tail -n 20 "$tmp/load.txt" >&2; exit 1; }
-python3 - "$tmp" "$connections" "$rss_before" "$rss_after" "$open" "$io" <<'PY'
+python3 - "$tmp" "$connections" "$rss_before" "$rss_after" "$open" "$io" "$rss_mid" "$open_mid" <<'PY'
 import sys
-tmp, n, rss0, rss1, fds, io = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+tmp, n, rss0, rss1, fds, io, rss_mid, fds_mid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7]), int(sys.argv[8])
 read = lambda f: {l.split()[0]: int(l.split()[1]) for l in open(f"{tmp}/{f}")}
 before, after = read("before"), read("after")
 growth = sorted(((after.get(k, 0) - before.get(k, 0), k) for k in set(before) | set(after)), reverse=True)
 print(f"{io}: {n} idle connections requested, {fds} descriptors open in the server near the end")
 print(f"{io}: server RSS growth {(rss1 - rss0) * 1024 / n:.0f} B/conn")
+if fds > fds_mid:
+    print(f"{io}: server RSS added per connection opened after {fds_mid} descriptors: "
+          f"{(rss1 - rss_mid) * 1024 / (fds - fds_mid):.0f} B/conn ({fds - fds_mid} connections)")
 for d, k in growth[:int(__import__("os").environ.get("TOP", "10"))]:
     print(f"{io}: slab {k:<24} {d / n:7.0f} B/conn")
 print(f"{io}: slab, all caches          {sum(d for d, _ in growth) / n:7.0f} B/conn")

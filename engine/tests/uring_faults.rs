@@ -281,6 +281,8 @@ fn silent_connections_are_parked_and_wake_on_input() {
         }
     }
     assert!(eventually(|| parked(&server) == 20), "not parked again");
+    // Connections that talked had a multishot receive, which only a cancel parks.
+    assert!(gauge(&server, |s| s.recv_cancels.load(Relaxed)) >= 20);
     // Half close with a close frame while parked, the rest just go away (FIN).
     for (c, mut ws) in clients.drain(..).enumerate() {
         if c % 2 == 0 {
@@ -350,6 +352,8 @@ fn a_parked_connection_woken_by_a_pong_is_parked_again_at_once() {
         "{} of 10 connections parked again after their pongs",
         parked(&server)
     );
+    // Their handshakes and pongs came on single-shot receives: parked with no cancel.
+    assert_eq!(gauge(&server, |s| s.recv_cancels.load(Relaxed)), 0);
     stop.store(true, Relaxed);
     for c in clients {
         let pings = c.join().unwrap();

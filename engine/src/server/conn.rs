@@ -35,8 +35,10 @@ pub enum Watch {
     /// Parked: registered one-shot in the shard's epoll instance until input comes; no
     /// receive is armed.
     Parked,
-    /// Woken from parking, its receive armed again: if the first input carries no message (a
-    /// heartbeat's pong, say), the connection is parked again at once.
+    /// New, or woken from parking: a single-shot receive is armed. If the input it brings
+    /// completes the handshake or carries no message (a heartbeat's pong, say), and leaves
+    /// nothing over, the connection is parked again at once; otherwise it gets a multishot
+    /// receive.
     Woken,
 }
 

@@ -43,6 +43,9 @@ pub struct ShardStats {
     pub recv_buffers_shared: AtomicU64,
     /// io_uring: connections parked on a poll instead of an armed receive.
     pub recv_parked: AtomicU64,
+    /// io_uring: multishot receives cancelled to park their connection (by a sweep, mostly;
+    /// new and woken connections are parked without one).
+    pub recv_cancels: AtomicU64,
     /// io_uring: connections whose socket is in the registered file table (those that talk).
     pub ring_files: AtomicU64,
     /// io_uring: registered-file-table updates the kernel refused.
@@ -139,6 +142,12 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
         "gauge",
         "io_uring: silent connections parked on a poll instead of an armed receive.",
         &|s| s.recv_parked.load(Relaxed),
+    );
+    family(
+        "recv_cancels_total",
+        "counter",
+        "io_uring: multishot receives cancelled to park their connection.",
+        &|s| s.recv_cancels.load(Relaxed),
     );
     family(
         "ring_files",

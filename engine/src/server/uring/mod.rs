@@ -24,7 +24,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use io_uring::{IoUring, Probe, cqueue, opcode, types};
+use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::config::ServerConfig;
@@ -614,7 +614,12 @@ impl Uring {
                 return;
             }
             if let Some(slot) = shard.adopt(sock) {
-                let generation = shard.core.io.conns[slot].generation;
+                let conn = &mut shard.core.io.conns[slot];
+                if self.park_ms > 0 {
+                    // Its first receive is single-shot: the handshake completes it.
+                    conn.watch = Watch::Woken;
+                }
+                let generation = conn.generation;
                 self.arm_recv(shard, slot as u32, generation);
             }
             return;
@@ -629,6 +634,7 @@ impl Uring {
         let is_live = live(shard, slot, generation);
         let bid = cqueue::buffer_select(flags);
         if result > 0 {
+            let mut park_now = false;
             if let Some(bid) = bid {
                 let piece = self.bufs.take(bid, result as usize, buf_more(flags));
                 if piece.shared() {
@@ -638,17 +644,21 @@ impl Uring {
                     let conn = &mut shard.core.io.conns[slot as usize];
                     conn.active = true;
                     let handshaking = matches!(conn.phase, Phase::Handshake { .. });
-                    let woken = conn.watch == Watch::Woken;
-                    if woken {
-                        conn.watch = Watch::Receive;
-                    }
+                    // A single-shot receive: the connection is new or was just woken.
+                    let first = conn.watch == Watch::Woken;
                     let messages = |shard: &Shard| shard.core.io.stats.messages_in.load(Relaxed);
-                    let before = woken.then(|| messages(shard));
+                    let before = first.then(|| messages(shard));
                     shard.process(slot as usize, self.bufs.bytes(&piece));
                     shard.after_input(slot as usize);
                     let no_message = before.is_some_and(|n| messages(shard) == n);
-                    if (handshaking || no_message) && cqueue::more(flags) {
-                        self.park_if_quiet(shard, slot, generation);
+                    let quiet = (handshaking || no_message) && self.quiet(shard, slot, generation);
+                    if first {
+                        park_now = quiet;
+                        if !quiet {
+                            shard.core.io.conns[slot as usize].watch = Watch::Receive;
+                        }
+                    } else if quiet && cqueue::more(flags) {
+                        self.cancel_to_park(shard, slot, generation);
                     }
                     talking(shard, slot, generation);
                 }
@@ -657,11 +667,16 @@ impl Uring {
                 shard.input_ended(slot as usize);
             }
             if !cqueue::more(flags) && live(shard, slot, generation) {
-                // The receive ended with data (not by the cancel): arm it again, and a parking
-                // that raced with it is called off. (Data that came with more to follow leaves
-                // a parking on; the connection is parked and woken again by its next input.)
-                shard.core.io.conns[slot as usize].watch = Watch::Receive;
-                self.arm_recv(shard, slot, generation);
+                if park_now {
+                    self.park(shard, slot, generation);
+                } else {
+                    // The receive ended with data (a single-shot one, or not by the cancel):
+                    // a multishot receive is armed, and a parking that raced with it is called
+                    // off. (Data that came with more to follow leaves a parking on; the
+                    // connection is parked and woken again by its next input.)
+                    shard.core.io.conns[slot as usize].watch = Watch::Receive;
+                    self.arm_recv(shard, slot, generation);
+                }
             }
             return;
         }
@@ -767,25 +782,32 @@ impl Uring {
         self.parked_armed = true;
     }
 
-    /// Parks at once, rather than at the next sweep, a connection whose handshake this input
-    /// completed, or which was woken from parking by input that carried no message (a
-    /// heartbeat's pong), if nothing is left over: most connections of a large fleet are idle,
-    /// and the kernel keeps a request for every receive that was ever armed at the same time as
-    /// the others (its request cache), so receives should be armed for connections that talk,
-    /// not for every connection that arrived or answered a ping within a sweep period.
-    fn park_if_quiet(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
+    /// Whether a connection whose handshake this input completed, or which was woken from
+    /// parking by input that carried no message (a heartbeat's pong), should be parked at once
+    /// rather than at the next sweep: it is open and nothing is left over. Most connections of
+    /// a large fleet are idle, and the kernel keeps a request for every receive that was ever
+    /// armed at the same time as the others (its request cache), so receives should stay armed
+    /// for connections that talk, not for every connection that arrived or answered a ping
+    /// within a sweep period.
+    fn quiet(&self, shard: &Shard, slot: u32, generation: u16) -> bool {
         if self.park_ms == 0 || !live(shard, slot, generation) {
-            return;
+            return false;
         }
-        let conn = &mut shard.core.io.conns[slot as usize];
-        let quiet = conn.rbuf.is_empty() && !conn.dead && conn.ending.is_none();
-        if quiet && matches!(conn.phase, Phase::Open(_)) && conn.watch == Watch::Receive {
-            conn.watch = Watch::Parking;
-            let entry = opcode::AsyncCancel::new(tag::recv(slot, generation))
-                .build()
-                .user_data(tag::CANCEL);
-            uio(shard).push(entry);
-        }
+        let conn = &shard.core.io.conns[slot as usize];
+        conn.rbuf.is_empty()
+            && conn.ending.is_none()
+            && matches!(conn.phase, Phase::Open(_))
+            && matches!(conn.watch, Watch::Receive | Watch::Woken)
+    }
+
+    /// Cancels a quiet connection's multishot receive; it is parked when the cancel completes.
+    fn cancel_to_park(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
+        shard.core.io.conns[slot as usize].watch = Watch::Parking;
+        ShardStats::add(&shard.core.io.stats.recv_cancels, 1);
+        let entry = opcode::AsyncCancel::new(tag::recv(slot, generation))
+            .build()
+            .user_data(tag::CANCEL);
+        uio(shard).push(entry);
     }
 
     /// How long the loop may wait: `timeout`, cut short by the next parking sweep.
@@ -816,11 +838,23 @@ impl Uring {
     /// the file table: it looks the file up once, when armed, so the table would save it
     /// little, and before Linux 6.13 a long-lived request on a table slot held back the
     /// release of every file removed from the table after it.
+    ///
+    /// A connection that is new or was just woken ([`Watch::Woken`]) gets a single-shot receive
+    /// instead: a pong or a handshake completes it, and the connection is parked again with
+    /// no cancel, its request freed at once.
     fn arm_recv(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
-        let fd = shard.core.io.conns[slot as usize].sock.as_raw_fd();
-        let entry = opcode::RecvMulti::new(types::Fd(fd), self.bufs.group)
-            .build()
-            .user_data(tag::recv(slot, generation));
+        let conn = &shard.core.io.conns[slot as usize];
+        let fd = types::Fd(conn.sock.as_raw_fd());
+        let entry = if conn.watch == Watch::Woken {
+            // Length 0: as much as the selected buffer holds.
+            opcode::Recv::new(fd, std::ptr::null_mut(), 0)
+                .buf_group(self.bufs.group)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT)
+        } else {
+            opcode::RecvMulti::new(fd, self.bufs.group).build()
+        };
+        let entry = entry.user_data(tag::recv(slot, generation));
         uio(shard).push(entry);
     }
 
@@ -933,14 +967,17 @@ fn park_silent(shard: &mut Shard, from: usize) -> Option<usize> {
     let io = &mut shard.core.io;
     let ring = io.uring.as_mut()?;
     let mut budget = SWEEP_CANCELS;
+    let mut cancels = 0;
     for (slot, conn) in io.conns.iter_mut().filter(|(slot, _)| *slot >= from) {
         let open = matches!(conn.phase, Phase::Open(_));
         let receiving = matches!(conn.watch, Watch::Receive | Watch::Woken);
         if open && !conn.active && !conn.dead && receiving {
             if budget == 0 {
+                ShardStats::add(&io.stats.recv_cancels, cancels);
                 return Some(slot);
             }
             budget -= 1;
+            cancels += 1;
             conn.watch = Watch::Parking;
             let recv = tag::recv(slot as u32, conn.generation);
             ring.push(
@@ -951,6 +988,7 @@ fn park_silent(shard: &mut Shard, from: usize) -> Option<usize> {
         }
         conn.active = false;
     }
+    ShardStats::add(&io.stats.recv_cancels, cancels);
     None
 }
 
