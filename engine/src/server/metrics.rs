@@ -43,8 +43,9 @@ pub struct ShardStats {
     pub recv_buffers_shared: AtomicU64,
     /// io_uring: connections parked on a poll instead of an armed receive.
     pub recv_parked: AtomicU64,
-    /// io_uring: multishot receives cancelled to park their connection (by a sweep, mostly;
-    /// new and woken connections are parked without one).
+    /// io_uring: receives cancelled to park their connection (sweeps; a handshake that came in
+    /// pieces). New and woken connections are parked without one. A cancel that loses the race
+    /// with input is counted too.
     pub recv_cancels: AtomicU64,
     /// io_uring: connections whose socket is in the registered file table (those that talk).
     pub ring_files: AtomicU64,
@@ -146,7 +147,7 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
     family(
         "recv_cancels_total",
         "counter",
-        "io_uring: multishot receives cancelled to park their connection.",
+        "io_uring: receives cancelled to park their connection.",
         &|s| s.recv_cancels.load(Relaxed),
     );
     family(

@@ -2,8 +2,11 @@
 //! completion loop (the `io-uring` crate, no runtime on top: see docs/ARCHITECTURE.md).
 //!
 //! - One multishot accept on the shard's listener.
-//! - One multishot receive per connection, into a provided-buffer ring shared by the shard
-//!   ([`bufring`]): a connection holds a buffer only while its completion is processed.
+//! - A receive per connection that talks (multishot; single-shot for new and woken ones),
+//!   into a provided-buffer ring shared by the shard ([`bufring`]): a connection holds a
+//!   buffer only while its completion is processed. Silent connections are parked on an
+//!   epoll instance instead.
+//! - A registered file table that holds the sockets of connections that talk.
 //! - Sends are writev of the cork or of shared chunks off the write queue, one in flight per
 //!   connection ([`sends`]); their bytes live in a slab until the last completion arrives.
 //! - Entries are gathered during an iteration and submitted together with the wait.
@@ -49,7 +52,7 @@ pub mod tag {
     /// The poll on the shard's epoll instance of parked connections.
     pub const PARKED: u64 = 7 << SHIFT;
 
-    /// A connection's multishot receive.
+    /// A connection's receive (multishot or single-shot).
     pub fn recv(slot: u32, generation: u16) -> u64 {
         (RECV << SHIFT) | (u64::from(generation) << 32) | u64::from(slot)
     }
@@ -593,8 +596,8 @@ impl Uring {
             }
             Some(tag::Op::Files(key)) => {
                 if uio(shard).file_updated(key, result) {
-                    // The slot keeps what it had; entries naming it fail (or reach a socket
-                    // already shut down), so the connection there ends with an error.
+                    // Entries gathered since may name the slot and fail, ending that
+                    // connection with an error; from now on sends name descriptors.
                     ShardStats::add(&shard.core.io.stats.ring_errors, 1);
                 }
             }
@@ -660,7 +663,6 @@ impl Uring {
                     } else if quiet && cqueue::more(flags) {
                         self.cancel_to_park(shard, slot, generation);
                     }
-                    talking(shard, slot, generation);
                 }
                 self.bufs.done(piece);
             } else if is_live {
@@ -678,6 +680,7 @@ impl Uring {
                     self.arm_recv(shard, slot, generation);
                 }
             }
+            talking(shard, slot, generation);
             return;
         }
         if let Some(bid) = bid {
@@ -736,8 +739,8 @@ impl Uring {
         self.arm_recv(shard, slot, generation);
     }
 
-    /// Parks a connection whose receive was cancelled: it waits, one-shot, in the epoll
-    /// instance (an epoll registration costs the kernel far less than an armed receive). If
+    /// Parks a connection that has no receive armed (it was cancelled, or a single-shot one
+    /// completed): it waits, one-shot, in the epoll instance (an epoll registration costs the kernel far less than an armed receive). If
     /// that fails, its receive is armed again instead.
     fn park(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
         let conn = &mut shard.core.io.conns[slot as usize];

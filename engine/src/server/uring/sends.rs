@@ -138,6 +138,9 @@ pub struct UringIo {
     in_table: Vec<u64>,
     /// How many bits of `in_table` are set.
     pub table_len: u32,
+    /// The kernel refused a table update: no socket is put in the table any more, and sends
+    /// name descriptors (those still in it are taken out as their connections park or end).
+    table_refused: bool,
     /// The descriptors FILES_UPDATE entries read, each boxed so it stays put until the
     /// kernel has taken it, and freed when its entry completes (the key is in its tag).
     file_updates: Slab<Box<RawFd>>,
@@ -158,7 +161,7 @@ impl UringIo {
 
     /// How entries for the connection in `slot`, whose descriptor is `fd`, name its socket.
     pub fn target(&self, slot: u32, fd: RawFd) -> Target {
-        if self.in_table(slot) {
+        if self.in_table(slot) && !self.table_refused {
             Target::Fixed(slot)
         } else {
             Target::Fd(fd)
@@ -175,7 +178,10 @@ impl UringIo {
     /// -1), in order with the entries already gathered. No-op for a slot outside the table, or
     /// one that already is as asked.
     pub fn set_file(&mut self, slot: u32, fd: RawFd) {
-        if slot >= self.fixed_files || self.in_table(slot) == (fd >= 0) {
+        if slot >= self.fixed_files
+            || self.in_table(slot) == (fd >= 0)
+            || (fd >= 0 && self.table_refused)
+        {
             return;
         }
         let word = slot as usize / 64;
@@ -197,12 +203,13 @@ impl UringIo {
     }
 
     /// FILES_UPDATE `key` completed with `result` (slots updated, or `-errno`). Returns whether
-    /// it failed.
+    /// it failed; then the table is no longer used for sends.
     pub fn file_updated(&mut self, key: usize, result: i32) -> bool {
         self.file_updates.try_remove(key);
         if self.file_updates.is_empty() && self.file_updates.capacity() > 1024 {
             self.file_updates = Slab::new();
         }
+        self.table_refused |= result < 0;
         result < 0
     }
 
@@ -427,8 +434,29 @@ mod tests {
             io.file_updated(keys[0], -libc::EBADF),
             "a refused update is reported"
         );
+        assert_eq!(
+            io.target(3, 40),
+            Target::Fd(40),
+            "the table is no longer named"
+        );
+        io.set_file(7, 44);
+        assert_eq!(
+            (io.in_flight, io.table_len),
+            (3, 1),
+            "nothing put in after a refusal"
+        );
+        io.set_file(3, -1);
+        assert_eq!(
+            (io.in_flight, io.table_len),
+            (4, 0),
+            "but sockets are still taken out"
+        );
         assert!(!io.file_updated(keys[2], 1));
-        assert!(io.file_updates.is_empty());
+        assert_eq!(
+            io.file_updates.len(),
+            1,
+            "only the last taking out is pending"
+        );
     }
 
     #[test]
