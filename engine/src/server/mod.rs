@@ -391,7 +391,7 @@ impl Backend {
             Backend::Epoll(_) => "epoll (mio, edge-triggered)".into(),
             Backend::Uring(u) => format!(
                 "io_uring (multishot accept and receive, {} x {} B provided buffers per shard{}, \
-                 {} registered file slots, {})",
+                 {} registered file slots for connections that talk, {}, {})",
                 u.buffers(),
                 config.ring_buffer_size,
                 if u.incremental() {
@@ -400,6 +400,10 @@ impl Backend {
                     ""
                 },
                 u.fixed_files(),
+                match u.park_ms() {
+                    0 => "no parking".to_string(),
+                    ms => format!("silent connections parked after {ms} ms"),
+                },
                 u.flags
             ),
         }

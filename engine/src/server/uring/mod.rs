@@ -293,6 +293,11 @@ impl Uring {
         self.fixed_files
     }
 
+    /// How long a connection stays silent before it is parked (0: parking is off).
+    pub fn park_ms(&self) -> u64 {
+        self.park_ms
+    }
+
     /// Whether receives consume the provided buffers incrementally (Linux 6.12).
     pub fn incremental(&self) -> bool {
         self.bufs.incremental()
