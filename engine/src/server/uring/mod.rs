@@ -661,10 +661,8 @@ impl Uring {
                     let no_message = before.is_some_and(|n| messages(shard) == n);
                     let quiet = (handshaking || no_message) && self.quiet(shard, slot, generation);
                     if first {
+                        // Parked below, or given its multishot receive there.
                         park_now = quiet;
-                        if !quiet {
-                            shard.core.io.conns[slot as usize].watch = Watch::Receive;
-                        }
                     } else if quiet && cqueue::more(flags) {
                         self.cancel_to_park(shard, slot, generation);
                     }
@@ -745,8 +743,9 @@ impl Uring {
     }
 
     /// Parks a connection that has no receive armed (it was cancelled, or a single-shot one
-    /// completed): it waits, one-shot, in the epoll instance (an epoll registration costs the kernel far less than an armed receive). If
-    /// that fails, its receive is armed again instead.
+    /// completed): it waits, one-shot, in the epoll instance (an epoll registration costs the
+    /// kernel far less than an armed receive). If that fails, its receive is armed again
+    /// instead.
     fn park(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
         let conn = &mut shard.core.io.conns[slot as usize];
         let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
@@ -812,10 +811,7 @@ impl Uring {
     fn cancel_to_park(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
         shard.core.io.conns[slot as usize].watch = Watch::Parking;
         ShardStats::add(&shard.core.io.stats.recv_cancels, 1);
-        let entry = opcode::AsyncCancel::new(tag::recv(slot, generation))
-            .build()
-            .user_data(tag::CANCEL);
-        uio(shard).push(entry);
+        uio(shard).push(cancel(tag::recv(slot, generation)));
     }
 
     /// How long the loop may wait: `timeout`, cut short by the next parking sweep.
@@ -878,10 +874,7 @@ impl Uring {
             return;
         };
         if self.accept_armed {
-            let entry = opcode::AsyncCancel::new(tag::ACCEPT)
-                .build()
-                .user_data(tag::CANCEL);
-            uio(shard).push(entry);
+            uio(shard).push(cancel(tag::ACCEPT));
         }
         shard.graveyard.push(listener.into());
     }
@@ -894,15 +887,9 @@ impl Uring {
         self.stopping = true;
         shard.close_all();
         self.stop_accepting(shard);
-        let entry = opcode::AsyncCancel::new(tag::WAKE)
-            .build()
-            .user_data(tag::CANCEL);
-        uio(shard).push(entry);
+        uio(shard).push(cancel(tag::WAKE));
         if self.parked_armed {
-            let entry = opcode::AsyncCancel::new(tag::PARKED)
-                .build()
-                .user_data(tag::CANCEL);
-            uio(shard).push(entry);
+            uio(shard).push(cancel(tag::PARKED));
         }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         let mut failed = None;
@@ -975,29 +962,30 @@ fn park_silent(shard: &mut Shard, from: usize) -> Option<usize> {
     let io = &mut shard.core.io;
     let ring = io.uring.as_mut()?;
     let mut budget = SWEEP_CANCELS;
-    let mut cancels = 0;
+    let mut resume = None;
     for (slot, conn) in io.conns.iter_mut().filter(|(slot, _)| *slot >= from) {
         let open = matches!(conn.phase, Phase::Open(_));
         let receiving = matches!(conn.watch, Watch::Receive | Watch::Woken);
         if open && !conn.active && !conn.dead && receiving {
             if budget == 0 {
-                ShardStats::add(&io.stats.recv_cancels, cancels);
-                return Some(slot);
+                resume = Some(slot);
+                break;
             }
             budget -= 1;
-            cancels += 1;
             conn.watch = Watch::Parking;
-            let recv = tag::recv(slot as u32, conn.generation);
-            ring.push(
-                opcode::AsyncCancel::new(recv)
-                    .build()
-                    .user_data(tag::CANCEL),
-            );
+            ring.push(cancel(tag::recv(slot as u32, conn.generation)));
         }
         conn.active = false;
     }
-    ShardStats::add(&io.stats.recv_cancels, cancels);
-    None
+    ShardStats::add(&io.stats.recv_cancels, (SWEEP_CANCELS - budget) as u64);
+    resume
+}
+
+/// An entry cancelling the operation tagged `target`.
+fn cancel(target: u64) -> squeue::Entry {
+    opcode::AsyncCancel::new(target)
+        .build()
+        .user_data(tag::CANCEL)
 }
 
 /// The connection in `slot` received input and keeps its receive (it was not parked): it talks,
