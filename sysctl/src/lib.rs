@@ -30,6 +30,7 @@
 #![deny(unsafe_code)]
 
 mod ceiling;
+pub mod count;
 mod error;
 pub mod formula;
 mod host;
@@ -43,6 +44,7 @@ mod table;
 mod value;
 
 pub use ceiling::{Ceiling, RESERVED_FDS, process_ceiling};
+pub use count::{CountError, parse_count};
 pub use error::{Error, ParseScopeError, PlanError, TableError, TableProblem};
 pub use formula::Formula;
 pub use host::{Host, Probe, Reading};
