@@ -20,14 +20,17 @@ mod app;
 mod config;
 mod conn;
 mod core;
+mod ctx;
 mod epoll;
 mod id;
+mod mailbox;
 mod metrics;
 mod shard;
 mod timer;
 mod topics;
 #[allow(unsafe_code)] // the one place: see uring/mod.rs
 mod uring;
+mod write;
 mod writeq;
 
 pub mod apps;
@@ -45,15 +48,17 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 pub use app::{App, AppFactory, Closed, SendError, SharedFrame, Upgrade, Why};
 pub use config::{ConfigError, IoMode, ServerConfig};
-pub use core::Ctx;
+pub use ctx::Ctx;
 pub use id::ConnId;
 pub use metrics::ShardStats;
 
-use core::{Core, Io, Mail, Peer, Waker as ShardWaker};
+use core::Core;
 use epoll::{Epoll, LISTENER, WAKER};
+use mailbox::{Mail, Peer, Waker as ShardWaker};
 use shard::Shard;
 use timer::TimerWheel;
 use topics::Topics;
+use write::Io;
 
 /// Applications by request path.
 pub struct Routes {

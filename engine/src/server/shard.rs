@@ -16,10 +16,13 @@ use std::time::{Duration, Instant};
 use super::Routes;
 use super::app::{App, Closed, Upgrade, Why};
 use super::conn::{Conn, NO_TIMER, Phase, Watch};
-use super::core::{Core, Ctx, Mail, Out};
+use super::core::Core;
+use super::ctx::Ctx;
 use super::id::ConnId;
+use super::mailbox::Mail;
 use super::metrics::ShardStats;
 use super::timer::Entry;
+use super::write::Out;
 use crate::proto::handshake::{self, Accept, Limits};
 use crate::proto::{CloseCode, Connection, Error, Event, HandshakeError, Read, State, TimeoutKind};
 

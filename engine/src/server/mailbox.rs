@@ -1,0 +1,88 @@
+//! Mail between shards, and from any thread to a shard: a channel per shard and a waker for
+//! its poll or ring. A wake is skipped when one is already pending.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+
+use super::app::SharedFrame;
+use super::id::ConnId;
+use crate::proto::CloseCode;
+
+/// Messages between shards. A publish is one message per shard, whatever the subscriber count.
+pub enum Mail {
+    /// Deliver an encoded frame to this shard's subscribers of `topic`.
+    Publish {
+        /// Topic name.
+        topic: Arc<str>,
+        /// The frame, shared with every other shard.
+        frame: SharedFrame,
+    },
+    /// Deliver a frame to one connection of this shard.
+    Send {
+        /// Recipient.
+        id: ConnId,
+        /// The frame.
+        frame: SharedFrame,
+    },
+    /// Close one connection of this shard.
+    Close {
+        /// Which.
+        id: ConnId,
+        /// Close code.
+        code: CloseCode,
+        /// Reason text.
+        reason: String,
+    },
+    /// Hand `payload` to application `app` on this shard.
+    Post {
+        /// Application index.
+        app: u8,
+        /// Anything.
+        payload: Box<dyn Any + Send>,
+    },
+    /// Stop accepting, close every connection with 1001, and exit after the drain.
+    Shutdown,
+}
+
+/// What wakes a sleeping shard.
+#[derive(Debug)]
+pub enum Waker {
+    /// Its epoll (through mio).
+    Mio(mio::Waker),
+    /// An eventfd its ring keeps a read pending on.
+    EventFd(nix::sys::eventfd::EventFd),
+}
+
+impl Waker {
+    fn wake(&self) {
+        match self {
+            Waker::Mio(w) => {
+                let _ = w.wake();
+            }
+            Waker::EventFd(fd) => {
+                let _ = fd.write(1);
+            }
+        }
+    }
+}
+
+/// How to reach a shard from any thread.
+pub struct Peer {
+    /// Its mailbox.
+    pub tx: Sender<Mail>,
+    /// Wakes its poll or ring.
+    pub waker: Waker,
+    /// A wake is already pending: further mail needs no extra syscall.
+    pub pending: AtomicBool,
+}
+
+impl Peer {
+    /// Posts `mail` and wakes the shard unless a wake is already pending.
+    pub fn send(&self, mail: Mail) {
+        if self.tx.send(mail).is_ok() && !self.pending.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+    }
+}
