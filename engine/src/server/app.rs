@@ -6,21 +6,11 @@ use std::any::Any;
 use bytes::{Bytes, BytesMut};
 
 use super::id::ConnId;
-use crate::proto::frame::server_header;
+use super::udp::{Datagram, UdpId};
+use super::upgrade::{Upgrade, UpgradeRequest};
+use crate::proto::frame::{FrameHeader, server_header};
 use crate::proto::handshake::Request;
 use crate::proto::{CloseCode, Message, OpCode};
-
-/// The answer to an upgrade request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Upgrade {
-    /// Open the WebSocket, optionally with one of the offered subprotocols.
-    Accept {
-        /// The chosen subprotocol.
-        protocol: Option<String>,
-    },
-    /// Refuse with this HTTP status (401, 403, 404, 429...).
-    Reject(u16),
-}
 
 /// Why a connection ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -140,6 +130,31 @@ impl SharedFrame {
     pub fn bytes(&self) -> &Bytes {
         &self.0
     }
+
+    /// A frame encoded elsewhere (another process, through a broker), checked: one whole,
+    /// final, unmasked text or binary frame with no reserved bits, and nothing after it.
+    /// `None` otherwise. Nothing is copied.
+    pub fn from_encoded(bytes: Bytes) -> Option<Self> {
+        let (header, len) = FrameHeader::parse(&bytes).ok()??;
+        let whole = header.fin
+            && header.rsv == 0
+            && header.mask.is_none()
+            && matches!(header.opcode, OpCode::Text | OpCode::Binary)
+            && u64::try_from(bytes.len() - len).ok() == Some(header.payload_len);
+        whole.then_some(SharedFrame(bytes))
+    }
+
+    /// The payload (the frame without its header).
+    pub fn payload(&self) -> &[u8] {
+        // The header is 2, 4 or 10 bytes by the payload's length (frames are built here or
+        // checked by `from_encoded`, never masked).
+        let header = match self.0.get(1).map(|b| b & 0x7f) {
+            Some(126) => 4,
+            Some(127) => 10,
+            _ => 2,
+        };
+        self.0.get(header..).unwrap_or_default()
+    }
 }
 
 /// Why a send did not happen.
@@ -152,13 +167,20 @@ pub enum SendError {
 }
 
 /// A WebSocket application. One instance per shard, created by the factory given to the
-/// server; every callback runs on that shard's thread, so no locking is needed.
+/// server; every callback runs on that shard's thread, so no locking is needed. Work from other
+/// threads reaches it through a [`Handle`](super::Handle) (`post`, `send`, `accept_upgrade`).
 pub trait App: 'static {
-    /// Decides whether to open the WebSocket. The request (path, query, headers, `Origin`) is
-    /// borrowed from the read buffer. Default: accept.
-    fn on_upgrade(&mut self, request: &Request<'_>) -> Upgrade {
-        let _ = request;
-        Upgrade::Accept { protocol: None }
+    /// The shard started (before it accepts): bind UDP sockets, schedule timers.
+    fn on_start(&mut self, ctx: &mut super::Ctx<'_>) {
+        let _ = ctx;
+    }
+
+    /// Decides whether to open the WebSocket: the request (path, query, headers, `Origin`) is
+    /// borrowed from the read buffer; its connection's id and peer address come with it.
+    /// Answer at once, or [`Upgrade::Defer`] and answer later. Default: accept.
+    fn on_upgrade(&mut self, ctx: &mut super::Ctx<'_>, upgrade: &UpgradeRequest<'_>) -> Upgrade {
+        let _ = (ctx, upgrade);
+        Upgrade::accept()
     }
 
     /// The WebSocket is open.
@@ -170,14 +192,36 @@ pub trait App: 'static {
     /// fragments.
     fn on_message(&mut self, ctx: &mut super::Ctx<'_>, id: ConnId, message: Message<'_>);
 
-    /// The connection is gone; its id is stale from now on.
+    /// The connection is gone; its id is stale from now on. Its state
+    /// ([`Ctx::state`](super::Ctx::state)) can still be read here and is dropped after.
     fn on_close(&mut self, ctx: &mut super::Ctx<'_>, id: ConnId, closed: Closed) {
         let _ = (ctx, id, closed);
     }
 
-    /// Something another shard posted to this app with [`super::Ctx::post`].
+    /// Something another shard or thread posted to this app ([`super::Ctx::post`],
+    /// [`super::Handle::post`]).
     fn on_post(&mut self, ctx: &mut super::Ctx<'_>, payload: Box<dyn Any + Send>) {
         let _ = (ctx, payload);
+    }
+
+    /// A timer this app scheduled with [`super::Ctx::set_timer`] came due.
+    fn on_timer(&mut self, ctx: &mut super::Ctx<'_>, token: u64) {
+        let _ = (ctx, token);
+    }
+
+    /// Datagrams arrived on a UDP socket this app bound with [`super::Ctx::bind_udp`].
+    fn on_datagrams(
+        &mut self,
+        ctx: &mut super::Ctx<'_>,
+        socket: UdpId,
+        datagrams: &[Datagram<'_>],
+    ) {
+        let _ = (ctx, socket, datagrams);
+    }
+
+    /// The shard is stopping (after its connections were closed).
+    fn on_stop(&mut self, ctx: &mut super::Ctx<'_>) {
+        let _ = ctx;
     }
 }
 

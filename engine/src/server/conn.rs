@@ -2,10 +2,12 @@
 //! no buffer at all; `rbuf` holds only a partial frame (or handshake head), `wq` exists only
 //! while output is backed up, and `topics` only once it subscribes.
 
+use std::any::Any;
 use std::net::TcpStream;
 
 use super::app::Why;
 use super::topics::Membership;
+use super::upgrade::Upgrade;
 use super::writeq::WriteQueue;
 use crate::proto::{CloseCode, Connection};
 
@@ -15,13 +17,28 @@ pub const NO_TIMER: u32 = u32::MAX;
 /// Where a connection is in its life.
 #[derive(Debug)]
 pub enum Phase {
-    /// Waiting for the HTTP upgrade request until `deadline` (ms).
+    /// Waiting for the HTTP upgrade request, or the application's answer to it, until
+    /// `deadline` (ms).
     Handshake {
         /// When to give up.
         deadline: u64,
+        /// Where the application's answer stands.
+        answer: Answer,
     },
     /// A WebSocket.
     Open(Connection),
+}
+
+/// The application's answer to a connection's upgrade request.
+#[derive(Debug, Default)]
+pub enum Answer {
+    /// Not asked yet: the request has not arrived whole.
+    #[default]
+    Ask,
+    /// Deferred: the request waits in the connection's read buffer.
+    Waiting,
+    /// Given after a deferral; applied when the request is parsed again.
+    Given(Box<Upgrade>),
 }
 
 /// io_uring: how a connection's input is watched.
@@ -54,6 +71,11 @@ pub struct Conn {
     pub rbuf: Vec<u8>,
     /// Output the socket would not take yet.
     pub wq: Option<Box<WriteQueue>>,
+    /// The application's state for this connection ([`Ctx::set_state`](super::Ctx::set_state)),
+    /// dropped when the connection is reaped. Boxed twice to keep the slot one word wider, not
+    /// two, for the connections that have none.
+    #[allow(clippy::box_collection, clippy::redundant_allocation)]
+    pub state: Option<Box<Box<dyn Any>>>,
     /// Topics this connection is subscribed to on this shard.
     pub topics: Vec<Membership>,
     /// Generation of this slot when the connection was accepted.
@@ -84,9 +106,13 @@ impl Conn {
     pub fn new(sock: TcpStream, generation: u16, deadline: u64) -> Self {
         Conn {
             sock,
-            phase: Phase::Handshake { deadline },
+            phase: Phase::Handshake {
+                deadline,
+                answer: Answer::Ask,
+            },
             rbuf: Vec::new(),
             wq: None,
+            state: None,
             topics: Vec::new(),
             generation,
             app: 0,

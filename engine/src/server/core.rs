@@ -5,13 +5,17 @@
 use std::sync::Arc;
 
 use super::app::{SendError, SharedFrame, Why};
+use super::app_timer::AppTimers;
 use super::config::ServerConfig;
-use super::conn::{NO_TIMER, Phase};
+use super::conn::{Answer, NO_TIMER, Phase};
+use super::handle::Handle;
 use super::id::ConnId;
 use super::mailbox::Peer;
 use super::metrics::ShardStats;
 use super::timer::TimerWheel;
 use super::topics::{Sub, Topics, fix_membership};
+use super::udp::Udp;
+use super::upgrade::Upgrade;
 use super::write::{Io, Out};
 use crate::proto::CloseCode;
 
@@ -23,10 +27,18 @@ pub struct Core {
     pub io: Io,
     /// Topic tables.
     pub topics: Topics,
-    /// Timers.
+    /// Connection timers.
     pub timers: TimerWheel,
-    /// Every shard's mailbox, this one's included.
-    pub peers: Arc<Vec<Peer>>,
+    /// Timers applications set.
+    pub app_timers: AppTimers,
+    /// UDP sockets applications bound.
+    pub udp: Udp,
+    /// Connections whose deferred upgrade was answered this iteration: their requests are
+    /// parsed again and answered by the shard.
+    pub answered: Vec<usize>,
+    /// The server from any thread: every shard's mailbox, this one's included, the topic
+    /// registry and the broker.
+    pub handle: Handle,
     /// Settings.
     pub config: Arc<ServerConfig>,
     /// Protocol settings shared by every connection.
@@ -46,7 +58,7 @@ impl Core {
             return;
         };
         let mut deadline = match &conn.phase {
-            Phase::Handshake { deadline } => Some(*deadline),
+            Phase::Handshake { deadline, .. } => Some(*deadline),
             Phase::Open(c) => c.poll_timeout(),
         };
         // A connection that is only flushing its last bytes gets the close timeout to do it.
@@ -120,6 +132,50 @@ impl Core {
         }
     }
 
+    /// Records the application's answer to a deferred upgrade; the shard applies it at the end
+    /// of the iteration ([`Core::answered`]).
+    pub fn answer(&mut self, id: ConnId, upgrade: Upgrade) -> Result<(), SendError> {
+        if upgrade == Upgrade::Defer {
+            return Ok(());
+        }
+        let slot = self.io.lookup(self.shard, id).ok_or(SendError::Gone)?;
+        match &mut self.io.conns[slot].phase {
+            Phase::Handshake { answer, .. } if matches!(answer, Answer::Waiting) => {
+                *answer = Answer::Given(Box::new(upgrade));
+                self.answered.push(slot);
+                Ok(())
+            }
+            _ => Err(SendError::Closing),
+        }
+    }
+
+    /// This shard's mailbox entry.
+    pub fn me(&self) -> &Peer {
+        &self.handle.shared.peers[usize::from(self.shard)]
+    }
+
+    /// Tells the process-wide registry (and through it the broker) which topics this shard
+    /// gained or lost.
+    pub fn sync_topics(&mut self) {
+        let shared = &self.handle.shared;
+        for (topic, gained) in self.topics.take_changes() {
+            let broker = shared.broker.as_deref();
+            if gained {
+                shared.registry.add(&topic, self.shard, |t| {
+                    if let Some(b) = broker {
+                        b.subscribed(t);
+                    }
+                });
+            } else {
+                shared.registry.remove(&topic, self.shard, |t| {
+                    if let Some(b) = broker {
+                        b.unsubscribed(t);
+                    }
+                });
+            }
+        }
+    }
+
     /// Removes a dead connection's subscriptions.
     pub fn unsubscribe_all(&mut self, slot: usize) {
         let Some(conn) = self.io.conns.get_mut(slot) else {
@@ -132,5 +188,6 @@ impl Core {
                 fix_membership(&mut c.topics, moved);
             }
         });
+        self.sync_topics();
     }
 }

@@ -1,14 +1,20 @@
 //! [`Ctx`]: what an application callback can do on its shard: send, close, topics, posts.
 
 use std::any::Any;
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::app::{SendError, SharedFrame};
+use super::app_timer::{Due, TimerId};
 use super::core::Core;
+use super::handle::{AppId, Handle};
 use super::id::ConnId;
 use super::mailbox::Mail;
 use super::metrics::ShardStats;
 use super::topics::{Sub, fix_membership};
+use super::udp::{UdpError, UdpId, UdpStats};
+use super::upgrade::{Accept, Upgrade};
 use super::write::Out;
 use crate::proto::{CloseCode, Message, OpCode};
 
@@ -34,7 +40,7 @@ impl Ctx<'_> {
 
     /// How many shards the server runs.
     pub fn shards(&self) -> u16 {
-        self.core.peers.len() as u16
+        self.core.handle.shards()
     }
 
     /// The shard clock in milliseconds (monotonic, from server start).
@@ -121,7 +127,9 @@ impl Ctx<'_> {
             slot: slot as u32,
             generation: conn.generation,
         };
-        Ok(core.topics.subscribe(topic, sub, &mut conn.topics))
+        let added = core.topics.subscribe(topic, sub, &mut conn.topics);
+        core.sync_topics();
+        Ok(added)
     }
 
     /// Unsubscribes; `Ok(false)` if it was not subscribed.
@@ -132,33 +140,40 @@ impl Ctx<'_> {
         let mut membership = std::mem::take(&mut conns[slot].topics);
         let result = core.topics.unsubscribe(topic, &mut membership);
         conns[slot].topics = membership;
-        match result {
-            None => Ok(false),
+        let unsubscribed = match result {
+            None => false,
             Some(moved) => {
                 if let Some(mv) = moved {
                     if let Some(c) = conns.get_mut(mv.slot as usize) {
                         fix_membership(&mut c.topics, mv);
                     }
                 }
-                Ok(true)
+                true
             }
-        }
+        };
+        core.sync_topics();
+        Ok(unsubscribed)
     }
 
-    /// Publishes a frame to every subscriber of `topic` on every shard: delivered here at once,
-    /// and posted to each other shard as one message. Returns this shard's deliveries.
+    /// Publishes a frame to every subscriber of `topic` in the process (and, through a broker,
+    /// in every process). Without a broker it is delivered here at once and posted to each
+    /// other shard that has subscribers as one message; returns this shard's deliveries. With a
+    /// broker it goes to the broker, which delivers it back (to this shard too) in the order it
+    /// gives every process; returns 0.
     pub fn publish(&mut self, topic: &str, frame: &SharedFrame) -> usize {
         let core = &mut *self.core;
+        if let Some(broker) = &core.handle.shared.broker {
+            broker.publish(topic, frame);
+            return 0;
+        }
         let delivered = core.publish_local(topic, frame);
-        if core.peers.len() > 1 {
-            let name: Arc<str> = Arc::from(topic);
-            for (i, peer) in core.peers.iter().enumerate() {
-                if i != usize::from(core.shard) {
-                    peer.send(Mail::Publish {
-                        topic: name.clone(),
-                        frame: frame.clone(),
-                    });
-                }
+        if core.handle.shards() > 1 {
+            let shards = core.handle.shared.registry.shards(topic);
+            let mut name: Option<Arc<str>> = None;
+            for shard in shards.iter().filter(|&s| s != core.shard) {
+                let topic = name.get_or_insert_with(|| Arc::from(topic)).clone();
+                let frame = frame.clone();
+                core.handle.shared.peers[usize::from(shard)].send(Mail::Publish { topic, frame });
             }
         }
         delivered
@@ -173,6 +188,8 @@ impl Ctx<'_> {
     fn post_mail(&mut self, shard: u16, mail: Mail) -> Result<(), SendError> {
         let peer = self
             .core
+            .handle
+            .shared
             .peers
             .get(usize::from(shard))
             .ok_or(SendError::Gone)?;
@@ -183,5 +200,126 @@ impl Ctx<'_> {
     /// Open connections on this shard.
     pub fn connections(&self) -> usize {
         self.core.io.conns.len()
+    }
+
+    /// The server, for other threads: clone it into a broker, a runtime task, a test.
+    pub fn handle(&self) -> Handle {
+        self.core.handle.clone()
+    }
+
+    /// The application running this callback, for [`Handle::post`].
+    pub fn app_id(&self) -> AppId {
+        AppId(self.core.current_app)
+    }
+
+    /// Bytes queued for a connection of this shard that the socket has not taken yet (not
+    /// counting a send the kernel is carrying out). An application that keeps this low (by
+    /// skipping or coalescing updates) never reaches the slow-consumer close at the
+    /// write-queue limit. `None` for a connection of another shard or one that is gone.
+    pub fn buffered(&self, id: ConnId) -> Option<usize> {
+        let slot = self.core.io.lookup(self.core.shard, id)?;
+        Some(self.core.io.conns[slot].queued())
+    }
+
+    /// Keeps `state` for a connection of this shard, replacing any earlier state; it is
+    /// dropped when the connection ends (after `on_close`, which can still read it).
+    pub fn set_state<T: Any>(&mut self, id: ConnId, state: T) -> Result<(), SendError> {
+        let slot = self
+            .core
+            .io
+            .lookup(self.core.shard, id)
+            .ok_or(SendError::Gone)?;
+        self.core.io.conns[slot].state = Some(Box::new(Box::new(state)));
+        Ok(())
+    }
+
+    /// The connection's state, if it has state of type `T`. Also valid in `on_close`.
+    pub fn state<T: Any>(&mut self, id: ConnId) -> Option<&mut T> {
+        let conn = self.conn_any(id)?;
+        conn.state.as_mut()?.downcast_mut::<T>()
+    }
+
+    /// Takes the connection's state out, if it is of type `T`.
+    pub fn take_state<T: Any>(&mut self, id: ConnId) -> Option<T> {
+        let conn = self.conn_any(id)?;
+        if !conn.state.as_ref()?.is::<T>() {
+            return None;
+        }
+        let boxed = conn.state.take()?;
+        (*boxed).downcast::<T>().ok().map(|b| *b)
+    }
+
+    /// The slot of `id` even while it is being reaped (so `on_close` can read its state).
+    fn conn_any(&mut self, id: ConnId) -> Option<&mut super::conn::Conn> {
+        if id.shard() != self.core.shard {
+            return None;
+        }
+        let conn = self.core.io.conns.get_mut(id.slot() as usize)?;
+        (conn.generation == id.generation()).then_some(conn)
+    }
+
+    /// Accepts an upgrade this app deferred; the shard answers it at the end of the current
+    /// callback round. For a connection of another shard, the answer is mailed there.
+    pub fn accept_upgrade(&mut self, id: ConnId, accept: Accept) -> Result<(), SendError> {
+        self.answer(id, Upgrade::Accept(accept))
+    }
+
+    /// Refuses an upgrade this app deferred, with an HTTP status.
+    pub fn reject_upgrade(&mut self, id: ConnId, status: u16) -> Result<(), SendError> {
+        self.answer(id, Upgrade::Reject(status))
+    }
+
+    fn answer(&mut self, id: ConnId, upgrade: Upgrade) -> Result<(), SendError> {
+        if id.shard() != self.core.shard {
+            return self.post_mail(id.shard(), Mail::Answer { id, upgrade });
+        }
+        self.core.answer(id, upgrade)
+    }
+
+    /// Schedules [`App::on_timer`](super::App::on_timer) with `token` on this shard, `after_ms`
+    /// from now (rounded to the shard's loop: it fires at the end of the first iteration past
+    /// its deadline).
+    pub fn set_timer(&mut self, after_ms: u64, token: u64) -> TimerId {
+        let deadline = self.core.now.saturating_add(after_ms);
+        let app = self.core.current_app;
+        self.core.app_timers.set(deadline, Due { app, token })
+    }
+
+    /// Cancels a timer; false if it already fired or was cancelled.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.core.app_timers.cancel(id)
+    }
+
+    /// Binds a UDP socket on this shard for this app: its datagrams arrive at
+    /// [`App::on_datagrams`](super::App::on_datagrams) on this shard.
+    pub fn bind_udp(&mut self, addr: SocketAddr) -> io::Result<UdpId> {
+        let app = self.core.current_app;
+        self.core.udp.bind(addr, app)
+    }
+
+    /// A UDP socket's local address.
+    pub fn udp_addr(&self, socket: UdpId) -> Option<SocketAddr> {
+        self.core.udp.local_addr(socket)
+    }
+
+    /// Queues a datagram; the shard sends its datagrams in batches at the end of the
+    /// iteration. A full socket buffer drops datagrams (counted), as UDP does.
+    pub fn send_datagram(
+        &mut self,
+        socket: UdpId,
+        to: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), UdpError> {
+        self.core.udp.send(socket, to, data)
+    }
+
+    /// Closes a UDP socket; datagrams still queued for it are dropped.
+    pub fn close_udp(&mut self, socket: UdpId) -> bool {
+        self.core.udp.close(socket)
+    }
+
+    /// This shard's UDP counters.
+    pub fn udp_stats(&self) -> UdpStats {
+        self.core.udp.stats
     }
 }

@@ -15,6 +15,10 @@ pub const LISTENER: Token = Token(usize::MAX - 1);
 /// The token of the mailbox waker.
 pub const WAKER: Token = Token(usize::MAX - 2);
 
+/// Tokens from here up are UDP sockets (slot = token - UDP_BASE); connections' slots stay far
+/// below.
+const UDP_BASE: usize = usize::MAX / 2;
+
 /// Reads per connection per wake-up before others get a turn (edge-triggered: the rest is
 /// picked up on the next iteration without waiting for a new event).
 const READS_PER_TURN: usize = 16;
@@ -30,6 +34,8 @@ pub struct Epoll {
     pub buf: Vec<u8>,
     /// Connections with input left over after their turn.
     again: Vec<usize>,
+    /// UDP sockets with datagrams left over after their turn.
+    udp_again: Vec<u32>,
 }
 
 impl Epoll {
@@ -40,6 +46,7 @@ impl Epoll {
             listener: Some(listener),
             buf: vec![0; buf_size],
             again: Vec::new(),
+            udp_again: Vec::new(),
         }
     }
 
@@ -49,7 +56,8 @@ impl Epoll {
         let mut expired = Vec::new();
         let mut ready = Vec::new();
         loop {
-            let timeout = if self.again.is_empty() {
+            self.watch_udp(shard);
+            let timeout = if self.again.is_empty() && self.udp_again.is_empty() {
                 shard.poll_timeout()
             } else {
                 Some(std::time::Duration::ZERO)
@@ -67,6 +75,7 @@ impl Epoll {
                 match event.token() {
                     LISTENER => self.accept(shard),
                     WAKER => shard.read_mail(),
+                    Token(t) if t >= UDP_BASE => self.udp_again.push((t - UDP_BASE) as u32),
                     Token(slot) => {
                         if event.is_writable() {
                             shard.core.io.drain(slot);
@@ -80,6 +89,11 @@ impl Epoll {
             for &(slot, to_the_end) in &ready {
                 self.on_readable(shard, slot, to_the_end);
             }
+            let mut udp = std::mem::take(&mut self.udp_again);
+            udp.sort_unstable();
+            udp.dedup();
+            udp.retain(|&socket| shard.udp_readable(socket));
+            self.udp_again = udp;
             if shard.draining() {
                 if let Some(mut l) = self.listener.take() {
                     let _ = self.poll.registry().deregister(&mut l);
@@ -91,6 +105,25 @@ impl Epoll {
             if shard.end_of_iteration(&mut expired) == Next::Stop {
                 return Ok(());
             }
+        }
+    }
+
+    /// Watches the UDP sockets applications bound since the last call (edge-triggered, like
+    /// connections: a socket is read until it is dry or its turn is used up). A socket that
+    /// cannot be registered is reported and never read.
+    fn watch_udp(&mut self, shard: &mut Shard) {
+        for (slot, fd) in shard.core.udp.take_fresh() {
+            let token = Token(UDP_BASE + slot as usize);
+            if let Err(e) =
+                self.poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), token, Interest::READABLE)
+            {
+                tracing::error!(shard = shard.core.shard, error = %e, "cannot watch a UDP socket");
+                continue;
+            }
+            // Datagrams may have arrived before the registration.
+            self.udp_again.push(slot);
         }
     }
 
@@ -161,7 +194,7 @@ impl Epoll {
                 }
             };
             let drained = n < self.buf.len();
-            shard.process(slot, &mut self.buf[..n]);
+            let _ = shard.process(slot, &mut self.buf[..n]);
             shard.after_input(slot);
             if drained && !to_the_end {
                 return;

@@ -8,6 +8,7 @@ use std::sync::mpsc::Sender;
 
 use super::app::SharedFrame;
 use super::id::ConnId;
+use super::upgrade::Upgrade;
 use crate::proto::CloseCode;
 
 /// Messages between shards. A publish is one message per shard, whatever the subscriber count.
@@ -41,6 +42,13 @@ pub enum Mail {
         app: u8,
         /// Anything.
         payload: Box<dyn Any + Send>,
+    },
+    /// The application's answer to an upgrade it deferred.
+    Answer {
+        /// The connection.
+        id: ConnId,
+        /// Accept or reject (a `Defer` here is ignored).
+        upgrade: Upgrade,
     },
     /// Stop accepting, close every connection with 1001, and exit after the drain.
     Shutdown,

@@ -17,17 +17,22 @@
 //! not see which runs.
 
 mod app;
+mod app_timer;
+mod broker;
 mod config;
 mod conn;
 mod core;
 mod ctx;
 mod epoll;
+mod handle;
 mod id;
 mod mailbox;
 mod metrics;
 mod shard;
 mod timer;
 mod topics;
+mod udp;
+mod upgrade;
 #[allow(unsafe_code)] // the one place: see uring/mod.rs
 mod uring;
 mod write;
@@ -46,15 +51,22 @@ use mio::{Interest, Poll, Waker};
 use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub use app::{App, AppFactory, Closed, SendError, SharedFrame, Upgrade, Why};
+pub use app::{App, AppFactory, Closed, SendError, SharedFrame, Why};
+pub use app_timer::TimerId;
+pub use broker::Broker;
 pub use config::{ConfigError, IoMode, ServerConfig};
 pub use ctx::Ctx;
+pub use handle::{AppId, Handle};
 pub use id::ConnId;
 pub use metrics::ShardStats;
+pub use udp::{Datagram, UdpError, UdpId, UdpStats};
+pub use upgrade::{Accept, DEFERRED_INPUT_MAX, Upgrade, UpgradeRequest};
 
+use broker::Registry;
 use core::Core;
 use epoll::{Epoll, LISTENER, WAKER};
-use mailbox::{Mail, Peer, Waker as ShardWaker};
+use handle::Shared;
+use mailbox::{Peer, Waker as ShardWaker};
 use shard::Shard;
 use timer::TimerWheel;
 use topics::Topics;
@@ -109,7 +121,7 @@ impl std::fmt::Debug for Routes {
 /// A running server.
 pub struct ServerHandle {
     local_addr: SocketAddr,
-    peers: Arc<Vec<Peer>>,
+    handle: Handle,
     threads: Vec<JoinHandle<io::Result<()>>>,
     stats: Vec<Arc<ShardStats>>,
     metrics_addr: Option<SocketAddr>,
@@ -151,11 +163,14 @@ impl ServerHandle {
         metrics::render(&self.stats)
     }
 
+    /// The server for other threads: send, close, publish, post, answer deferred upgrades.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
     /// Starts a graceful shutdown: stop accepting, close every connection with 1001, drain.
     pub fn shutdown(&self) {
-        for peer in self.peers.iter() {
-            peer.send(Mail::Shutdown);
-        }
+        self.handle.shutdown();
     }
 
     /// Waits for every shard to finish.
@@ -205,8 +220,18 @@ fn choose_backend(config: &ServerConfig) -> io::Result<(bool, String)> {
     }
 }
 
-/// Starts the shards and returns once each has set up its I/O.
+/// Starts the shards with the in-process broker and returns once each has set up its I/O.
 pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
+    start_with_broker(config, routes, None)
+}
+
+/// Starts the shards with `broker` under subscribe and publish (`None`: the in-process
+/// broker); the broker is attached (given a [`Handle`]) before any shard accepts.
+pub fn start_with_broker(
+    config: ServerConfig,
+    routes: Routes,
+    broker: Option<Arc<dyn Broker>>,
+) -> io::Result<ServerHandle> {
     let config = Arc::new(config);
     let n = config.shard_count().clamp(1, usize::from(u16::MAX));
     if routes.entries.len() > usize::from(u8::MAX) {
@@ -246,7 +271,17 @@ pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
         });
         inboxes.push(rx);
     }
-    let peers = Arc::new(peers);
+    let handle = Handle {
+        shared: Arc::new(Shared {
+            peers,
+            registry: Registry::default(),
+            broker: broker.clone(),
+            paths: routes.paths().map(str::to_owned).collect(),
+        }),
+    };
+    if let Some(b) = &broker {
+        b.attach(handle.clone());
+    }
     let routes = Arc::new(routes);
     let proto = config.proto();
     let clock = Instant::now();
@@ -259,33 +294,14 @@ pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
     {
         let shard_stats = Arc::new(ShardStats::default());
         stats.push(shard_stats.clone());
-        let core = Core {
-            shard: i as u16,
-            io: Io {
-                conns: Slab::new(),
-                generations: Vec::new(),
-                cork: Vec::with_capacity(64 << 10),
-                corked: None,
-                stats: shard_stats,
-                limit: config.write_queue_limit,
-                dead: Vec::new(),
-                dirty: Vec::new(),
-                uring: None,
-            },
-            topics: Topics::default(),
-            timers: TimerWheel::new(config.timer_tick_ms),
-            peers: peers.clone(),
-            config: config.clone(),
-            proto: proto.clone(),
-            now: 0,
-            current_app: 0,
-            scratch: Vec::new(),
-        };
+        let handle = handle.clone();
+        let proto = proto.clone();
+        let shard_stats = shard_stats.clone();
         let routes = routes.clone();
         let config = config.clone();
         let pin = config.pin.then_some(i % cores);
         let ready = ready_tx.clone();
-        let waker_fd = match &peers[i].waker {
+        let waker_fd = match &handle.shared.peers[i].waker {
             ShardWaker::EventFd(fd) => Some(std::os::fd::AsRawFd::as_raw_fd(fd)),
             ShardWaker::Mio(_) => None,
         };
@@ -324,7 +340,34 @@ pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
                     }
                 };
                 drop(ready);
-                // Apps are built on their shard's thread, so they need not be Send.
+                // Apps and the core are built on their shard's thread, so they need not be
+                // Send.
+                let io = Io {
+                    conns: Slab::new(),
+                    generations: Vec::new(),
+                    cork: Vec::with_capacity(64 << 10),
+                    corked: None,
+                    stats: shard_stats,
+                    limit: config.write_queue_limit,
+                    dead: Vec::new(),
+                    dirty: Vec::new(),
+                    uring: None,
+                };
+                let core = Core {
+                    shard: i as u16,
+                    io,
+                    topics: Topics::default(),
+                    timers: TimerWheel::new(config.timer_tick_ms),
+                    app_timers: Default::default(),
+                    udp: Default::default(),
+                    answered: Vec::new(),
+                    handle,
+                    config: config.clone(),
+                    proto,
+                    now: 0,
+                    current_app: 0,
+                    scratch: Vec::new(),
+                };
                 let apps = routes.entries.iter().map(|(_, f)| f(i as u16)).collect();
                 let mut shard = Shard {
                     core,
@@ -336,10 +379,14 @@ pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
                     draining_until: None,
                     graveyard: Vec::new(),
                 };
-                match backend {
+                shard.core.now = shard.now();
+                shard.start_apps();
+                let result = match backend {
                     Backend::Epoll(e) => e.run(&mut shard),
                     Backend::Uring(u) => u.run(&mut shard),
-                }
+                };
+                shard.stop_apps();
+                result
             })?;
         threads.push(thread);
     }
@@ -349,11 +396,11 @@ pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
         match ready_rx.recv() {
             Ok(Ok(s)) => setup = Some(s),
             Ok(Err(e)) => {
-                shutdown_all(&peers);
+                handle.shutdown();
                 return Err(e);
             }
             Err(_) => {
-                shutdown_all(&peers);
+                handle.shutdown();
                 return Err(io::Error::other("a shard ended during set-up"));
             }
         }
@@ -376,7 +423,7 @@ pub fn start(config: ServerConfig, routes: Routes) -> io::Result<ServerHandle> {
     };
     Ok(ServerHandle {
         local_addr,
-        peers,
+        handle,
         threads,
         stats,
         metrics_addr,
@@ -412,13 +459,6 @@ impl Backend {
                 u.flags
             ),
         }
-    }
-}
-
-/// Asks every shard that did start to stop (start-up failed elsewhere).
-fn shutdown_all(peers: &[Peer]) {
-    for peer in peers {
-        peer.send(Mail::Shutdown);
     }
 }
 

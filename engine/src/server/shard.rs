@@ -14,14 +14,16 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use super::Routes;
-use super::app::{App, Closed, Upgrade, Why};
-use super::conn::{Conn, NO_TIMER, Phase, Watch};
+use super::app::{App, Closed, Why};
+use super::conn::{Answer, Conn, NO_TIMER, Phase, Watch};
 use super::core::Core;
 use super::ctx::Ctx;
 use super::id::ConnId;
 use super::mailbox::Mail;
 use super::metrics::ShardStats;
 use super::timer::Entry;
+use super::udp::{BATCH, Received, UdpId};
+use super::upgrade::{DEFERRED_INPUT_MAX, Upgrade, UpgradeRequest};
 use super::write::Out;
 use crate::proto::handshake::{self, Accept, Limits};
 use crate::proto::{CloseCode, Connection, Error, Event, HandshakeError, Read, State, TimeoutKind};
@@ -45,6 +47,20 @@ pub struct Shard {
     /// process (any shard) has reused for another socket meanwhile.
     pub(crate) graveyard: Vec<std::os::fd::OwnedFd>,
 }
+
+/// What processing a connection's input did, for the backend (io_uring parks a connection
+/// whose input opened it or carried no message).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[must_use]
+pub struct Processed {
+    /// Whole messages delivered to the application.
+    pub messages: u32,
+    /// The opening handshake completed.
+    pub opened: bool,
+}
+
+/// Batches read from one UDP socket per readiness report before others get a turn.
+const UDP_TURNS: usize = 8;
 
 /// What the loop does after an iteration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,7 +168,20 @@ impl Shard {
         for entry in expired.drain(..) {
             self.on_timer(entry);
         }
+        while let Some(due) = self.core.app_timers.pop_due(self.core.now) {
+            if let Some(app) = self.apps.get_mut(usize::from(due.app)) {
+                self.core.current_app = due.app;
+                app.on_timer(
+                    &mut Ctx {
+                        core: &mut self.core,
+                    },
+                    due.token,
+                );
+            }
+        }
+        self.apply_answers();
         self.core.io.flush_dirty();
+        self.core.udp.flush();
         self.reap();
         if let Some(deadline) = self.draining_until {
             if self.core.io.conns.is_empty() {
@@ -182,7 +211,8 @@ impl Shard {
     pub fn poll_timeout(&self) -> Option<Duration> {
         let now = self.now();
         let mut wait = self.core.timers.next_wake(now);
-        for t in [self.accept_paused_until, self.draining_until]
+        let app_timer = self.core.app_timers.next_deadline();
+        for t in [self.accept_paused_until, self.draining_until, app_timer]
             .into_iter()
             .flatten()
         {
@@ -194,13 +224,14 @@ impl Shard {
 
     /// Runs the protocol on `fresh` bytes just received (after any carried partial frame), in
     /// place, and keeps what remains incomplete. The caller's buffer is free again on return.
-    pub fn process(&mut self, slot: usize, fresh: &mut [u8]) {
+    pub fn process(&mut self, slot: usize, fresh: &mut [u8]) -> Processed {
         ShardStats::add(&self.core.io.stats.bytes_in, fresh.len() as u64);
+        let mut done = Processed::default();
         let Shard {
             core, apps, routes, ..
         } = self;
         let Some(conn) = core.io.conns.get_mut(slot) else {
-            return;
+            return done;
         };
         core.io.corked = Some(slot);
         let mut carried = std::mem::take(&mut conn.rbuf);
@@ -215,7 +246,7 @@ impl Shard {
         let mut want = 0;
         loop {
             let Some(conn) = core.io.conns.get_mut(slot) else {
-                return;
+                return done;
             };
             if conn.dead || conn.ending.is_some() {
                 at = input.len();
@@ -226,10 +257,24 @@ impl Shard {
             let now = core.now;
             let proto = match &mut conn.phase {
                 Phase::Open(p) => p,
+                Phase::Handshake {
+                    answer: Answer::Waiting,
+                    ..
+                } => {
+                    // The application is deciding: keep the request (and anything after it,
+                    // within bounds) for when it answers.
+                    if input.len() - at > core.config.max_header_bytes + DEFERRED_INPUT_MAX {
+                        ShardStats::add(&core.io.stats.handshake_failures, 1);
+                        core.io.kill(slot, Why::HandshakeFailed, CloseCode(1006));
+                        at = input.len();
+                    }
+                    break;
+                }
                 Phase::Handshake { .. } => {
                     match handshake(core, apps, routes, slot, &input[at..]) {
                         Handshake::Open(used) => {
                             at += used;
+                            done.opened = true;
                             continue;
                         }
                         Handshake::Wait => break,
@@ -251,6 +296,7 @@ impl Shard {
                     match event {
                         Some(Event::Message(message)) => {
                             ShardStats::add(&core.io.stats.messages_in, 1);
+                            done.messages += 1;
                             core.current_app = app as u8;
                             apps[app].on_message(&mut Ctx { core }, id, message);
                         }
@@ -283,11 +329,11 @@ impl Shard {
         }
         // Keep only the unfinished tail; an idle connection holds no buffer.
         let Some(conn) = core.io.conns.get_mut(slot) else {
-            return;
+            return done;
         };
         if at >= input.len() {
             conn.rbuf = Vec::new();
-            return;
+            return done;
         }
         let tail_len = input.len() - at;
         if !was_carried {
@@ -301,6 +347,76 @@ impl Shard {
             }
             conn.rbuf = carried;
         }
+        done
+    }
+
+    /// Answers the deferred upgrades the application decided this iteration: each request is
+    /// parsed again from the connection's buffer and answered as the application said.
+    fn apply_answers(&mut self) {
+        while let Some(slot) = self.core.answered.pop() {
+            if self.reading(slot) {
+                let _ = self.process(slot, &mut []);
+                self.after_input(slot);
+            }
+        }
+    }
+
+    /// Calls every application's `on_start` (before the backend's loop).
+    pub fn start_apps(&mut self) {
+        for (i, app) in self.apps.iter_mut().enumerate() {
+            self.core.current_app = i as u8;
+            app.on_start(&mut Ctx {
+                core: &mut self.core,
+            });
+        }
+    }
+
+    /// Calls every application's `on_stop` (after the backend's loop) and sends what they
+    /// queued last.
+    pub fn stop_apps(&mut self) {
+        for (i, app) in self.apps.iter_mut().enumerate() {
+            self.core.current_app = i as u8;
+            app.on_stop(&mut Ctx {
+                core: &mut self.core,
+            });
+        }
+        self.core.udp.flush();
+    }
+
+    /// A UDP socket is readable: hands its datagrams to its application, a batch at a time,
+    /// for a bounded number of batches. True when it may hold more (its turn was used up: the
+    /// backend calls again next iteration); false when it was read dry or is gone.
+    pub fn udp_readable(&mut self, socket: u32) -> bool {
+        let id = UdpId(socket);
+        for _ in 0..UDP_TURNS {
+            let Some(app) = self.core.udp.app(id) else {
+                return false;
+            };
+            let n = match self.core.udp.receive(id) {
+                Received::Empty => return false,
+                Received::Batch(n) => n,
+            };
+            let Some(batch) = self.core.udp.take_batch() else {
+                return false;
+            };
+            let datagrams = batch.datagrams();
+            if let Some(a) = self.apps.get_mut(usize::from(app)) {
+                self.core.current_app = app;
+                a.on_datagrams(
+                    &mut Ctx {
+                        core: &mut self.core,
+                    },
+                    id,
+                    &datagrams,
+                );
+            }
+            drop(datagrams);
+            self.core.udp.restore(batch);
+            if (1..BATCH).contains(&n) {
+                return false;
+            }
+        }
+        true
     }
 
     fn on_timer(&mut self, entry: Entry) {
@@ -319,7 +435,7 @@ impl Shard {
             return;
         }
         match &mut conn.phase {
-            Phase::Handshake { deadline } => {
+            Phase::Handshake { deadline, .. } => {
                 if now >= *deadline {
                     ShardStats::add(&self.core.io.stats.handshake_failures, 1);
                     self.core
@@ -358,8 +474,7 @@ impl Shard {
 
     /// Handles everything in the mailbox (the backend was woken).
     pub fn read_mail(&mut self) {
-        let me = usize::from(self.core.shard);
-        self.core.peers[me].pending.store(false, Ordering::Release);
+        self.core.me().pending.store(false, Ordering::Release);
         while let Ok(mail) = self.mail.try_recv() {
             match mail {
                 Mail::Publish { topic, frame } => {
@@ -381,6 +496,9 @@ impl Shard {
                             payload,
                         );
                     }
+                }
+                Mail::Answer { id, upgrade } => {
+                    let _ = self.core.answer(id, upgrade);
                 }
                 Mail::Shutdown => self.shutdown(),
             }
@@ -508,14 +626,57 @@ fn handshake(
     {
         return refuse(core, HandshakeError::OriginRejected);
     }
-    let protocol = match apps[app].on_upgrade(&request) {
-        Upgrade::Accept { protocol } => protocol,
-        Upgrade::Reject(status) => return refuse(core, HandshakeError::Rejected(status)),
+    // The application's answer: given earlier (a deferred upgrade, parsed again now), or
+    // asked for now.
+    let given = match core.io.conns.get_mut(slot).map(|c| &mut c.phase) {
+        Some(Phase::Handshake { answer, .. }) => std::mem::take(answer),
+        _ => return Handshake::Refused,
     };
+    let upgrade = match given {
+        Answer::Given(upgrade) => *upgrade,
+        Answer::Ask | Answer::Waiting => {
+            let conn = &core.io.conns[slot];
+            let id = ConnId::new(core.shard, slot as u32, conn.generation);
+            let peer = conn.sock.peer_addr().ok();
+            core.current_app = app as u8;
+            let asked = UpgradeRequest {
+                id,
+                peer,
+                request: &request,
+            };
+            apps[app].on_upgrade(&mut Ctx { core }, &asked)
+        }
+    };
+    if core.io.conns.get(slot).is_none_or(|c| c.dead) {
+        // The application closed it while deciding.
+        return Handshake::Refused;
+    }
+    let accept = match upgrade {
+        Upgrade::Accept(accept) if accept.well_formed() => accept,
+        Upgrade::Accept(_) => return refuse(core, HandshakeError::Rejected(500)),
+        Upgrade::Reject(status) if (400..=599).contains(&status) => {
+            return refuse(core, HandshakeError::Rejected(status));
+        }
+        Upgrade::Reject(_) => return refuse(core, HandshakeError::Rejected(500)),
+        Upgrade::Defer => {
+            if let Some(Phase::Handshake { answer, .. }) =
+                core.io.conns.get_mut(slot).map(|c| &mut c.phase)
+            {
+                *answer = Answer::Waiting;
+            }
+            return Handshake::Wait;
+        }
+    };
+    let headers: Vec<(&str, &str)> = accept
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
     handshake::write_accept(
         &request,
         &Accept {
-            protocol: protocol.as_deref(),
+            protocol: accept.protocol.as_deref(),
+            headers: &headers,
             ..Accept::default()
         },
         &mut core.io.cork,

@@ -38,6 +38,9 @@ struct Topic {
 pub struct Topics {
     by_name: HashMap<Arc<str>, u32>,
     topics: Slab<Topic>,
+    /// Topics this shard gained (`true`) or lost (`false`) since the last
+    /// [`Topics::take_changes`]: what the process-wide registry hears.
+    changes: Vec<(Arc<str>, bool)>,
 }
 
 /// A subscriber whose index changed because another left; update its membership entry.
@@ -62,7 +65,8 @@ impl Topics {
                     name: name.clone(),
                     subs: Vec::new(),
                 }) as u32;
-                self.by_name.insert(name, id);
+                self.by_name.insert(name.clone(), id);
+                self.changes.push((name, true));
                 id
             }
         };
@@ -116,8 +120,14 @@ impl Topics {
         if topic.subs.is_empty() {
             let topic = self.topics.remove(m.topic as usize);
             self.by_name.remove(&topic.name);
+            self.changes.push((topic.name, false));
         }
         moved
+    }
+
+    /// The topics gained and lost since the last call, in order.
+    pub fn take_changes(&mut self) -> std::vec::Drain<'_, (Arc<str>, bool)> {
+        self.changes.drain(..)
     }
 
     /// This shard's subscribers of `name`.

@@ -24,7 +24,6 @@ use std::mem::ManuallyDrop;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
@@ -51,6 +50,8 @@ pub mod tag {
     const FILES: u64 = 6;
     /// The poll on the shard's epoll instance of parked connections.
     pub const PARKED: u64 = 7 << SHIFT;
+    /// The poll on the shard's epoll instance of UDP sockets.
+    pub const UDP: u64 = 8 << SHIFT;
 
     /// A connection's receive (multishot or single-shot).
     pub fn recv(slot: u32, generation: u16) -> u64 {
@@ -89,6 +90,8 @@ pub mod tag {
         Files(usize),
         /// [`PARKED`].
         Parked,
+        /// [`UDP`].
+        Udp,
     }
 
     /// Reads a tag back.
@@ -104,6 +107,7 @@ pub mod tag {
             5 => Some(Op::Cancel),
             FILES => Some(Op::Files((data & 0xFFFF_FFFF) as usize)),
             7 => Some(Op::Parked),
+            8 => Some(Op::Udp),
             _ => None,
         }
     }
@@ -285,6 +289,11 @@ pub struct Uring {
     parked: Option<Epoll>,
     parked_armed: bool,
     parked_events: Vec<EpollEvent>,
+    /// UDP sockets of the shard's applications, watched edge-triggered; the ring polls it.
+    udp: Option<Epoll>,
+    udp_armed: bool,
+    /// UDP sockets with datagrams left over after their turn.
+    udp_again: Vec<u32>,
 }
 
 impl Uring {
@@ -362,6 +371,9 @@ impl Uring {
             parked,
             parked_armed: false,
             parked_events: vec![EpollEvent::empty(); 256],
+            udp: None,
+            udp_armed: false,
+            udp_again: Vec::new(),
         })
     }
 
@@ -392,7 +404,8 @@ impl Uring {
         self.arm_parked(shard);
         let mut expired = Vec::new();
         loop {
-            let timeout = if self.leftover() {
+            self.watch_udp(shard);
+            let timeout = if self.leftover() || !self.udp_again.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 self.until_sweep(shard, shard.poll_timeout())
@@ -404,6 +417,11 @@ impl Uring {
             if let Err(e) = self.complete(shard) {
                 break Err(e);
             }
+            let mut udp = std::mem::take(&mut self.udp_again);
+            udp.sort_unstable();
+            udp.dedup();
+            udp.retain(|&socket| shard.udp_readable(socket));
+            self.udp_again = udp;
             if self.park_ms > 0 {
                 if let Some(from) = self.sweep_from {
                     self.sweep_from = park_silent(shard, from);
@@ -599,6 +617,15 @@ impl Uring {
                     self.arm_parked(shard);
                 }
             }
+            Some(tag::Op::Udp) => {
+                if !more {
+                    self.udp_armed = false;
+                }
+                if !self.stopping {
+                    self.udp_ready();
+                    self.arm_udp(shard);
+                }
+            }
             Some(tag::Op::Files(key)) => {
                 if uio(shard).file_updated(key, result) {
                     // Entries gathered since may name the slot and fail, ending that
@@ -651,15 +678,12 @@ impl Uring {
                 if is_live {
                     let conn = &mut shard.core.io.conns[slot as usize];
                     conn.active = true;
-                    let handshaking = matches!(conn.phase, Phase::Handshake { .. });
                     // A single-shot receive: the connection is new or was just woken.
                     let first = conn.watch == Watch::Woken;
-                    let messages = |shard: &Shard| shard.core.io.stats.messages_in.load(Relaxed);
-                    let before = first.then(|| messages(shard));
-                    shard.process(slot as usize, self.bufs.bytes(&piece));
+                    let done = shard.process(slot as usize, self.bufs.bytes(&piece));
                     shard.after_input(slot as usize);
-                    let no_message = before.is_some_and(|n| messages(shard) == n);
-                    let quiet = (handshaking || no_message) && self.quiet(shard, slot, generation);
+                    let no_message = first && done.messages == 0;
+                    let quiet = (done.opened || no_message) && self.quiet(shard, slot, generation);
                     if first {
                         // Parked below, or given its multishot receive there.
                         park_now = quiet;
@@ -771,6 +795,76 @@ impl Uring {
             ShardStats::add(&shard.core.io.stats.ring_errors, 1);
             self.arm_recv(shard, slot, generation);
         }
+    }
+
+    /// Watches the UDP sockets applications bound since the last call: edge-triggered in the
+    /// shard's UDP epoll instance (made on first use), which the ring polls. A socket that
+    /// cannot be watched is reported and never read.
+    fn watch_udp(&mut self, shard: &mut Shard) {
+        let fresh = shard.core.udp.take_fresh();
+        if fresh.is_empty() {
+            return;
+        }
+        if self.udp.is_none() {
+            match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
+                Ok(e) => self.udp = Some(e),
+                Err(e) => {
+                    tracing::error!(shard = shard.core.shard, error = %e, "cannot watch UDP sockets");
+                    return;
+                }
+            }
+        }
+        let Some(epoll) = &self.udp else {
+            return;
+        };
+        for (slot, fd) in fresh {
+            let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
+            // SAFETY: `fd` belongs to a UDP socket the shard owns and keeps open while it is
+            // registered; closing it removes the registration.
+            let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            if let Err(e) = epoll.add(sock, EpollEvent::new(flags, u64::from(slot))) {
+                tracing::error!(shard = shard.core.shard, error = %e, "cannot watch a UDP socket");
+                continue;
+            }
+            // Datagrams may have arrived before the registration.
+            self.udp_again.push(slot);
+        }
+        self.arm_udp(shard);
+    }
+
+    /// The UDP epoll instance is readable: the sockets it reports are read at the end of the
+    /// completions.
+    fn udp_ready(&mut self) {
+        let mut events = std::mem::take(&mut self.parked_events);
+        while let Some(epoll) = &self.udp {
+            let n = match epoll.wait(&mut events, EpollTimeout::ZERO) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => 0,
+            };
+            self.udp_again
+                .extend(events[..n].iter().map(|e| e.data() as u32));
+            if n < events.len() {
+                break;
+            }
+        }
+        self.parked_events = events;
+    }
+
+    fn arm_udp(&mut self, shard: &mut Shard) {
+        let Some(epoll) = &self.udp else {
+            return;
+        };
+        if self.udp_armed {
+            return;
+        }
+        let fd = epoll.0.as_raw_fd();
+        let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(tag::UDP);
+        uio(shard).push(entry);
+        self.udp_armed = true;
     }
 
     fn arm_parked(&mut self, shard: &mut Shard) {
@@ -890,6 +984,9 @@ impl Uring {
         uio(shard).push(cancel(tag::WAKE));
         if self.parked_armed {
             uio(shard).push(cancel(tag::PARKED));
+        }
+        if self.udp_armed {
+            uio(shard).push(cancel(tag::UDP));
         }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         let mut failed = None;
