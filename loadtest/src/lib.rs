@@ -25,6 +25,7 @@ pub mod collect;
 pub mod counters;
 pub mod error;
 pub mod hist;
+pub mod logging;
 pub mod payload;
 pub mod plan;
 mod procs;

@@ -7,6 +7,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
+use crate::cli::LogFormat;
 use crate::collect::Collector;
 use crate::error::{self, Error, WorkerProblem};
 use crate::plan::{GO_DELAY_US, Plan};
@@ -28,18 +29,20 @@ struct Worker {
     totals: bool,
 }
 
-/// Runs every plan in its own process and returns the merged totals.
+/// Runs every plan in its own process and returns the merged totals. Workers write their log
+/// lines in `log_format`, like this process.
 pub fn run(
     exe: &std::path::Path,
     plans: Vec<Plan>,
     collector: &mut Collector,
+    log_format: LogFormat,
 ) -> Result<Totals, Error> {
     let hard_deadline = plans.iter().map(|p| p.hard_deadline_us).max().unwrap_or(0);
     let (tx, rx) = mpsc::channel();
     let mut workers: Vec<Worker> = Vec::with_capacity(plans.len());
     for (i, plan) in plans.into_iter().enumerate() {
         let spawned = Command::new(exe)
-            .arg("--worker")
+            .args(["--worker", "--log-format", log_format.name()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -142,9 +145,13 @@ pub fn run(
             let go = wire::line(&Down::Go {
                 at_us: sys::monotonic_us() + GO_DELAY_US,
             })?;
-            for w in workers.iter_mut().filter(|w| !w.eof) {
+            for (i, w) in workers.iter_mut().enumerate().filter(|(_, w)| !w.eof) {
                 if let Some(s) = w.stdin.as_mut() {
-                    let _ = s.write_all(go.as_bytes()).and_then(|()| s.flush());
+                    // A worker that cannot be told is gone; its end of output follows and is
+                    // reported with the totals.
+                    if let Err(e) = s.write_all(go.as_bytes()).and_then(|()| s.flush()) {
+                        tracing::warn!(worker = i, error = %e, "could not send the go time");
+                    }
                 }
             }
         }
@@ -180,7 +187,12 @@ pub fn run(
 fn stop(workers: &mut [Worker]) {
     for w in workers.iter_mut() {
         w.stdin = None;
-        let _ = w.child.kill();
-        let _ = w.child.wait();
+        // kill(2) fails only for a worker that has exited already, which wait() then reaps.
+        if let Err(e) = w.child.kill() {
+            tracing::debug!(pid = w.child.id(), error = %e, "kill");
+        }
+        if let Err(e) = w.child.wait() {
+            tracing::warn!(pid = w.child.id(), error = %e, "could not reap a worker process");
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cli::{self, Command, Options, USAGE};
+use crate::cli::{self, Command, Options};
 use crate::collect::{Collector, LocalSink};
 use crate::error::{self, Error};
 use crate::plan;
@@ -59,7 +59,7 @@ pub fn run(options: &Options) -> Result<Report, Error> {
                 Some(p) => p.clone(),
                 None => std::env::current_exe().map_err(error::io("find this executable"))?,
             };
-            crate::procs::run(&exe, plans, &mut collector)?
+            crate::procs::run(&exe, plans, &mut collector, options.log_format)?
         };
     collector.finish();
     Ok(Report::build(Inputs {
@@ -94,17 +94,19 @@ pub fn write_outputs(options: &Options, report: &Report) -> Result<(), Error> {
 /// The command-line program: parse, run, report; the exit status says how it went.
 pub fn main_entry(args: &[String]) -> ExitCode {
     let options = match cli::parse(args) {
-        Ok(Command::Help) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
+        Ok(Command::Worker { log_format }) => {
+            crate::logging::init(log_format);
+            return wire::worker_main();
         }
-        Ok(Command::Worker) => return wire::worker_main(),
         Ok(Command::Run(o)) => o,
         Err(e) => {
-            eprintln!("c10m-loadtest: {e}\n(see c10m-loadtest --help)");
-            return ExitCode::from(2);
+            // Help and the version on stdout (status 0), usage errors on stderr (status 2).
+            e.print();
+            return ExitCode::from(e.exit_code());
         }
     };
+    crate::logging::init(options.log_format);
+    // The outcome of the run, like the report, is for the user: plain lines, not log events.
     let report = match run(&options) {
         Ok(r) => r,
         Err(e @ (Error::Usage(_) | Error::Plan(_))) => {

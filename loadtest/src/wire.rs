@@ -80,12 +80,19 @@ impl Sink for StdoutSink {
 
 /// `c10m-loadtest --worker`: reads a plan from stdin, runs it, reports on stdout.
 pub fn worker_main() -> ExitCode {
-    let _ = crate::sys::raise_nofile();
+    // The parent laid the plan out for the raised limit; if raising fails, connections past
+    // the old one fail and the report counts them.
+    if let Err(e) = crate::sys::raise_nofile() {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
     let sink = StdoutSink;
     match worker_run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = sink.send(&Up::Error(e.to_string()));
+            if let Err(send) = sink.send(&Up::Error(e.to_string())) {
+                // The parent is gone or not reading: stderr (shared with it) is all that is left.
+                tracing::error!(error = %e, report = %send, "worker failed and could not tell the parent");
+            }
             ExitCode::from(3)
         }
     }

@@ -93,7 +93,7 @@ fn bad_usage_exits_2_and_remote_targets_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     let out = Command::new(exe()).args(["--help"]).output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("usage: c10m-loadtest"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: c10m-loadtest"));
 }
 
 #[test]

@@ -1,14 +1,20 @@
-//! Command-line flags to [`Options`]: parsing and validation, with errors as data.
+//! The command line: clap (derive) turns the arguments into [`Options`], then
+//! [`Options::validate`] checks the limits. Usage errors are data: clap's own error (unknown
+//! flag, with a suggestion; a value that does not parse, naming the flag) or a [`UsageError`]
+//! (a limit or policy), both exit status 2.
 
 pub mod addrs;
-mod usage;
+mod args;
+mod options;
 pub mod values;
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::IpAddr;
 
-pub use usage::USAGE;
+use c10m_sysctl::CountError;
+
+pub use args::LogFormat;
+pub use options::{EchoMode, Options, ScenarioKind, valid_topic};
 
 /// Most connections one run may open (all processes together).
 pub const MAX_CONNECTIONS: u64 = 10_000_000;
@@ -23,11 +29,11 @@ pub const MAX_SIZE: usize = 16 << 20;
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Problem {
-    /// No such flag.
-    Unknown,
-    /// The flag needs a value.
-    MissingValue,
-    /// Not a whole number.
+    /// Not a count in the project's one grammar (`1000000`, `1_000_000`, `1m`, `20k`).
+    Count(CountError),
+    /// Not a positive, finite rate.
+    NotARate(String),
+    /// Not a whole number (a process id).
     NotANumber(String),
     /// Not a duration.
     NotADuration(String),
@@ -52,19 +58,20 @@ pub enum Problem {
     NotLoopback(IpAddr),
     /// Not a valid topic name.
     BadTopic(String),
-    /// Not one of the scenarios.
-    UnknownScenario(String),
-    /// No scenario given.
-    NoScenario,
-    /// The flag does not apply to this scenario, or conflicts with another.
+    /// The flag conflicts with another.
     Conflict(&'static str),
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Problem::Unknown => write!(f, "unknown option"),
-            Problem::MissingValue => write!(f, "needs a value"),
+            Problem::Count(e) => e.fmt(f),
+            Problem::NotARate(v) => {
+                write!(
+                    f,
+                    "not a rate: {v} (a positive number per second: 2.5, 5000, 20k)"
+                )
+            }
             Problem::NotANumber(v) => write!(f, "not a number: {v}"),
             Problem::NotADuration(v) => write!(f, "not a duration: {v} (try 10, 10s, 500ms, 2m)"),
             Problem::NotAnAddress(v) => write!(f, "not an address: {v}"),
@@ -79,19 +86,18 @@ impl fmt::Display for Problem {
                 "{ip} is not a loopback address; pass --allow-remote to load another host"
             ),
             Problem::BadTopic(t) => write!(f, "bad topic {t:?}: use 1-128 of [A-Za-z0-9._-]"),
-            Problem::UnknownScenario(s) => {
-                write!(f, "unknown scenario {s:?} (connect, idle, echo, broadcast)")
-            }
-            Problem::NoScenario => write!(f, "no scenario given (connect, idle, echo, broadcast)"),
             Problem::Conflict(why) => write!(f, "{why}"),
         }
     }
 }
 
-/// A usage error: which flag, and what is wrong with it.
+// clap shows it after "invalid value '...' for '--flag <N>': ".
+impl std::error::Error for Problem {}
+
+/// A usage error found after parsing: which flag, and what is wrong with it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct UsageError {
-    /// The flag (`--rate`), or the argument.
+    /// The flag (`--rate`).
     pub flag: String,
     /// What is wrong.
     pub problem: Problem,
@@ -105,382 +111,81 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
-/// The four scenarios.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScenarioKind {
-    /// Open connections.
-    Connect,
-    /// Hold connections.
-    Idle,
-    /// Echo messages.
-    Echo,
-    /// Publish to subscribers.
-    Broadcast,
+/// Why the command line was not run.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum ParseError {
+    /// clap stopped: `--help` or `--version` (exit status 0, printed on stdout), or an unknown
+    /// flag, a bad value, a missing scenario (exit status 2, on stderr).
+    Clap(clap::Error),
+    /// The flags parsed but break a limit or the loopback policy (exit status 2).
+    Usage {
+        /// The scenario whose flags they are (its usage line is printed with the error).
+        scenario: ScenarioKind,
+        /// What is wrong.
+        error: UsageError,
+    },
 }
 
-impl ScenarioKind {
-    /// Its name on the command line.
-    pub fn name(self) -> &'static str {
+impl ParseError {
+    /// The exit status: 0 after help or the version, 2 for a usage error.
+    pub fn exit_code(&self) -> u8 {
         match self {
-            ScenarioKind::Connect => "connect",
-            ScenarioKind::Idle => "idle",
-            ScenarioKind::Echo => "echo",
-            ScenarioKind::Broadcast => "broadcast",
-        }
-    }
-}
-
-/// How echo connections send.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EchoMode {
-    /// Keep this many messages in flight (closed loop: latency from the actual send).
-    Window(u32),
-    /// Send this many messages per second (open loop: latency from the intended send time).
-    Rate(f64),
-}
-
-/// Everything a run is told.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Options {
-    /// Scenario.
-    pub scenario: ScenarioKind,
-    /// Servers to connect to.
-    pub targets: Vec<SocketAddr>,
-    /// Source addresses to bind (empty: let the kernel choose).
-    pub sources: Vec<IpAddr>,
-    /// Non-loopback addresses permitted.
-    pub allow_remote: bool,
-    /// Request path.
-    pub path: String,
-    /// Connections (broadcast: subscribers).
-    pub connections: u64,
-    /// Connections per second.
-    pub rate: f64,
-    /// Connects/handshakes in progress per thread.
-    pub max_pending: usize,
-    /// Drive phase length.
-    pub duration_ms: u64,
-    /// Ramp limit (None: derived).
-    pub ramp_timeout_ms: Option<u64>,
-    /// Per-connection connect+handshake limit.
-    pub connect_timeout_ms: u64,
-    /// Drain limit.
-    pub drain_ms: u64,
-    /// Close handshake limit (None: derived from the connection count).
-    pub close_timeout_ms: Option<u64>,
-    /// Worker processes (0: automatic).
-    pub procs: usize,
-    /// Threads per process (0: automatic).
-    pub threads: usize,
-    /// Message size.
-    pub size: usize,
-    /// Echo sending mode.
-    pub echo: EchoMode,
-    /// Broadcast publishers.
-    pub publishers: u32,
-    /// Messages per second per publisher.
-    pub publish_rate: f64,
-    /// Broadcast topic.
-    pub topic: String,
-    /// Client pings.
-    pub ping_interval_ms: Option<u64>,
-    /// Client idle timeout.
-    pub idle_timeout_ms: Option<u64>,
-    /// JSON report on stdout.
-    pub json: bool,
-    /// HTML report file.
-    pub html: Option<PathBuf>,
-    /// No progress line.
-    pub quiet: bool,
-    /// Server processes to sample.
-    pub server_pids: Vec<u32>,
-    /// The executable started as a worker process (default: this one). Set by tests, whose own
-    /// executable is the test harness.
-    pub worker_exe: Option<PathBuf>,
-}
-
-impl Options {
-    /// Defaults for a scenario.
-    pub fn new(scenario: ScenarioKind) -> Self {
-        Options {
-            scenario,
-            targets: vec![SocketAddr::from(([127, 0, 0, 1], 9001))],
-            sources: Vec::new(),
-            allow_remote: false,
-            path: match scenario {
-                ScenarioKind::Broadcast => "/pubsub".into(),
-                _ => "/echo".into(),
-            },
-            connections: 1_000,
-            rate: 5_000.0,
-            max_pending: 1_000,
-            duration_ms: match scenario {
-                ScenarioKind::Connect => 0,
-                _ => 10_000,
-            },
-            ramp_timeout_ms: None,
-            connect_timeout_ms: 10_000,
-            drain_ms: 5_000,
-            close_timeout_ms: None,
-            procs: 0,
-            threads: 0,
-            size: 64,
-            echo: EchoMode::Window(1),
-            publishers: 1,
-            publish_rate: 10.0,
-            topic: "bench".into(),
-            ping_interval_ms: None,
-            idle_timeout_ms: None,
-            json: false,
-            html: None,
-            quiet: false,
-            server_pids: Vec::new(),
-            worker_exe: None,
+            ParseError::Clap(e) => u8::try_from(e.exit_code()).unwrap_or(2),
+            ParseError::Usage { .. } => 2,
         }
     }
 
-    /// The ramp limit: the given one, or the ideal ramp time plus 30 s.
-    pub fn ramp_timeout_ms(&self) -> u64 {
-        self.ramp_timeout_ms.unwrap_or_else(|| {
-            let total = self.connections + u64::from(self.publishers_if_any());
-            (total as f64 / self.rate * 1_000.0) as u64 + 30_000
-        })
-    }
-
-    /// The close limit: the given one, or 2 s plus 1 s per 10,000 connections (every
-    /// connection is closed at once at the end, and the server answers them one by one).
-    pub fn close_timeout_ms(&self) -> u64 {
-        self.close_timeout_ms
-            .unwrap_or(2_000 + (self.connections + u64::from(self.publishers_if_any())) / 10)
-    }
-
-    /// Publishers, in the broadcast scenario only.
-    pub fn publishers_if_any(&self) -> u32 {
-        if self.scenario == ScenarioKind::Broadcast {
-            self.publishers
-        } else {
-            0
-        }
-    }
-
-    /// Checks limits and the loopback policy.
-    pub fn validate(&self) -> Result<(), UsageError> {
-        let err = |flag: &str, problem| UsageError {
-            flag: flag.to_owned(),
-            problem,
+    /// Prints it the way clap prints its own errors (with the usage line and a pointer to
+    /// `--help`), so every usage error reads the same.
+    pub fn print(&self) {
+        let shown = match self {
+            ParseError::Clap(e) => e.print(),
+            ParseError::Usage { scenario, error } => args::command_of(*scenario)
+                .error(clap::error::ErrorKind::ValueValidation, error)
+                .print(),
         };
-        let range = |flag: &str, value: f64, min: f64, max: f64| {
-            if (min..=max).contains(&value) {
-                Ok(())
-            } else {
-                Err(err(flag, Problem::OutOfRange { value, min, max }))
-            }
-        };
-        range(
-            "--connections",
-            self.connections as f64,
-            1.0,
-            MAX_CONNECTIONS as f64,
-        )?;
-        range(
-            "--duration",
-            self.duration_ms as f64,
-            0.0,
-            MAX_DURATION_MS as f64,
-        )?;
-        range("--max-pending", self.max_pending as f64, 1.0, 1e6)?;
-        range("--procs", self.procs as f64, 0.0, 1024.0)?;
-        range("--threads", self.threads as f64, 0.0, 256.0)?;
-        range("--size", self.size as f64, 0.0, MAX_SIZE as f64)?;
-        range(
-            "--publishers",
-            f64::from(self.publishers),
-            1.0,
-            f64::from(MAX_PUBLISHERS),
-        )?;
-        range("--publish-rate", self.publish_rate, 0.001, 1e6)?;
-        range("--rate", self.rate, 0.001, 1e7)?;
-        match self.echo {
-            EchoMode::Window(w) => range("--window", f64::from(w), 1.0, 10_000.0)?,
-            EchoMode::Rate(r) => range("--msg-rate", r, 0.001, 1e6)?,
-        }
-        if self.scenario == ScenarioKind::Echo && self.size < crate::payload::ECHO_HEADER {
-            return Err(err(
-                "--size",
-                Problem::OutOfRange {
-                    value: self.size as f64,
-                    min: crate::payload::ECHO_HEADER as f64,
-                    max: MAX_SIZE as f64,
-                },
-            ));
-        }
-        if !valid_topic(&self.topic) {
-            return Err(err("--topic", Problem::BadTopic(self.topic.clone())));
-        }
-        if !self.path.starts_with('/') || self.path.contains(char::is_whitespace) {
-            return Err(err("--path", Problem::NotAnAddress(self.path.clone())));
-        }
-        if self.targets.is_empty() {
-            return Err(err("--target", Problem::Empty));
-        }
-        addrs::check_loopback(self.targets.iter().map(SocketAddr::ip), self.allow_remote)
-            .map_err(|p| err("--target", p))?;
-        addrs::check_loopback(self.sources.iter().copied(), self.allow_remote)
-            .map_err(|p| err("--source-ips", p))?;
-        if self
-            .sources
-            .iter()
-            .any(|s| self.targets.iter().any(|t| t.is_ipv4() != s.is_ipv4()))
-        {
-            return Err(err(
-                "--source-ips",
-                Problem::Conflict("source and target addresses must be of one family"),
-            ));
-        }
-        Ok(())
+        // Printing to a closed stdout/stderr has nowhere left to report.
+        drop(shown);
     }
 }
 
-/// Topic names the load generator uses: safe in a query string and in `/pubsub` commands.
-pub fn valid_topic(t: &str) -> bool {
-    (1..=128).contains(&t.len())
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Clap(e) => e.fmt(f),
+            ParseError::Usage { error, .. } => error.fmt(f),
+        }
+    }
 }
+
+impl std::error::Error for ParseError {}
 
 /// What the command line asks for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    /// Print the help text.
-    Help,
     /// Run as a worker process of a parent (hidden; the plan arrives on stdin).
-    Worker,
+    Worker {
+        /// How the worker writes its log lines (the parent passes its own).
+        log_format: LogFormat,
+    },
     /// Run a scenario.
     Run(Box<Options>),
 }
 
 /// Parses the arguments (without the program name).
-pub fn parse(args: &[String]) -> Result<Command, UsageError> {
-    let err = |flag: &str, problem| UsageError {
-        flag: flag.to_owned(),
-        problem,
-    };
-    if args
-        .iter()
-        .any(|a| a == "-h" || a == "--help" || a == "help")
-    {
-        return Ok(Command::Help);
-    }
-    if args.first().map(String::as_str) == Some("--worker") {
-        return Ok(Command::Worker);
-    }
-    let Some(first) = args.first() else {
-        return Err(err("scenario", Problem::NoScenario));
-    };
-    let scenario = match first.as_str() {
-        "connect" => ScenarioKind::Connect,
-        "idle" => ScenarioKind::Idle,
-        "echo" => ScenarioKind::Echo,
-        "broadcast" => ScenarioKind::Broadcast,
-        other if other.starts_with('-') => return Err(err("scenario", Problem::NoScenario)),
-        other => return Err(err("scenario", Problem::UnknownScenario(other.to_owned()))),
-    };
-    let mut o = Options::new(scenario);
-    let mut window = None;
-    let mut msg_rate = None;
-    let mut it = args[1..].iter();
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_owned())),
-            _ => (arg.as_str(), None),
-        };
-        let name = if name == "-n" { "--connections" } else { name };
-        match name {
-            "--json" => o.json = true,
-            "--quiet" | "-q" => o.quiet = true,
-            "--allow-remote" => o.allow_remote = true,
-            _ => {
-                let value = match inline {
-                    Some(v) => v,
-                    None => match it.next() {
-                        Some(v) => v.clone(),
-                        None => {
-                            return Err(err(
-                                name,
-                                if name.starts_with('-') {
-                                    Problem::MissingValue
-                                } else {
-                                    Problem::Unknown
-                                },
-                            ));
-                        }
-                    },
-                };
-                let v = value.as_str();
-                let at = |p| err(name, p);
-                match name {
-                    "--target" | "--targets" => o.targets = addrs::parse_targets(v).map_err(at)?,
-                    "--source-ips" => o.sources = addrs::parse_ips(v).map_err(at)?,
-                    "--path" => o.path = v.to_owned(),
-                    "--connections" => o.connections = values::count(v).map_err(at)?,
-                    "--rate" => o.rate = values::rate(v).map_err(at)?,
-                    "--max-pending" => o.max_pending = values::count(v).map_err(at)? as usize,
-                    "--duration" => o.duration_ms = values::duration_ms(v).map_err(at)?,
-                    "--ramp-timeout" => {
-                        o.ramp_timeout_ms = Some(values::duration_ms(v).map_err(at)?)
-                    }
-                    "--connect-timeout" => {
-                        o.connect_timeout_ms = values::duration_ms(v).map_err(at)?.max(1)
-                    }
-                    "--drain" => o.drain_ms = values::duration_ms(v).map_err(at)?,
-                    "--close-timeout" => {
-                        o.close_timeout_ms = Some(values::duration_ms(v).map_err(at)?)
-                    }
-                    "--procs" => o.procs = values::count(v).map_err(at)? as usize,
-                    "--threads" => o.threads = values::count(v).map_err(at)? as usize,
-                    "--size" => o.size = values::count(v).map_err(at)? as usize,
-                    "--window" => window = Some(values::count(v).map_err(at)?),
-                    "--msg-rate" => msg_rate = Some(values::rate(v).map_err(at)?),
-                    "--publishers" => {
-                        o.publishers =
-                            u32::try_from(values::count(v).map_err(at)?).unwrap_or(u32::MAX)
-                    }
-                    "--publish-rate" => o.publish_rate = values::rate(v).map_err(at)?,
-                    "--topic" => o.topic = v.to_owned(),
-                    "--ping-interval" => {
-                        o.ping_interval_ms = Some(values::duration_ms(v).map_err(at)?.max(1))
-                    }
-                    "--idle-timeout" => {
-                        o.idle_timeout_ms = Some(values::duration_ms(v).map_err(at)?.max(1))
-                    }
-                    "--html" => o.html = Some(PathBuf::from(v)),
-                    "--server-pid" | "--server-pids" => {
-                        o.server_pids = values::pids(v).map_err(at)?
-                    }
-                    _ => return Err(err(name, Problem::Unknown)),
-                }
-            }
-        }
-    }
-    match (window, msg_rate) {
-        (Some(_), Some(_)) => {
-            return Err(err(
-                "--msg-rate",
-                Problem::Conflict("--window and --msg-rate exclude each other"),
-            ));
-        }
-        (Some(w), None) => o.echo = EchoMode::Window(u32::try_from(w).unwrap_or(u32::MAX)),
-        (None, Some(r)) => o.echo = EchoMode::Rate(r),
-        (None, None) => {}
-    }
-    o.validate()?;
-    Ok(Command::Run(Box::new(o)))
+pub fn parse<I, T>(args: I) -> Result<Command, ParseError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    args::parse(args)
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::error::ErrorKind;
+
     use super::*;
 
     fn args(s: &str) -> Vec<String> {
@@ -488,25 +193,44 @@ mod tests {
     }
 
     fn run(s: &str) -> Options {
-        match parse(&args(s)) {
-            Ok(Command::Run(o)) => *o,
+        match parse(args(s)) {
+            Ok(Command::Run(options)) => *options,
             other => panic!("{s}: {other:?}"),
         }
     }
 
+    /// A limit or policy broken: the flag and the problem.
     fn problem(s: &str) -> (String, Problem) {
-        match parse(&args(s)) {
-            Err(e) => (e.flag, e.problem),
-            ok => panic!("{s}: {ok:?}"),
+        match parse(args(s)) {
+            Err(ParseError::Usage { error, .. }) => (error.flag, error.problem),
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    /// Refused by clap: its kind and the text it prints.
+    fn refused(s: &str) -> (ErrorKind, String) {
+        match parse(args(s)) {
+            Err(e @ ParseError::Clap(_)) => {
+                assert_eq!(e.exit_code(), 2, "{s}");
+                let ParseError::Clap(c) = e else {
+                    unreachable!()
+                };
+                (c.kind(), c.render().to_string())
+            }
+            other => panic!("{s}: {other:?}"),
         }
     }
 
     #[test]
     fn defaults_per_scenario() {
         let o = run("connect");
+        assert_eq!(o, Options::new(ScenarioKind::Connect));
         assert_eq!(o.duration_ms, 0);
         assert_eq!(o.path, "/echo");
-        assert_eq!(o.targets, ["127.0.0.1:9001".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            o.targets,
+            ["127.0.0.1:9001".parse::<std::net::SocketAddr>().unwrap()]
+        );
         let b = run("broadcast");
         assert_eq!(
             (b.path.as_str(), b.duration_ms, b.publishers),
@@ -537,29 +261,76 @@ mod tests {
         assert_eq!(o.procs, 3);
         assert!(o.json && o.quiet);
         assert_eq!(o.server_pids, [10, 11]);
-        assert_eq!(o.html, Some(PathBuf::from("out.html")));
+        assert_eq!(o.html, Some(std::path::PathBuf::from("out.html")));
         assert_eq!(o.ping_interval_ms, Some(500));
         assert_eq!(run("echo --window 8").echo, EchoMode::Window(8));
+        // Aliases, short forms and repeated flags (the last one counts) as before.
+        let o = run("idle --targets 127.0.0.1:80 --server-pids 7 -q -n 5 -n 6");
+        assert_eq!((o.targets.len(), o.server_pids.as_slice()), (1, &[7][..]));
+        assert!(o.quiet);
+        assert_eq!(o.connections, 6);
+    }
+
+    #[test]
+    fn counts_take_the_project_grammar() {
+        assert_eq!(run("idle --connections 1m").connections, 1_000_000);
+        assert_eq!(run("idle --connections 1_000_000").connections, 1_000_000);
+        assert_eq!(run("idle --connections=1,000,000").connections, 1_000_000);
+        assert_eq!(run("idle -n 20k").connections, 20_000);
+        assert_eq!(run("idle -n 1.5k").connections, 1_500);
+        assert_eq!(run("idle --rate 20k").rate, 20_000.0);
+        assert_eq!(run("idle --rate 2.5").rate, 2.5);
+        assert_eq!(run("idle --max-pending 2k").max_pending, 2_000);
+        assert_eq!(run("echo --size 16k").size, 16_000);
+        assert_eq!(run("echo --window 1_000").echo, EchoMode::Window(1_000));
+        assert_eq!(run("broadcast --publishers 1k").publishers, 1_000);
+        let (kind, text) = refused("idle -n 1x");
+        assert_eq!(kind, ErrorKind::ValueValidation);
+        assert!(
+            text.contains("--connections") && text.contains("not a count"),
+            "{text}"
+        );
+        let (_, text) = refused("idle -n 1.0001k");
+        assert!(text.contains("not a whole number"), "{text}");
+    }
+
+    #[test]
+    fn mistyped_flags_get_a_suggestion() {
+        let (kind, text) = refused("echo --conections 1m");
+        assert_eq!(kind, ErrorKind::UnknownArgument);
+        assert!(
+            text.contains("similar argument exists: '--connections'"),
+            "{text}"
+        );
+        let (kind, text) = refused("echoo");
+        assert_eq!(kind, ErrorKind::InvalidSubcommand);
+        assert!(text.contains("similar subcommand exists: 'echo'"), "{text}");
     }
 
     #[test]
     fn usage_errors_name_the_flag() {
-        assert_eq!(problem(""), ("scenario".into(), Problem::NoScenario));
         assert_eq!(
-            problem("flood"),
-            ("scenario".into(), Problem::UnknownScenario("flood".into()))
+            refused("").0,
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
         );
-        assert_eq!(
-            problem("echo --bogus 1"),
-            ("--bogus".into(), Problem::Unknown)
+        assert_eq!(refused("flood").0, ErrorKind::InvalidSubcommand);
+        assert_eq!(refused("--log-format json").0, ErrorKind::MissingSubcommand);
+        assert_eq!(refused("echo --bogus 1").0, ErrorKind::UnknownArgument);
+        assert_eq!(refused("echo stray").0, ErrorKind::UnknownArgument);
+        let (kind, text) = refused("echo --rate");
+        assert_eq!(kind, ErrorKind::InvalidValue);
+        assert!(text.contains("--rate"), "{text}");
+        let (kind, text) = refused("echo --rate x");
+        assert_eq!(kind, ErrorKind::ValueValidation);
+        assert!(
+            text.contains("--rate") && text.contains("not a rate: x"),
+            "{text}"
         );
+        let (_, text) = refused("idle --duration 25h");
+        assert!(text.contains("not a duration: 25h"), "{text}");
         assert_eq!(
-            problem("echo --rate"),
-            ("--rate".into(), Problem::MissingValue)
-        );
-        assert_eq!(
-            problem("echo --rate x"),
-            ("--rate".into(), Problem::NotANumber("x".into()))
+            refused("echo --window 2 --msg-rate 3").0,
+            ErrorKind::ArgumentConflict
         );
         assert_eq!(
             problem("echo --target 10.1.2.3:80"),
@@ -575,14 +346,9 @@ mod tests {
                 Problem::NotLoopback("192.168.0.1".parse().unwrap())
             )
         );
-        assert_eq!(problem("echo --window 2 --msg-rate 3").0, "--msg-rate");
         assert_eq!(problem("echo --size 8").0, "--size");
         assert_eq!(problem("echo -n 0").0, "--connections");
         assert_eq!(problem("echo -n 11m").0, "--connections");
-        assert_eq!(
-            problem("idle --duration 25h").1,
-            Problem::NotADuration("25h".into())
-        );
         assert_eq!(problem("idle --duration 1441m").0, "--duration");
         assert_eq!(problem("broadcast --topic a?b").0, "--topic");
         assert_eq!(problem("broadcast --publishers 0").0, "--publishers");
@@ -590,7 +356,10 @@ mod tests {
             problem("echo --source-ips ::1").1,
             Problem::Conflict("source and target addresses must be of one family")
         );
-        assert_eq!(problem("echo stray").0, "stray");
+        assert_eq!(
+            parse(args("echo -n 0")).unwrap_err().to_string(),
+            "--connections: 0 is outside 1..=10000000"
+        );
     }
 
     #[test]
@@ -600,9 +369,47 @@ mod tests {
     }
 
     #[test]
-    fn help_and_worker() {
-        assert_eq!(parse(&args("echo --help")), Ok(Command::Help));
-        assert_eq!(parse(&args("--worker")), Ok(Command::Worker));
-        assert!(USAGE.contains("--source-ips"));
+    fn help_version_worker_and_log_format() {
+        for (line, kind) in [
+            ("--help", ErrorKind::DisplayHelp),
+            ("echo --help", ErrorKind::DisplayHelp),
+            ("help echo", ErrorKind::DisplayHelp),
+            ("--version", ErrorKind::DisplayVersion),
+        ] {
+            match parse(args(line)) {
+                Err(ParseError::Clap(e)) => {
+                    assert_eq!(e.kind(), kind, "{line}");
+                    assert_eq!(ParseError::Clap(e).exit_code(), 0, "{line}");
+                }
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+        let Err(ParseError::Clap(help)) = parse(args("echo --help")) else {
+            panic!("no help")
+        };
+        let help = help.render().to_string();
+        for flag in [
+            "--source-ips",
+            "--msg-rate",
+            "--server-pid",
+            "Exit status",
+            "1m",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        }
+        assert_eq!(
+            parse(args("--worker")).unwrap(),
+            Command::Worker {
+                log_format: LogFormat::Human
+            }
+        );
+        assert_eq!(
+            parse(args("--worker --log-format json")).unwrap(),
+            Command::Worker {
+                log_format: LogFormat::Json
+            }
+        );
+        assert_eq!(run("idle --log-format json").log_format, LogFormat::Json);
+        assert_eq!(run("idle").log_format, LogFormat::Human);
     }
 }

@@ -1,28 +1,27 @@
-//! Parsers for flag values: counts (`30000`, `30_000`, `30k`, `1m`), rates, durations (`10`,
-//! `10s`, `500ms`, `2m`), pid lists.
+//! Parsers for flag values: counts in the project's one grammar (`30000`, `30_000`, `30k`, `1m`,
+//! `1.5k`; [`c10m_sysctl::parse_count`]), rates, durations (`10`, `10s`, `500ms`, `2m`), pid
+//! lists. clap calls them and shows their [`Problem`] after the flag's name.
 
 use super::Problem;
 
-/// A whole count; `k` multiplies by 1,000 and `m` by 1,000,000; `_` and `,` are ignored.
+/// A whole count: `1000000`, `1_000_000`, `1,000,000`, `1m`, `20k`, `1.5k`, `2g`.
 pub fn count(text: &str) -> Result<u64, Problem> {
-    let clean: String = text.chars().filter(|c| *c != '_' && *c != ',').collect();
-    let (digits, mult) = match clean.char_indices().last() {
-        Some((i, 'k' | 'K')) => (&clean[..i], 1_000),
-        Some((i, 'm' | 'M')) => (&clean[..i], 1_000_000),
-        _ => (&clean[..], 1),
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| Problem::NotANumber(text.to_owned()))
+    c10m_sysctl::parse_count(text).map_err(Problem::Count)
 }
 
-/// A positive, finite rate (per second).
+/// A positive, finite rate (per second): a count (`20k`, `10_000`) or a decimal (`2.5`).
 pub fn rate(text: &str) -> Result<f64, Problem> {
-    match text.replace('_', "").parse::<f64>() {
-        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
-        _ => Err(Problem::NotANumber(text.to_owned())),
+    let r = match c10m_sysctl::parse_count(text) {
+        Ok(n) => n as f64,
+        Err(_) => text
+            .trim()
+            .parse::<f64>()
+            .map_err(|_| Problem::NotARate(text.to_owned()))?,
+    };
+    if r.is_finite() && r > 0.0 {
+        Ok(r)
+    } else {
+        Err(Problem::NotARate(text.to_owned()))
     }
 }
 
@@ -71,14 +70,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts() {
+    fn counts_follow_the_project_grammar() {
         assert_eq!(count("30000"), Ok(30_000));
         assert_eq!(count("30_000"), Ok(30_000));
         assert_eq!(count("1,000,000"), Ok(1_000_000));
         assert_eq!(count("30k"), Ok(30_000));
         assert_eq!(count("2M"), Ok(2_000_000));
-        for bad in ["", "k", "-1", "1.5k", "ten", "99999999999999999999m"] {
-            assert_eq!(count(bad), Err(Problem::NotANumber(bad.into())), "{bad}");
+        assert_eq!(count("1.5k"), Ok(1_500));
+        for bad in ["", "k", "-1", "1.0001k", "ten", "99999999999999999999m"] {
+            assert!(
+                matches!(count(bad), Err(Problem::Count(_))),
+                "{bad}: {:?}",
+                count(bad)
+            );
         }
     }
 
@@ -86,8 +90,10 @@ mod tests {
     fn rates() {
         assert_eq!(rate("2.5"), Ok(2.5));
         assert_eq!(rate("10_000"), Ok(10_000.0));
-        for bad in ["0", "-3", "inf", "NaN", "x"] {
-            assert!(rate(bad).is_err(), "{bad}");
+        assert_eq!(rate("20k"), Ok(20_000.0));
+        assert_eq!(rate("0.001"), Ok(0.001));
+        for bad in ["0", "-3", "inf", "NaN", "x", ""] {
+            assert_eq!(rate(bad), Err(Problem::NotARate(bad.into())), "{bad}");
         }
     }
 
