@@ -6,8 +6,11 @@
 #    private tmpfs), and every value must come back byte for byte;
 #  - host-wide settings (fs.*, vm.*, tcp_mem, ...) are only ever run with --dry-run, or with input
 #    that must be refused, and the host's values are compared before and after;
-#  - bad input (unknown flag, non-numeric, zero or absurd N, non-root, a missing /proc entry) must
-#    give a clear message, a non-zero exit and no change.
+#  - inside `unshare -n -m`, as in a container, a full apply and `c10m doctor` report the
+#    host-wide settings as set on the host, change none of them, and apply or check the
+#    namespace's own;
+#  - bad input (unknown flag, non-numeric, zero or absurd N, non-root) must give a clear
+#    message, a non-zero exit and no change.
 #
 # Needs root and unshare(1). Prints `tune: N passed, M failed` and exits non-zero on any failure.
 # The checks pass shell conditions as single-quoted `eval` strings on purpose (expanded when the
@@ -189,24 +192,82 @@ inner_limits() {
     report "$work/limits.counts"
 }
 
-# --- inside `unshare -n`: the host-wide entries are missing, so a full apply must refuse ----------
-inner_missing() {
-    local work=$1 before
+# --- inside `unshare -n -m`, as in a container: host-wide settings are set on the host -----------
+# The kernel hides net.core.netdev_max_backlog, net.ipv4.tcp_mem and tcp_max_orphans inside a
+# network namespace. A full apply (no --only) must report every host-scope setting as "set on
+# the host", change none of them (fs.* and vm.* are writable from here and would change the
+# whole machine), and apply the namespace's own settings; `c10m doctor` must exit by those only.
+inner_container() {
+    local work=$1 state=$1/container.state key rec cur verdict reason host_before
+    check "container: private /etc/sysctl.d and limits.d" private_etc
+    ip link set lo up
     if [ -e /proc/sys/net/ipv4/tcp_mem ]; then
         # Never run a full apply where it could succeed: it would change fs.* and vm.* of the host.
-        fail "missing: this kernel shows net.ipv4.tcp_mem inside a network namespace; the missing-entry test cannot run safely"
-        report "$work/missing.counts"
+        fail "container: this kernel shows net.ipv4.tcp_mem inside a network namespace; the test cannot run safely"
+        report "$work/container.counts"
         return
     fi
-    mapfile -t SYS_KEYS < <(keys sys)
-    before=$(snapshot "${SYS_KEYS[@]}")
-    run --connections 1000 --state-file "$work/missing.state"
-    check "missing /proc entry: non-zero exit" [ "$RC" != 0 ]
-    check "missing /proc entry: the message names the entry and says nothing changed" \
-        eval 'has "/proc/sys/net/" && has "does not exist" && has "nothing was changed"'
-    check "missing /proc entry: nothing changed, nothing recorded" \
-        eval '[ "$(snapshot "${SYS_KEYS[@]}")" = "$before" ] && [ ! -e "$work/missing.state" ]'
-    report "$work/missing.counts"
+    mapfile -t HOST_KEYS < <(keys host)
+    mapfile -t NETNS_KEYS < <(keys netns)
+    host_before=$(snapshot "${HOST_KEYS[@]}")
+    snapshot "${NETNS_KEYS[@]}" >"$work/container.before"
+
+    # The doctor, before: the namespace's settings are low for 5,000 connections (somaxconn...),
+    # the host rows say "set on the host" and do not count.
+    OUT=$("$C10M_BIN_DIR/c10m" doctor --connections 5000 2>&1)
+    RC=$?
+    check "container: c10m doctor reads the namespace (exit 1: its own settings are low)" \
+        eval '[ "$RC" = 1 ] && has "inside a network namespace"'
+    local on_host_rows=1
+    for key in "${HOST_KEYS[@]}"; do
+        [ "$key" = net.netfilter.nf_conntrack_max ] && [ ! -e /proc/sys/net/netfilter/nf_conntrack_max ] && continue
+        grep -E "^$key +- +.* set on the host  " <<<"$OUT" >/dev/null || on_host_rows=0
+    done
+    check "container: every host-wide row of the doctor says set on the host" [ "$on_host_rows" = 1 ]
+    check "container: the doctor names --only netns for what this namespace can apply" \
+        has "--connections 5000 --only netns"
+
+    run --connections 5000 --dry-run --state-file "$state"
+    check "container: a full --dry-run exits 0 and reports the host settings" \
+        eval '[ "$RC" = 0 ] && has "net.ipv4.tcp_mem: set on the host (needs >=" && has "--only host"'
+
+    run --connections 5000 --state-file "$state"
+    check "container: a full apply exits 0" [ "$RC" = 0 ]
+    local reported=1
+    for key in "${HOST_KEYS[@]}"; do
+        [ "$key" = net.netfilter.nf_conntrack_max ] && [ ! -e /proc/sys/net/netfilter/nf_conntrack_max ] && continue
+        has "  $key: set on the host (needs " || reported=0
+    done
+    check "container: every host-wide setting is reported as set on the host" [ "$reported" = 1 ]
+    check "container: ...and says what to run on the host" \
+        has "on the host run: sudo scripts/tune.sh --connections 5000 --only host"
+    check "container: no host-wide value changed" eval '[ "$(snapshot "${HOST_KEYS[@]}")" = "$host_before" ]'
+    local recorded_host=0
+    for key in "${HOST_KEYS[@]}"; do
+        grep -q "^$key"$'\t' "$state" 2>/dev/null && recorded_host=1
+    done
+    check "container: the state file records no host-wide setting" [ "$recorded_host" = 0 ]
+    local after
+    after=$(plan --connections 5000 --only netns)
+    check "container: the namespace's own settings are now ok" \
+        [ "$(awk -F '\t' '$4 != "ok"' <<<"$after" | wc -l)" = 0 ]
+
+    OUT=$("$C10M_BIN_DIR/c10m" doctor --connections 5000 2>&1)
+    RC=$?
+    check "container: c10m doctor now exits 0 whatever the host has" \
+        eval '[ "$RC" = 0 ] && has "0 of 8 settings low, " && has "set on the host"'
+
+    run --connections 5000 --only host --state-file "$work/container-host.state"
+    check "container: --only host changes nothing and says so" \
+        eval '[ "$RC" = 0 ] && has "set on the host" && [ ! -e "$work/container-host.state" ]'
+
+    run --revert --state-file "$state"
+    check "container: --revert exits 0" [ "$RC" = 0 ]
+    OUT=$(diff "$work/container.before" <(snapshot "${NETNS_KEYS[@]}"))
+    check "container: after --revert the namespace's values are byte-identical to before" \
+        eval '[ -z "$OUT" ]'
+    check "container: still no host-wide value changed" eval '[ "$(snapshot "${HOST_KEYS[@]}")" = "$host_before" ]'
+    report "$work/container.counts"
 }
 
 # in_namespace FLAGS MODE: runs this script's MODE in new namespaces and adds its counts.
@@ -225,7 +286,7 @@ in_namespace() {
 
 # Inner modes, run by in_namespace.
 case ${1:-} in
-    --inner-netns | --inner-limits | --inner-missing)
+    --inner-netns | --inner-limits | --inner-container)
         mode=${1#--inner-}
         "inner_$mode" "$2"
         exit 0
@@ -246,8 +307,8 @@ chmod 755 "$WORK"
 trap 'rm -rf "$WORK"' EXIT
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-if ! (cd "$REPO" && cargo build -q -p c10m-sysctl --bin c10m-tune-plan); then
-    fail "cargo build -p c10m-sysctl --bin c10m-tune-plan"
+if ! (cd "$REPO" && cargo build -q -p c10m-sysctl --bin c10m-tune-plan && cargo build -q -p c10m-engine --bin c10m); then
+    fail "cargo build -p c10m-sysctl --bin c10m-tune-plan; cargo build -p c10m-engine --bin c10m"
     echo "tune: $PASS passed, $FAIL failed"
     exit 1
 fi
@@ -259,7 +320,13 @@ host_unchanged() { [ "$(snapshot "${SYS_KEYS[@]}")" = "$(cat "$WORK/host.before"
 
 in_namespace -nm netns
 in_namespace -nm limits
-in_namespace -n missing
+in_namespace -nm container
+
+# The issue's own command: a bare `unshare -n` and the doctor, for 100,000 connections.
+OUT=$(unshare -n sh -c "ip link set lo up; '$C10M_BIN_DIR/c10m' doctor --connections 100000" 2>&1)
+RC=$?
+check "unshare -n: c10m doctor prints a plan with host rows set on the host (exit 1: somaxconn, nofile)" \
+    eval '[ "$RC" = 1 ] && has "net.ipv4.tcp_mem " && has "set on the host" && has "net.core.somaxconn "'
 
 # Host-wide settings: --dry-run only.
 run --connections 1000000 --dry-run --persist
@@ -268,6 +335,10 @@ check "dry-run: the full set exits 0 and says nothing will change" \
 check "dry-run: explains host-wide settings too" \
     eval 'has "fs.nr_open:" && has "vm.max_map_count:" && has "net.ipv4.tcp_mem:"'
 check "dry-run: no /proc/sys value or file changed" host_unchanged
+
+run --connections 1m --dry-run
+check "dry-run: counts take the one grammar (1m is 1,000,000)" \
+    eval '[ "$RC" = 0 ] && has "net.ipv4.tcp_max_orphans: 131072 -> 1000000"'
 
 OUT=$(setpriv --reuid=65534 --regid=65534 --clear-groups "$TUNE" --connections 1000 --dry-run 2>&1)
 RC=$?

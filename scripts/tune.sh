@@ -19,7 +19,8 @@ usage: scripts/tune.sh --connections N [--dry-run] [--persist] [--only SCOPES] [
 Applies the kernel settings and limits c10m needs for N connections, explaining each change.
 Values already better than recommended are never lowered; running it twice changes nothing more.
 
-  --connections N    target number of connections (server and load generator on one host)
+  --connections N    target number of connections (server and load generator on one host);
+                     1000000, 1_000_000 and 1m are the same count
   --dry-run          print what would change; change nothing (needs no root)
   --persist          also write /etc/sysctl.d/99-c10m.conf so the settings survive a reboot
   --only SCOPES      apply only these scopes (comma-separated): netns (private to a network
@@ -27,6 +28,10 @@ Values already better than recommended are never lowered; running it twice chang
   --state-file PATH  where the original values are recorded (default /var/lib/c10m/tune.state)
   --revert           restore every recorded original value exactly and remove the files written
   -h, --help         this text
+
+Inside a network namespace (a container, `unshare -n`) the kernel hides the host-wide
+settings: they are reported as "set on the host" and left alone, the namespace's own ones are
+applied. Run --only host on the host itself for the rest.
 
 Environment: C10M_BIN_DIR=DIR uses DIR/c10m-tune-plan instead of target/{release,debug}.
 Check a host without changing it: c10m doctor --connections N (or this script with --dry-run).
@@ -76,7 +81,9 @@ if [ "$REVERT" = 1 ]; then
     [ -z "$ONLY" ] || die 2 "--revert restores everything recorded and takes no --only; nothing was changed"
 else
     [ -n "$CONNECTIONS" ] || die 2 "--connections N is required (see --help); nothing was changed"
-    [[ $CONNECTIONS =~ ^[0-9]+$ ]] ||
+    # The count grammar of c10m-tune-plan (1000000, 1_000_000, 1,000,000, 1m, 1.5k), which
+    # checks it exactly; this only refuses early what cannot be a count.
+    [[ $CONNECTIONS =~ ^[0-9][0-9_,]*(\.[0-9]+)?[kKmMgG]?$ ]] ||
         die 2 "--connections needs a whole number of connections, got '$CONNECTIONS'; nothing was changed"
 fi
 if [ "$DRY_RUN" = 0 ] && [ "$(id -u)" != 0 ]; then
@@ -131,6 +138,10 @@ write_sysctl() {
     path=$(sysctl_path "$1")
     if ! { printf '%s\n' "$2" >"$path"; } 2>/dev/null; then
         printf '%s: writing %s to %s failed\n' "$PROG" "$2" "$path" >&2
+        if [ ! -w "$path" ]; then
+            printf '%s: %s is read-only here (a container mounts /proc/sys read-only): give the value to the container runtime instead, e.g. docker run --sysctl %s=%q\n' \
+                "$PROG" "$path" "$1" "$2" >&2
+        fi
         return 1
     fi
     now=$(proc_value "$path")
@@ -292,7 +303,7 @@ apply() {
 
     CHANGED=0
     SKIPPED=0
-    local low=0
+    local low=0 on_host=0
     echo "c10m tune: $CONNECTIONS connections, scopes ${ONLY:-all} (plan: $bin)"
     [ "$DRY_RUN" = 1 ] && echo "dry run: nothing will be changed"
     while IFS=$'\t' read -r key rec cur verdict reason; do
@@ -300,6 +311,12 @@ apply() {
         [ "$key" = net.netfilter.nf_conntrack_max ] && conntrack=1
         if [ "$verdict" = ok ]; then
             echo "  $key: $cur  ok"
+            continue
+        fi
+        if [ "$verdict" = host ]; then
+            # Seen from a network namespace: kernel-global, so the host's to check and change.
+            echo "  $key: set on the host (needs $rec)  ($reason)"
+            on_host=$((on_host + 1))
             continue
         fi
         low=$((low + 1))
@@ -313,10 +330,14 @@ apply() {
         echo "        tracking with an nftables notrack rule; see docs/TUNING.md (conntrack)."
     fi
     [ "$PERSIST" = 1 ] && persist
+    if [ "$on_host" != 0 ]; then
+        echo "inside a network namespace (a container): $on_host host-wide settings are set on the host and were"
+        echo "left alone; on the host run: sudo scripts/tune.sh --connections $CONNECTIONS --only host"
+    fi
     if [ "$DRY_RUN" = 1 ]; then
         echo "dry run: $low settings would change"
     elif [ "$low" = 0 ]; then
-        echo "nothing to change: every setting already serves $CONNECTIONS connections"
+        echo "nothing to change: every setting$([ "$on_host" = 0 ] || echo " this namespace owns") already serves $CONNECTIONS connections"
     elif [ "$CHANGED" = 0 ]; then
         echo "nothing changed: what tune.sh can set is already set$([ "$SKIPPED" = 0 ] || echo ", $SKIPPED skipped")"
     else

@@ -45,10 +45,17 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Error::Missing { path } if path.to_string_lossy().contains("sys/net/") => write!(
+                f,
+                "{} does not exist (a kernel without this setting, or a host-wide setting read \
+                 from inside a network namespace, such as a container: there `--only netns` \
+                 checks and applies only the namespace's own settings); nothing was changed",
+                path.display()
+            ),
             Error::Missing { path } => write!(
                 f,
-                "{} does not exist (not Linux, a kernel without this setting, or a host-wide \
-                 setting read from inside a network namespace); nothing was changed",
+                "{} does not exist (not Linux, or a kernel without this setting); nothing was \
+                 changed",
                 path.display()
             ),
             Error::Unreadable { path, kind } => {

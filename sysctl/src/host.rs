@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Error;
 use crate::rlimit::{self, Rlimit};
-use crate::scope::Scopes;
+use crate::scope::{Scope, Scopes};
 use crate::table::{self, Kind, Setting};
 use crate::value::Value;
 
@@ -27,6 +27,7 @@ pub struct Host {
     mem_total_kb: u64,
     nofile: Rlimit,
     readings: Vec<Reading>,
+    on_host: Vec<&'static Setting>,
     conntrack_loaded: bool,
 }
 
@@ -37,10 +38,11 @@ impl Host {
     /// A missing entry is [`Error::Missing`] naming its path; the conntrack entry is the one
     /// exception (absent while conntrack is not loaded, and then it needs no sizing).
     ///
-    /// Inside a network namespace other than the host's (a container, `unshare -n`) the
-    /// kernel-global network entries such as `net.ipv4.tcp_mem` are hidden, so this fails
-    /// there; `Probe::live().scopes(Scopes::only(&[Scope::Netns, Scope::Session])).read()`
-    /// reads what the namespace has.
+    /// Inside a network namespace other than the host's (a container, `unshare -n`) the kernel
+    /// hides the kernel-global network entries (`net.ipv4.tcp_mem`...). When every one of them
+    /// is hidden the read is taken as seen from such a namespace: the host-scope settings are
+    /// not read but listed by [`Host::on_host`], since only the host can check or change them
+    /// (see [`Probe::read`]).
     pub fn read() -> Result<Host, Error> {
         Probe::live().read()
     }
@@ -77,6 +79,19 @@ impl Host {
         &self.readings
     }
 
+    /// Whether this was read from inside a network namespace other than the host's (a
+    /// container, `unshare -n`): the kernel hid the host-wide network settings.
+    pub fn in_network_namespace(&self) -> bool {
+        !self.on_host.is_empty()
+    }
+
+    /// The host-scope settings of the probed scopes that were not read because they were read
+    /// from inside a network namespace: they are set on the host, in table order. Empty
+    /// otherwise.
+    pub fn on_host(&self) -> &[&'static Setting] {
+        &self.on_host
+    }
+
     /// The current value of `key` (`net.core.somaxconn`, `nofile`), if it was read.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.readings
@@ -87,8 +102,8 @@ impl Host {
 }
 
 /// Where and what to read. [`Host::read`] and [`Host::from_snapshot`] cover the usual cases;
-/// a probe also restricts the read to some [`Scopes`] (inside `unshare -n` the host-wide
-/// network settings are hidden, so only the `netns` ones can be read there).
+/// a probe also restricts the read to some [`Scopes`] (`--only netns` reads just what a
+/// network namespace owns).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
     root: PathBuf,
@@ -122,17 +137,33 @@ impl Probe {
     }
 
     /// Reads the host.
+    ///
+    /// When the host scope is probed and every host-scope `net.*` entry the kernel always has
+    /// (`netdev_max_backlog`, `tcp_mem`, `tcp_max_orphans`) is missing while the rest of
+    /// `/proc/sys/net` is there, the reader is inside a network namespace other than the
+    /// host's: the host-scope settings are then skipped and listed by [`Host::on_host`] (a
+    /// privileged container could still write `fs.*` or `vm.*`, but that would change the
+    /// whole machine). Only some of them missing is [`Error::Missing`] as usual.
     pub fn read(&self) -> Result<Host, Error> {
         let mem_total_kb = self.mem_total_kb()?;
         let nofile = self.nofile()?;
-        let conntrack_loaded = table::settings()?
+        let settings = table::settings()?;
+        let conntrack_loaded = settings
             .iter()
             .filter(|s| s.kind == Kind::Conntrack)
             .filter_map(|s| s.proc_path())
             .any(|p| self.root.join(p).exists());
+        let in_netns = self.scopes.contains(Scope::Host) && self.sees_a_network_namespace(settings);
         let mut readings = Vec::new();
-        for setting in table::settings()? {
+        let mut on_host = Vec::new();
+        for setting in settings {
             if !self.scopes.contains(setting.scope) {
+                continue;
+            }
+            if in_netns && setting.scope == Scope::Host {
+                if setting.kind != Kind::Conntrack || conntrack_loaded {
+                    on_host.push(setting);
+                }
                 continue;
             }
             let value = match setting.proc_path() {
@@ -148,8 +179,25 @@ impl Probe {
             mem_total_kb,
             nofile,
             readings,
+            on_host,
             conntrack_loaded,
         })
+    }
+
+    /// Whether the kernel hides every host-wide network entry it always has, as it does inside
+    /// a network namespace other than the host's, while it shows the namespace's own.
+    fn sees_a_network_namespace(&self, settings: &[Setting]) -> bool {
+        let paths = |scope: Scope| {
+            settings
+                .iter()
+                .filter(move |s| s.scope == scope && s.kind == Kind::Sysctl)
+                .filter(|s| s.key.starts_with("net."))
+                .filter_map(|s| s.proc_path())
+        };
+        let mut hidden = paths(Scope::Host).peekable();
+        hidden.peek().is_some()
+            && hidden.all(|p| !self.root.join(p).exists())
+            && paths(Scope::Netns).all(|p| self.root.join(p).exists())
     }
 
     /// `Ok(None)` only for an absent conntrack entry.
@@ -218,12 +266,11 @@ fn read(path: &Path) -> Result<String, Error> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::scope::Scope;
 
     #[test]
     fn the_live_host_reads_on_linux() {
-        // The test host is Linux with every entry of the table present in its initial
-        // network namespace (the suite is not run inside `unshare -n`).
+        // The test host is Linux; in its initial network namespace every entry of the table is
+        // present, in another one (a container) the host-scope rows are listed as on the host.
         let host = Host::read().unwrap();
         assert!(host.mem_total_kb() > 0);
         let somaxconn = host.get("net.core.somaxconn").unwrap();
@@ -231,6 +278,9 @@ mod tests {
         assert_eq!(somaxconn.to_string(), text.trim());
         let nofile = host.get("nofile").unwrap();
         assert_eq!(nofile, &Value::single(host.nofile().soft));
+        // Outside a container the kernel shows tcp_mem; inside one it hides it.
+        let hidden = !Path::new("/proc/sys/net/ipv4/tcp_mem").exists();
+        assert_eq!(host.in_network_namespace(), hidden);
     }
 
     #[test]

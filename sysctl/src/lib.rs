@@ -10,6 +10,11 @@
 //! - the [`Ceiling`] that `RLIMIT_NOFILE` puts on this one process, the warning `c10m serve`
 //!   prints at start-up (it warns, never refuses).
 //!
+//! Read from inside a network namespace other than the host's (any container), where the
+//! kernel hides the host-wide network settings, the host-scope settings are not checked: the
+//! plan lists them as "set on the host" ([`OnHost`]) with what the target needs of them, and
+//! checks the namespace's own settings and the process's limit.
+//!
 //! `scripts/tune.sh` applies a plan; it gets the numbers from the `c10m-tune-plan` binary of this
 //! crate rather than repeating any formula. The crate itself only reads `/proc`.
 //!
@@ -48,7 +53,7 @@ pub use count::{CountError, parse_count};
 pub use error::{Error, ParseScopeError, PlanError, TableError, TableProblem};
 pub use formula::Formula;
 pub use host::{Host, Probe, Reading};
-pub use plan::{Check, Plan, Verdict, plan};
+pub use plan::{Check, OnHost, Plan, Row, SET_ON_THE_HOST, Verdict, plan};
 pub use requirement::{Requirement, Rule};
 pub use rlimit::Rlimit;
 pub use scope::{Scope, Scopes};

@@ -1,5 +1,7 @@
 //! What a formula asks of a setting, and the value that meets it without making anything worse.
 
+use std::fmt;
+
 use crate::value::Value;
 
 /// What one number of a setting must be.
@@ -66,6 +68,29 @@ impl Requirement {
     }
 }
 
+/// What the requirement asks, for a setting whose current value this reader cannot see (one
+/// set on the host, seen from a container): `>=65535`, `>=617091 >=822788 >=1234182`,
+/// `<=4096 <=16384 any`, `1`, `a range of >=64512 ports`.
+impl fmt::Display for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            Requirement::Each(rules) => rules
+                .iter()
+                .map(|rule| match rule {
+                    Rule::AtLeast(n) => format!(">={n}"),
+                    Rule::AtMost(n) => format!("<={n}"),
+                    Rule::Exactly(n) => n.to_string(),
+                    Rule::Keep => "any".to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+            Requirement::Span { ports, .. } => format!("a range of >={ports} ports"),
+        };
+        // `pad` so that table columns can be aligned with `{:<w$}`.
+        f.pad(&text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +150,18 @@ mod tests {
         // Inverted or malformed ranges are replaced.
         assert_eq!(r.settle(&v(&[65_535, 1024])), v(&[1024, 65_535]));
         assert_eq!(r.settle(&v(&[1024])), v(&[1024, 65_535]));
+    }
+
+    #[test]
+    fn displays_what_it_asks() {
+        let r = Requirement::Each(vec![Rule::AtLeast(10), Rule::AtLeast(20)]);
+        assert_eq!(r.to_string(), ">=10 >=20");
+        let r = Requirement::Each(vec![Rule::AtMost(4096), Rule::Keep, Rule::Exactly(1)]);
+        assert_eq!(format!("{r:<16}|"), "<=4096 any 1    |");
+        let r = Requirement::Span {
+            ports: 64_512,
+            replacement: [1024, 65_535],
+        };
+        assert_eq!(r.to_string(), "a range of >=64512 ports");
     }
 }

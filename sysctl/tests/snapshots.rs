@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::fs;
 
 use c10m_sysctl::{
-    Error, Host, Plan, PlanError, Probe, Scope, Scopes, Value, Verdict, plan, process_ceiling,
+    Error, Host, Plan, PlanError, Probe, Row, SET_ON_THE_HOST, Scope, Scopes, Value, Verdict, plan,
+    process_ceiling,
 };
-use common::{Scratch, fixture};
+use common::{Scratch, fixture, in_a_netns};
 
 fn host(name: &str) -> Host {
     Host::from_snapshot(&fixture(name)).unwrap()
@@ -243,6 +244,9 @@ fn a_missing_entry_is_an_error_naming_its_path() {
         err.to_string()
             .contains("sys/net/ipv4/tcp_mem does not exist")
     );
+    assert!(err.to_string().contains("`--only netns`"), "{err}");
+    // Only some of the entries a network namespace hides are missing: not a namespace.
+    assert!(Probe::snapshot(s.path()).scopes(Scopes::ALL).read().is_err());
     // Reading only the network-namespace settings does not need it (as inside `unshare -n`).
     let netns = Probe::snapshot(s.path())
         .scopes(Scopes::only(&[Scope::Netns]))
@@ -331,5 +335,108 @@ fn the_doctor_table_is_aligned_and_complete() {
     assert_eq!(
         lines[2 + ALL_KEYS.len()],
         "apply with: sudo scripts/tune.sh --connections 1000000 (see docs/TUNING.md)"
+    );
+}
+
+const HOST_KEYS: [&str; 7] = [
+    "fs.file-max",
+    "fs.nr_open",
+    "net.core.netdev_max_backlog",
+    "net.ipv4.tcp_mem",
+    "net.ipv4.tcp_max_orphans",
+    "net.netfilter.nf_conntrack_max",
+    "vm.max_map_count",
+];
+
+#[test]
+fn inside_a_network_namespace_host_settings_are_set_on_the_host() {
+    let s = in_a_netns("debian-default", "netns");
+    let h = Host::from_snapshot(s.path()).unwrap();
+    assert!(h.in_network_namespace());
+    let on_host: Vec<&str> = h.on_host().iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(on_host, HOST_KEYS);
+    // fs.* and vm.* are readable in a namespace, but they are the machine's: not read.
+    assert_eq!(h.get("fs.file-max"), None);
+    assert_eq!(h.readings().len(), 8);
+    assert!(h.readings().iter().all(|r| r.setting.scope != Scope::Host));
+
+    let p = plan(100_000, &h).unwrap();
+    assert_eq!(p.checks.len(), 8);
+    let needs = |key: &str| {
+        let row = p.on_host.iter().find(|o| o.key == key).unwrap();
+        row.needs.to_string()
+    };
+    assert_eq!(needs("fs.file-max"), ">=265536");
+    assert_eq!(needs("net.ipv4.tcp_mem"), ">=75000 >=100000 >=150000");
+    assert_eq!(needs("vm.max_map_count"), ">=262144");
+    // The verdict follows the namespace's own settings and the process limit only.
+    assert_eq!(
+        p.low().map(|c| c.key.as_str()).collect::<Vec<_>>(),
+        [
+            "nofile",
+            "net.core.somaxconn",
+            "net.ipv4.tcp_max_syn_backlog",
+            "net.ipv4.ip_local_port_range",
+            "net.ipv4.tcp_rmem",
+            "net.ipv4.tcp_tw_reuse"
+        ]
+    );
+    let keys: Vec<&str> = p.rows().iter().map(|r| r.key()).collect();
+    assert_eq!(keys, ALL_KEYS, "rows in table order");
+    assert!(matches!(p.rows()[0], Row::OnHost(_)));
+}
+
+#[test]
+fn a_tuned_namespace_is_ok_whatever_the_host_has() {
+    let s = in_a_netns("tuned", "netns-tuned");
+    let p = plan(1_000_000, &Host::from_snapshot(s.path()).unwrap()).unwrap();
+    assert!(p.is_ok(), "{p}");
+    assert_eq!(p.on_host.len(), HOST_KEYS.len());
+    // The host is not asked for: only the host scope gives nothing to check here.
+    let only_host = Probe::snapshot(s.path())
+        .scopes(Scopes::only(&[Scope::Host]))
+        .read()
+        .unwrap();
+    let p = plan(1_000_000, &only_host).unwrap();
+    assert!(p.checks.is_empty());
+    assert_eq!(p.on_host.len(), HOST_KEYS.len());
+    // Without the host scope nothing is listed as set on the host.
+    let netns = Probe::snapshot(s.path())
+        .scopes(Scopes::only(&[Scope::Netns]))
+        .read()
+        .unwrap();
+    assert!(!netns.in_network_namespace());
+    assert!(netns.on_host().is_empty());
+}
+
+#[test]
+fn the_doctor_table_inside_a_namespace_says_set_on_the_host() {
+    let s = in_a_netns("debian-default", "netns-table");
+    let p = plan(100_000, &Host::from_snapshot(s.path()).unwrap()).unwrap();
+    let text = p.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "host check for 100,000 connections inside a network namespace: 6 of 8 settings low, \
+         7 set on the host; RAM 23.5 GiB holds at most 1,880,659 connections"
+    );
+    let verdict_at = lines[1].find("verdict").unwrap();
+    for (row, key) in lines[2..2 + ALL_KEYS.len()].iter().zip(ALL_KEYS) {
+        assert!(row.starts_with(key), "{row}");
+        let verdict = &row[verdict_at..];
+        assert_eq!(
+            HOST_KEYS.contains(&key),
+            verdict.starts_with(SET_ON_THE_HOST),
+            "{row}"
+        );
+    }
+    assert_eq!(
+        &lines[2 + ALL_KEYS.len()..],
+        [
+            "apply this namespace's own settings with: sudo scripts/tune.sh --connections 100000 \
+             --only netns,session (see docs/TUNING.md, containers)",
+            "the 7 settings set on the host are checked and applied there: sudo scripts/tune.sh \
+             --connections 100000 --only host"
+        ]
     );
 }

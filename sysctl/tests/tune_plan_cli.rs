@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 use std::process::{Command, Output};
 
-use common::{Scratch, fixture};
+use common::{Scratch, fixture, in_a_netns};
 
 fn run(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_c10m-tune-plan"))
@@ -179,4 +179,72 @@ fn help_exits_zero() {
     let o = run(&["--help"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).starts_with("usage: c10m-tune-plan --connections N"));
+}
+
+#[test]
+fn counts_take_the_one_grammar() {
+    let plain = stdout(&on("debian-default", &["--connections", "1000000"]));
+    for n in ["1m", "1_000_000", "1,000,000", "1000k"] {
+        let o = on("debian-default", &["--connections", n]);
+        assert_eq!(o.status.code(), Some(0), "{n}: {}", stderr(&o));
+        assert_eq!(stdout(&o), plain, "{n}");
+    }
+}
+
+#[test]
+fn inside_a_network_namespace_host_rows_say_host() {
+    let s = in_a_netns("debian-default", "cli-netns");
+    let o = run(&[
+        "--proc-root",
+        s.path().to_str().unwrap(),
+        "--connections",
+        "1000000",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 15, "every row, in table order");
+    assert_eq!(lines[0][..4], ["fs.file-max", ">=2065536", "-", "host"]);
+    assert_eq!(
+        lines[7][..4],
+        [
+            "net.ipv4.tcp_mem",
+            ">=617091 >=822788 >=1234182",
+            "-",
+            "host"
+        ]
+    );
+    assert_eq!(
+        &lines[3][..4],
+        ["net.core.somaxconn", "65535", "4096", "low"]
+    );
+    let host_rows = lines.iter().filter(|cols| cols[3] == "host").count();
+    assert_eq!(host_rows, 7);
+
+    let o = run(&[
+        "--proc-root",
+        s.path().to_str().unwrap(),
+        "--connections",
+        "1000000",
+        "--human",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(out.starts_with("host check for 1,000,000 connections inside a network namespace"));
+    assert!(out.contains("set on the host"), "{out}");
+    assert!(out.contains("--only netns"), "{out}");
+}
+
+#[test]
+fn a_host_entry_missing_outside_a_namespace_names_only_netns() {
+    let s = Scratch::of("debian-default", "cli-tcp-mem");
+    fs::remove_file(s.path().join("sys/net/ipv4/tcp_mem")).unwrap();
+    let o = run(&[
+        "--proc-root",
+        s.path().to_str().unwrap(),
+        "--connections",
+        "1000",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("`--only netns`"), "{}", stderr(&o));
 }

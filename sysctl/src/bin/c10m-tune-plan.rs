@@ -4,21 +4,24 @@
 //! key<TAB>recommended<TAB>current<TAB>verdict<TAB>reason
 //! ```
 //!
-//! Values with several numbers are space-separated (`1024 65535`). `--human` prints the
-//! `c10m doctor` table and the process ceiling instead. Exit status: 0 with a plan (whatever the
-//! verdicts), 1 when the host cannot be read or cannot hold N, 2 for bad usage.
+//! Values with several numbers are space-separated (`1024 65535`). The verdict is `ok`, `low`,
+//! or, read from inside a network namespace (a container), `host` for a host-wide setting: its
+//! current value is `-` and its recommended column says what N needs (`>=2065536`); it is set
+//! on the host, never from the namespace. `--human` prints the `c10m doctor` table and the
+//! process ceiling instead. Exit status: 0 with a plan (whatever the verdicts), 1 when the host
+//! cannot be read or cannot hold N, 2 for bad usage.
 
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use c10m_sysctl::{Probe, Scopes, plan, process_ceiling};
+use c10m_sysctl::{CountError, Probe, Row, Scopes, parse_count, plan, process_ceiling};
 
 const USAGE: &str = "\
 usage: c10m-tune-plan --connections N [--only SCOPES] [--proc-root DIR] [--human]
 
-  --connections N   target number of connections (a whole number > 0)
+  --connections N   target number of connections (1000000, 1_000_000, 1m, 250k; > 0)
   --only SCOPES     read and plan only these scopes: netns, host, session (comma-separated) or all
   --proc-root DIR   read a captured /proc tree (DIR/meminfo, DIR/sys/..., DIR/self/limits)
   --human           print the `c10m doctor` table instead of TAB-separated lines
@@ -66,11 +69,14 @@ fn main() -> ExitCode {
         print!("{plan}");
         println!("{}", process_ceiling(&host));
     } else {
-        for c in &plan.checks {
-            println!(
-                "{}\t{}\t{}\t{}\t{}",
-                c.key, c.recommended, c.current, c.verdict, c.reason
-            );
+        for row in plan.rows() {
+            match row {
+                Row::Check(c) => println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    c.key, c.recommended, c.current, c.verdict, c.reason
+                ),
+                Row::OnHost(h) => println!("{}\t{}\t-\thost\t{}", h.key, h.needs, h.reason),
+            }
         }
     }
     ExitCode::SUCCESS
@@ -103,11 +109,12 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, St
 }
 
 fn parse_connections(text: &str) -> Result<u64, String> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "--connections needs a whole number of connections, got {text:?}"
-        ));
+    match parse_count(text) {
+        Ok(n) => Ok(n),
+        Err(CountError::TooLarge(_)) => Err(format!("--connections {text} is absurdly large")),
+        Err(_) => Err(format!(
+            "--connections needs a whole number of connections, got {text:?} (examples: \
+             1000000, 1_000_000, 1m, 1.5k)"
+        )),
     }
-    text.parse()
-        .map_err(|_| format!("--connections {text} is absurdly large"))
 }

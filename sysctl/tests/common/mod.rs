@@ -46,3 +46,20 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The entries the kernel hides inside a network namespace other than the host's (measured
+/// with `unshare -n`, see docs/TUNING.md).
+pub const HIDDEN_IN_A_NETNS: [&str; 3] = [
+    "sys/net/core/netdev_max_backlog",
+    "sys/net/ipv4/tcp_mem",
+    "sys/net/ipv4/tcp_max_orphans",
+];
+
+/// A scratch copy of a fixture as a process inside a network namespace (a container) sees it.
+pub fn in_a_netns(name: &str, tag: &str) -> Scratch {
+    let s = Scratch::of(name, tag);
+    for entry in HIDDEN_IN_A_NETNS {
+        fs::remove_file(s.path().join(entry)).unwrap();
+    }
+    s
+}
