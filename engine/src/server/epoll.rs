@@ -1,14 +1,18 @@
 //! The epoll backend: edge-triggered readiness through mio, then `read` into the shard's one
 //! buffer and `write`/`writev` from the cork and the write queues.
 
-use std::io::{self, Read as _};
+use std::io::{self, Read as _, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use super::app::Why;
+use super::metrics::ShardStats;
 use super::shard::{Next, Shard};
+use super::write::Io;
+use crate::proto::CloseCode;
 
 /// The listener's token.
 pub const LISTENER: Token = Token(usize::MAX - 1);
@@ -203,4 +207,85 @@ impl Epoll {
         // Turn used up with input possibly pending: continue next iteration.
         self.again.push(slot);
     }
+}
+
+/// The epoll half of the write path: output is written with syscalls at once.
+impl Io {
+    /// epoll: when nothing is queued ahead of it, writes the cork straight to the socket and
+    /// queues only what the socket did not take; false (nothing done) otherwise.
+    pub(super) fn write_cork(&mut self, slot: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return false;
+        };
+        if conn.dead || conn.queued() > 0 {
+            return false;
+        }
+        match write_some(&mut conn.sock, &self.cork) {
+            Ok(written) => {
+                ShardStats::add(&self.stats.bytes_out, written as u64);
+                if written < self.cork.len() {
+                    conn.wq
+                        .get_or_insert_with(Box::default)
+                        .push_slice(&self.cork[written..]);
+                    conn.backlogged = true;
+                    ShardStats::add(
+                        &self.stats.write_queue_bytes,
+                        (self.cork.len() - written) as u64,
+                    );
+                }
+            }
+            Err(_) => self.kill(slot, Why::Io, CloseCode(1006)),
+        }
+        true
+    }
+
+    /// epoll: writes as much of `slot`'s write queue as the socket takes (with `writev`). Frees
+    /// the queue once empty and finishes a connection that was only waiting for its output.
+    pub(super) fn drain_syscalls(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if conn.dead {
+            return;
+        }
+        if let Some(wq) = conn.wq.as_mut() {
+            let before = wq.len();
+            let result = wq.flush_to(&mut conn.sock);
+            let after = wq.len();
+            ShardStats::sub(&self.stats.write_queue_bytes, (before - after) as u64);
+            ShardStats::add(&self.stats.bytes_out, (before - after) as u64);
+            match result {
+                Ok(true) => {
+                    conn.wq = None;
+                    conn.backlogged = false;
+                }
+                Ok(false) => {
+                    conn.backlogged = true;
+                    return;
+                }
+                Err(_) => {
+                    self.kill(slot, Why::Io, CloseCode(1006));
+                    return;
+                }
+            }
+        }
+        if let Some((why, code)) = conn.ending {
+            self.kill(slot, why, code);
+        }
+    }
+}
+
+/// Writes as much of `data` as the socket takes; returns how much that was.
+fn write_some(w: &mut impl Write, data: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        match w.write(&data[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }

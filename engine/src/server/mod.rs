@@ -70,7 +70,7 @@ use mailbox::{Peer, Waker as ShardWaker};
 use shard::Shard;
 use timer::TimerWheel;
 use topics::Topics;
-use write::Io;
+use write::{Io, Sink};
 
 /// Applications by request path.
 pub struct Routes {
@@ -351,7 +351,7 @@ pub fn start_with_broker(
                     limit: config.write_queue_limit,
                     dead: Vec::new(),
                     dirty: Vec::new(),
-                    uring: None,
+                    sink: Sink::Syscalls,
                 };
                 let core = Core {
                     shard: i as u16,
@@ -377,7 +377,6 @@ pub fn start_with_broker(
                     clock,
                     accept_paused_until: None,
                     draining_until: None,
-                    graveyard: Vec::new(),
                 };
                 shard.core.now = shard.now();
                 shard.start_apps();

@@ -40,12 +40,6 @@ pub struct Shard {
     pub(crate) clock: Instant,
     pub(crate) accept_paused_until: Option<u64>,
     pub(crate) draining_until: Option<u64>,
-    /// io_uring: descriptors of ended connections, closed by the backend after its next
-    /// submission. A socket is shut down when its connection ends (which completes the
-    /// operations still pending on it) and its descriptor kept here until entries already
-    /// gathered for it have been submitted, so that no entry can name a descriptor number the
-    /// process (any shard) has reused for another socket meanwhile.
-    pub(crate) graveyard: Vec<std::os::fd::OwnedFd>,
 }
 
 /// What processing a connection's input did, for the backend (io_uring parks a connection
@@ -571,11 +565,7 @@ impl Shard {
             if conn.watch == Watch::Parked {
                 ShardStats::sub(&stats.recv_parked, 1);
             }
-            if let Some(ring) = self.core.io.uring.as_mut() {
-                ring.set_file(slot as u32, -1);
-                let _ = conn.sock.shutdown(std::net::Shutdown::Both);
-                self.graveyard.push(conn.sock.into());
-            }
+            self.core.io.sink.release(slot, conn.sock);
         }
     }
 }

@@ -2,8 +2,6 @@
 //! write queues for the rest, gathered and written once per loop iteration; slow consumers
 //! closed past the write-queue limit.
 
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,7 +11,7 @@ use super::app::Why;
 use super::conn::Conn;
 use super::id::ConnId;
 use super::metrics::ShardStats;
-use super::uring::sends::{Sent, UringIo};
+use super::uring::sends::UringIo;
 use crate::proto::CloseCode;
 
 /// Output for one connection: borrowed slices (copied only if they must wait) or a shared frame
@@ -23,21 +21,6 @@ pub enum Out<'a> {
     Slices(&'a [&'a [u8]]),
     /// An encoded frame shared with other connections.
     Shared(&'a Bytes),
-}
-
-/// Writes as much of `data` as the socket takes; returns how much that was.
-fn write_some(w: &mut impl Write, data: &[u8]) -> io::Result<usize> {
-    let mut done = 0;
-    while done < data.len() {
-        match w.write(&data[done..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 /// Connection storage and the write path.
@@ -58,15 +41,56 @@ pub struct Io {
     pub dead: Vec<usize>,
     /// Slots with output gathered this iteration, written by [`Io::flush_dirty`].
     pub dirty: Vec<usize>,
-    /// Under io_uring: sends in flight and entries waiting for submission. `None` under epoll,
-    /// where output is written with syscalls at once.
-    pub uring: Option<UringIo>,
+    /// The half of the write path that differs by backend.
+    pub sink: Sink,
+}
+
+/// Where output goes: the backend's half of the write path. The shared half (the cork, the
+/// write queues, gathering per iteration, the slow-consumer check, ending connections) is
+/// [`Io`]; each backend's half is an `impl Io` in its own module: `epoll.rs` (writes with
+/// syscalls), `uring/write.rs` (sends submitted to the ring, their completions).
+#[derive(Debug)]
+pub enum Sink {
+    /// epoll: output is written with `write`/`writev` at once.
+    Syscalls,
+    /// io_uring: sends in flight, entries waiting for submission, and the descriptors of
+    /// ended connections waiting for those entries to be submitted.
+    Ring(Box<UringIo>),
+}
+
+impl Sink {
+    /// Whether the send in flight under `key` has been held by the kernel for a whole round
+    /// (the socket has no room): the connection counts as backed up. Never under epoll, where
+    /// a short write marks the connection backlogged instead.
+    fn stalled(&self, key: u32) -> bool {
+        match self {
+            Sink::Syscalls => false,
+            Sink::Ring(ring) => ring.stalled(key),
+        }
+    }
+
+    /// The io_uring state, under io_uring.
+    pub fn ring(&mut self) -> Option<&mut UringIo> {
+        match self {
+            Sink::Syscalls => None,
+            Sink::Ring(ring) => Some(ring),
+        }
+    }
+
+    /// Closes an ended connection's socket. Under io_uring it is taken out of the file table
+    /// and shut down (which completes the operations still pending on it), and its descriptor
+    /// is kept until the entries already gathered for it have been submitted, so that no entry
+    /// can name a descriptor number the process has meanwhile reused.
+    pub fn release(&mut self, slot: usize, sock: std::net::TcpStream) {
+        match self {
+            Sink::Syscalls => drop(sock),
+            Sink::Ring(ring) => ring.bury(slot as u32, sock),
+        }
+    }
 }
 
 /// Gathered output past this size is written at once rather than at the end of the iteration.
 const FLUSH_AT: usize = 64 << 10;
-/// io_uring: corks up to this size are copied into a send of their own size rather than moved.
-const COPIED_SEND_MAX: usize = 4 << 10;
 
 impl Io {
     /// The slot of a live connection with this id on this shard.
@@ -106,12 +130,7 @@ impl Io {
         }
         // Backed up: the socket refused output (epoll: a short write; io_uring: a short send,
         // or a send the kernel has held for a whole round).
-        let backed_up = conn.backlogged
-            || (conn.sending
-                && self
-                    .uring
-                    .as_ref()
-                    .is_some_and(|r| r.stalled(conn.send_key)));
+        let backed_up = conn.backlogged || (conn.sending && self.sink.stalled(conn.send_key));
         if backed_up && conn.queued() > self.limit {
             self.kill(slot, Why::SlowConsumer, CloseCode::POLICY);
             return;
@@ -160,7 +179,9 @@ impl Io {
         self.dirty = dirty;
     }
 
-    /// Writes the cork to the connection it belongs to and resets it.
+    /// Writes the cork to the connection it belongs to and resets it: at once when nothing is
+    /// queued ahead of it (epoll: a write, the rest queued; io_uring: the cork becomes a send),
+    /// else behind the queue.
     pub fn flush_cork(&mut self) {
         let Some(slot) = self.corked.take() else {
             return;
@@ -168,34 +189,15 @@ impl Io {
         if self.cork.is_empty() {
             return;
         }
-        if self.uring.is_some() && self.send_cork_ring(slot) {
-            return;
+        let sent = match self.sink {
+            Sink::Syscalls => self.write_cork(slot),
+            Sink::Ring(_) => self.send_cork_ring(slot),
+        };
+        if !sent {
+            let cork = std::mem::take(&mut self.cork);
+            self.output(slot, Out::Slices(&[&cork]));
+            self.cork = cork;
         }
-        let cork = std::mem::take(&mut self.cork);
-        match self.conns.get_mut(slot) {
-            // epoll, nothing queued ahead of it: write straight from the cork, queue only the
-            // rest.
-            Some(conn) if self.uring.is_none() && !conn.dead && conn.queued() == 0 => {
-                match write_some(&mut conn.sock, &cork) {
-                    Ok(written) => {
-                        ShardStats::add(&self.stats.bytes_out, written as u64);
-                        if written < cork.len() {
-                            conn.wq
-                                .get_or_insert_with(Box::default)
-                                .push_slice(&cork[written..]);
-                            conn.backlogged = true;
-                            ShardStats::add(
-                                &self.stats.write_queue_bytes,
-                                (cork.len() - written) as u64,
-                            );
-                        }
-                    }
-                    Err(_) => self.kill(slot, Why::Io, CloseCode(1006)),
-                }
-            }
-            _ => self.output(slot, Out::Slices(&[&cork])),
-        }
-        self.cork = cork;
         self.cork.clear();
         // A huge echo must not pin its buffer forever.
         if self.cork.capacity() > 1 << 20 {
@@ -203,147 +205,13 @@ impl Io {
         }
     }
 
-    /// io_uring: when nothing is ahead of it, the cork's bytes become the send itself and this
-    /// returns true; otherwise the caller queues them. A small cork is copied into a buffer of
-    /// its own size, so the memory held by sends in flight follows their bytes (a burst of
-    /// handshake answers does not hold a cork-sized buffer each); a large one moves whole, and
-    /// a spare buffer takes its place.
-    fn send_cork_ring(&mut self, slot: usize) -> bool {
-        let (Some(conn), Some(ring)) = (self.conns.get_mut(slot), self.uring.as_mut()) else {
-            return false;
-        };
-        if conn.dead || conn.has_output() {
-            return false;
-        }
-        let cork = if self.cork.len() <= COPIED_SEND_MAX {
-            let copy = self.cork.clone();
-            self.cork.clear();
-            copy
-        } else {
-            std::mem::replace(&mut self.cork, ring.spare_buffer())
-        };
-        conn.sending = true;
-        let fd = conn.sock.as_raw_fd();
-        conn.send_key = ring.send(slot as u32, conn.generation, fd, cork, Vec::new());
-        true
-    }
-
-    /// io_uring: hands the queue to the kernel unless a send is already in flight (its
-    /// completion comes back here).
-    fn drain_ring(&mut self, slot: usize) {
-        let (Some(conn), Some(ring)) = (self.conns.get_mut(slot), self.uring.as_mut()) else {
-            return;
-        };
-        if conn.dead || conn.sending {
-            return;
-        }
-        if let Some(wq) = conn.wq.as_mut().filter(|q| !q.is_empty()) {
-            let chunks = wq.take_chunks(super::writeq::MAX_IOV);
-            let taken: usize = chunks.iter().map(|c| c.len()).sum();
-            ShardStats::sub(&self.stats.write_queue_bytes, taken as u64);
-            conn.sending = true;
-            let fd = conn.sock.as_raw_fd();
-            conn.send_key = ring.send(slot as u32, conn.generation, fd, Vec::new(), chunks);
-            return;
-        }
-        conn.wq = None;
-        conn.backlogged = false;
-        if let Some((why, code)) = conn.ending {
-            self.kill(slot, why, code);
-        }
-    }
-
-    /// io_uring: a send's completion. A short send goes on from where it stopped; a finished
-    /// one lets the queue move, or ends a connection that was only waiting for its output.
-    pub fn on_sent(&mut self, key: usize, result: i32) {
-        let Some(sent) = self.uring.as_mut().map(|ring| ring.complete(key, result)) else {
-            return;
-        };
-        match sent {
-            Sent::Stale => {}
-            Sent::Partial {
-                slot,
-                generation,
-                written,
-            } => {
-                ShardStats::add(&self.stats.bytes_out, written as u64);
-                let live = self.live(slot, generation);
-                let Some(ring) = self.uring.as_mut() else {
-                    return;
-                };
-                if let Some(live) = live {
-                    self.conns[live].backlogged = true;
-                    ring.resume(key);
-                    return;
-                }
-                // Gone or dying (its descriptor may soon name another socket): drop the rest.
-                ring.release(key);
-                if let Some(c) = self.conns.get_mut(slot as usize) {
-                    if c.generation == generation {
-                        c.sending = false;
-                    }
-                }
-            }
-            Sent::Done {
-                slot,
-                generation,
-                written,
-                failed,
-            } => {
-                ShardStats::add(&self.stats.bytes_out, written as u64);
-                let slot = slot as usize;
-                let Some(c) = self.conns.get_mut(slot) else {
-                    return;
-                };
-                if c.generation != generation {
-                    return;
-                }
-                c.sending = false;
-                if failed {
-                    self.kill(slot, Why::Io, CloseCode(1006));
-                } else {
-                    self.drain_ring(slot);
-                }
-            }
-        }
-    }
-
-    /// Tries to drain `slot`'s write queue (on a writable event). Frees the queue once empty and
-    /// finishes a connection that was only waiting for its output.
+    /// Tries to drain `slot`'s write queue (after the iteration, on a writable event or a
+    /// send's completion). Frees the queue once empty and finishes a connection that was only
+    /// waiting for its output.
     pub fn drain(&mut self, slot: usize) {
-        if self.uring.is_some() {
-            self.drain_ring(slot);
-            return;
-        }
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return;
-        };
-        if conn.dead {
-            return;
-        }
-        if let Some(wq) = conn.wq.as_mut() {
-            let before = wq.len();
-            let result = wq.flush_to(&mut conn.sock);
-            let after = wq.len();
-            ShardStats::sub(&self.stats.write_queue_bytes, (before - after) as u64);
-            ShardStats::add(&self.stats.bytes_out, (before - after) as u64);
-            match result {
-                Ok(true) => {
-                    conn.wq = None;
-                    conn.backlogged = false;
-                }
-                Ok(false) => {
-                    conn.backlogged = true;
-                    return;
-                }
-                Err(_) => {
-                    self.kill(slot, Why::Io, CloseCode(1006));
-                    return;
-                }
-            }
-        }
-        if let Some((why, code)) = conn.ending {
-            self.kill(slot, why, code);
+        match self.sink {
+            Sink::Syscalls => self.drain_syscalls(slot),
+            Sink::Ring(_) => self.drain_ring(slot),
         }
     }
 

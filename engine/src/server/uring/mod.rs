@@ -18,6 +18,7 @@
 
 pub mod bufring;
 pub mod sends;
+mod write;
 
 use std::io;
 use std::mem::ManuallyDrop;
@@ -33,6 +34,7 @@ use super::config::ServerConfig;
 use super::conn::{Phase, Watch};
 use super::metrics::ShardStats;
 use super::shard::{Next, Shard};
+use super::write::Sink;
 use bufring::BufRing;
 use sends::UringIo;
 
@@ -381,7 +383,7 @@ impl Uring {
     pub fn run(mut self, shard: &mut Shard) -> io::Result<()> {
         let mut io = UringIo::default();
         io.fixed_files = self.fixed_files;
-        shard.core.io.uring = Some(io);
+        shard.core.io.sink = Sink::Ring(Box::new(io));
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.serve(shard))) {
             Ok(result) => {
                 let finished = self.finish(shard);
@@ -392,7 +394,7 @@ impl Uring {
                 // nothing more is done with it. Sends still in flight keep their bytes: leak
                 // them (and, through `clean` staying false, the buffers) rather than free them
                 // under the kernel.
-                std::mem::forget(shard.core.io.uring.take());
+                std::mem::forget(std::mem::replace(&mut shard.core.io.sink, Sink::Syscalls));
                 std::panic::resume_unwind(panic)
             }
         }
@@ -524,7 +526,7 @@ impl Uring {
         // kernel issues them and resolves their descriptors), the descriptors of ended
         // connections can close.
         if result.is_ok() && uio(shard).sqes.is_empty() && self.ring.submission().is_empty() {
-            shard.graveyard.clear();
+            uio(shard).graveyard.clear();
         }
         result
     }
@@ -970,7 +972,7 @@ impl Uring {
         if self.accept_armed {
             uio(shard).push(cancel(tag::ACCEPT));
         }
-        shard.graveyard.push(listener.into());
+        uio(shard).graveyard.push(listener.into());
     }
 
     /// Closes what is left and waits until every operation has completed, so no buffer is
@@ -1003,7 +1005,7 @@ impl Uring {
         }
         let left = uio(shard).in_flight;
         if left > 0 || failed.is_some() {
-            std::mem::forget(shard.core.io.uring.take());
+            std::mem::forget(std::mem::replace(&mut shard.core.io.sink, Sink::Syscalls));
             return Err(failed.unwrap_or_else(|| {
                 io::Error::other(format!(
                     "io_uring: {left} operations still in flight after {} ms at shutdown",
@@ -1012,7 +1014,7 @@ impl Uring {
             }));
         }
         let _ = self.ring.submitter().unregister_buf_ring(GROUP);
-        shard.graveyard.clear();
+        uio(shard).graveyard.clear();
         self.clean = true;
         Ok(())
     }
@@ -1035,7 +1037,14 @@ impl Drop for Uring {
 
 /// The shard's io_uring state (created by [`Uring::run`]).
 fn uio(shard: &mut Shard) -> &mut UringIo {
-    shard.core.io.uring.get_or_insert_with(UringIo::default)
+    let sink = &mut shard.core.io.sink;
+    if let Sink::Syscalls = sink {
+        *sink = Sink::Ring(Box::default());
+    }
+    match sink {
+        Sink::Ring(ring) => ring,
+        Sink::Syscalls => unreachable!("set just above"),
+    }
 }
 
 /// `IORING_CQE_F_BUF_MORE`: the kernel goes on using the rest of this completion's buffer.
@@ -1057,7 +1066,7 @@ const SWEEP_CANCELS: usize = 256;
 /// visited. Returns where to go on if the budget ran out first.
 fn park_silent(shard: &mut Shard, from: usize) -> Option<usize> {
     let io = &mut shard.core.io;
-    let ring = io.uring.as_mut()?;
+    let ring = io.sink.ring()?;
     let mut budget = SWEEP_CANCELS;
     let mut resume = None;
     for (slot, conn) in io.conns.iter_mut().filter(|(slot, _)| *slot >= from) {
@@ -1096,7 +1105,7 @@ fn talking(shard: &mut Shard, slot: u32, generation: u16) {
     };
     if conn.watch == Watch::Receive && matches!(conn.phase, Phase::Open(_)) {
         let fd = conn.sock.as_raw_fd();
-        if let Some(ring) = io.uring.as_mut() {
+        if let Some(ring) = io.sink.ring() {
             ring.set_file(slot, fd);
         }
     }

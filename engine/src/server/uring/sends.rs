@@ -144,6 +144,12 @@ pub struct UringIo {
     /// The descriptors FILES_UPDATE entries read, each boxed so it stays put until the
     /// kernel has taken it, and freed when its entry completes (the key is in its tag).
     file_updates: Slab<Box<RawFd>>,
+    /// Descriptors of ended connections (and the listener), closed after the next submission:
+    /// a socket is shut down when its connection ends (which completes the operations still
+    /// pending on it) and its descriptor kept here until entries already gathered for it have
+    /// been submitted, so that no entry can name a descriptor number the process (any shard)
+    /// has reused for another socket meanwhile.
+    pub graveyard: Vec<std::os::fd::OwnedFd>,
 }
 
 /// Spare buffers kept, and the smallest and largest one kept (a small send's bytes were
@@ -172,6 +178,13 @@ impl UringIo {
     pub fn in_table(&self, slot: u32) -> bool {
         let (word, bit) = (slot as usize / 64, slot % 64);
         self.in_table.get(word).is_some_and(|w| w >> bit & 1 == 1)
+    }
+
+    /// An ended connection's socket: out of the file table, shut down, and into the graveyard.
+    pub fn bury(&mut self, slot: u32, sock: std::net::TcpStream) {
+        self.set_file(slot, -1);
+        let _ = sock.shutdown(std::net::Shutdown::Both);
+        self.graveyard.push(sock.into());
     }
 
     /// Puts `fd` at `slot` in the registered file table (or takes the slot's socket out, with
