@@ -5,6 +5,7 @@ use std::io::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clocks::{Clocks, SystemClocks};
 use crate::error::Error;
 use crate::hist::Summary;
 use crate::sysmon::{Sample, Sampler};
@@ -59,7 +60,8 @@ pub struct Collector {
     pub baseline: Sample,
     /// Host figures at the second with the most open connections, and that count.
     pub peak: Option<(u64, Sample)>,
-    last_server_cpu_us: u64,
+    clocks: Box<dyn Clocks>,
+    last_server_cpu_ns: u64,
     last_host: (u64, u64),
     cores: f64,
     quiet: bool,
@@ -72,11 +74,25 @@ pub struct Collector {
 impl Collector {
     /// For `sources` worker processes; takes the baseline sample now.
     pub fn new(sources: usize, sampler: Sampler, quiet: bool) -> Self {
+        let epoch_us = crate::sys::monotonic_us();
+        Self::with_clocks(sources, sampler, Box::new(SystemClocks), epoch_us, quiet)
+    }
+
+    /// The same, reading time from `clocks`; second 0 of the run starts at `epoch_us`.
+    pub fn with_clocks(
+        sources: usize,
+        sampler: Sampler,
+        clocks: Box<dyn Clocks>,
+        _epoch_us: u64,
+        quiet: bool,
+    ) -> Self {
         let baseline = sampler.sample();
+        let last_server_cpu_ns = server_cpu_ns(&*clocks, sampler.pids());
         Collector {
             merger: TickMerger::new(sources),
             timeline: Vec::new(),
-            last_server_cpu_us: baseline.server_cpu_us,
+            clocks,
+            last_server_cpu_ns,
             last_host: (baseline.host_busy_us, baseline.host_total_us),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
             baseline,
@@ -130,8 +146,9 @@ impl Collector {
 
     fn second(&mut self, tick: &Tick) -> Second {
         let host = self.sampler.sample();
-        let server_cpu = host.server_cpu_us.saturating_sub(self.last_server_cpu_us);
-        self.last_server_cpu_us = host.server_cpu_us;
+        let now_ns = server_cpu_ns(&*self.clocks, self.sampler.pids());
+        let server_cpu = now_ns.saturating_sub(self.last_server_cpu_ns) / 1_000;
+        self.last_server_cpu_ns = now_ns;
         let busy = host.host_busy_us.saturating_sub(self.last_host.0);
         let total = host.host_total_us.saturating_sub(self.last_host.1);
         self.last_host = (host.host_busy_us, host.host_total_us);
@@ -168,6 +185,10 @@ impl Collector {
             host_cpu_pct,
         }
     }
+}
+
+fn server_cpu_ns(clocks: &dyn Clocks, pids: &[u32]) -> u64 {
+    pids.iter().filter_map(|p| clocks.cpu_ns(*p)).sum()
 }
 
 /// The live progress line.

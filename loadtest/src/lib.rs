@@ -21,6 +21,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod clocks;
 pub mod collect;
 pub mod counters;
 pub mod error;

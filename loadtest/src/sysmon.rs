@@ -132,6 +132,11 @@ impl Sampler {
         }
     }
 
+    /// The server processes.
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
+    }
+
     /// Whether server processes are sampled.
     pub fn has_servers(&self) -> bool {
         !self.pids.is_empty()
