@@ -25,6 +25,8 @@ mod core;
 mod ctx;
 mod epoll;
 mod handle;
+#[cfg(test)]
+mod harness;
 mod id;
 mod mailbox;
 mod metrics;
@@ -48,7 +50,6 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use mio::{Interest, Poll, Waker};
-use slab::Slab;
 use socket2::{Domain, Protocol, Socket, Type};
 
 pub use app::{App, AppFactory, Closed, SendError, SharedFrame, Why};
@@ -63,14 +64,10 @@ pub use udp::{Datagram, UdpError, UdpId, UdpStats};
 pub use upgrade::{Accept, DEFERRED_INPUT_MAX, Upgrade, UpgradeRequest};
 
 use broker::Registry;
-use core::Core;
 use epoll::{Epoll, LISTENER, WAKER};
 use handle::Shared;
 use mailbox::{Peer, Waker as ShardWaker};
 use shard::Shard;
-use timer::TimerWheel;
-use topics::Topics;
-use write::{Io, Sink};
 
 /// Applications by request path.
 pub struct Routes {
@@ -342,42 +339,17 @@ pub fn start_with_broker(
                 drop(ready);
                 // Apps and the core are built on their shard's thread, so they need not be
                 // Send.
-                let io = Io {
-                    conns: Slab::new(),
-                    generations: Vec::new(),
-                    cork: Vec::with_capacity(64 << 10),
-                    corked: None,
-                    stats: shard_stats,
-                    limit: config.write_queue_limit,
-                    dead: Vec::new(),
-                    dirty: Vec::new(),
-                    sink: Sink::Syscalls,
-                };
-                let core = Core {
-                    shard: i as u16,
-                    io,
-                    topics: Topics::default(),
-                    timers: TimerWheel::new(config.timer_tick_ms),
-                    app_timers: Default::default(),
-                    udp: Default::default(),
-                    answered: Vec::new(),
-                    handle,
-                    config: config.clone(),
-                    proto,
-                    now: 0,
-                    current_app: 0,
-                    scratch: Vec::new(),
-                };
                 let apps = routes.entries.iter().map(|(_, f)| f(i as u16)).collect();
-                let mut shard = Shard {
-                    core,
-                    apps,
-                    routes,
+                let mut shard = Shard::new(
+                    i as u16,
+                    config.clone(),
+                    proto,
+                    handle,
+                    shard_stats,
+                    (apps, routes),
                     mail,
                     clock,
-                    accept_paused_until: None,
-                    draining_until: None,
-                };
+                );
                 shard.core.now = shard.now();
                 shard.start_apps();
                 let result = match backend {

@@ -13,18 +13,27 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use slab::Slab;
+
 use super::Routes;
 use super::app::{App, Closed, Why};
+use super::app_timer::AppTimers;
+use super::config::ServerConfig;
 use super::conn::{Answer, Conn, NO_TIMER, Phase, Watch};
 use super::core::Core;
 use super::ctx::Ctx;
+use super::handle::Handle;
 use super::id::ConnId;
 use super::mailbox::Mail;
 use super::metrics::ShardStats;
 use super::timer::Entry;
+use super::timer::TimerWheel;
+use super::topics::Topics;
+use super::udp::Udp;
 use super::udp::{BATCH, Received, UdpId};
 use super::upgrade::{DEFERRED_INPUT_MAX, Upgrade, UpgradeRequest};
 use super::write::Out;
+use super::write::{Io, Sink};
 use crate::proto::handshake::{self, Accept, Limits};
 use crate::proto::{CloseCode, Connection, Error, Event, HandshakeError, Read, State, TimeoutKind};
 
@@ -66,6 +75,56 @@ pub enum Next {
 }
 
 impl Shard {
+    /// Shard `index`: its core (connections, topics, timers), its apps (one per route), its
+    /// mailbox. `clock` is the server's start, the zero of the shard clock.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        index: u16,
+        config: Arc<ServerConfig>,
+        proto: Arc<crate::proto::Config>,
+        handle: Handle,
+        stats: Arc<ShardStats>,
+        (apps, routes): (Vec<Box<dyn App>>, Arc<Routes>),
+        mail: Receiver<Mail>,
+        clock: Instant,
+    ) -> Self {
+        let io = Io {
+            conns: Slab::new(),
+            generations: Vec::new(),
+            cork: Vec::with_capacity(64 << 10),
+            corked: None,
+            stats,
+            limit: config.write_queue_limit,
+            dead: Vec::new(),
+            dirty: Vec::new(),
+            sink: Sink::Syscalls,
+        };
+        let core = Core {
+            shard: index,
+            io,
+            topics: Topics::default(),
+            timers: TimerWheel::new(config.timer_tick_ms),
+            app_timers: AppTimers::default(),
+            udp: Udp::default(),
+            answered: Vec::new(),
+            handle,
+            config,
+            proto,
+            now: 0,
+            current_app: 0,
+            scratch: Vec::new(),
+        };
+        Shard {
+            core,
+            apps,
+            routes,
+            mail,
+            clock,
+            accept_paused_until: None,
+            draining_until: None,
+        }
+    }
+
     /// The shard clock, ms since the server started.
     pub fn now(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64

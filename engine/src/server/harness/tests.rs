@@ -1,0 +1,313 @@
+//! Shard behaviour on a hand-driven clock: heartbeats and idle closes, handshake deadlines,
+//! deferred upgrades, application timers, the write path and slow consumers. Each test sets
+//! the clock itself; none sleeps or depends on how fast the machine is.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+
+use super::{Client, Harness};
+use crate::proto::handshake::Request;
+use crate::proto::{FrameHeader, Message, OpCode};
+use crate::server::{
+    Accept, App, ConnId, Ctx, ServerConfig, ShardStats, SharedFrame, Upgrade, UpgradeRequest, Why,
+};
+
+fn config() -> ServerConfig {
+    ServerConfig {
+        ping_interval_ms: 1_000,
+        idle_timeout_ms: 3_000,
+        close_timeout_ms: 500,
+        handshake_timeout_ms: 2_000,
+        timer_tick_ms: 100,
+        ..ServerConfig::default()
+    }
+}
+
+/// Frames a server wrote: (opcode, payload).
+fn frames(mut bytes: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Ok(Some((h, n))) = FrameHeader::parse(bytes) {
+        let end = n + h.payload_len as usize;
+        assert!(bytes.len() >= end, "a partial frame");
+        out.push((h.opcode, bytes[n..end].to_vec()));
+        bytes = &bytes[end..];
+    }
+    assert!(bytes.is_empty(), "trailing bytes");
+    out
+}
+
+/// A client frame, masked with a zero key (valid, and the payload reads as sent).
+fn client_frame(op: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x80 | op as u8];
+    assert!(payload.len() < 126);
+    f.push(0x80 | payload.len() as u8);
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn closed(h: &Harness, why: Why) -> u64 {
+    h.stat(|s: &ShardStats| &s.closed[why.index()])
+}
+
+/// Records what it is told; echoes.
+#[derive(Default, Clone)]
+struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+    fn push(&self, s: String) {
+        self.0.lock().unwrap().push(s);
+    }
+}
+
+struct Recorder(Log);
+
+impl App for Recorder {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
+        let _ = ctx.send(id, &message);
+    }
+    fn on_close(&mut self, _: &mut Ctx<'_>, _: ConnId, closed: crate::server::Closed) {
+        self.0
+            .push(format!("close {:?} {}", closed.why, closed.code.0));
+    }
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, token: u64) {
+        self.0.push(format!("timer {token} at {}", ctx.now_ms()));
+    }
+    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
+        ctx.set_timer(250, 1);
+        let cancelled = ctx.set_timer(100, 2);
+        ctx.cancel_timer(cancelled);
+        ctx.set_timer(700, 3);
+    }
+}
+
+fn recorder() -> (Harness, Log) {
+    let log = Log::default();
+    let l = log.clone();
+    (
+        Harness::new(config(), move || Box::new(Recorder(l.clone()))),
+        log,
+    )
+}
+
+#[test]
+fn a_silent_client_is_pinged_then_closed_at_the_idle_timeout() {
+    let (mut h, log) = recorder();
+    let (mut c, _) = h.open();
+    h.at(999);
+    assert!(
+        frames(&c.read_all()).is_empty(),
+        "no ping before the interval"
+    );
+    h.at(1_000);
+    assert_eq!(frames(&c.read_all()), [(OpCode::Ping, vec![])]);
+    // Pings go on while the client says nothing; the idle timeout ends it.
+    let mut pings = 1;
+    for t in (1_100..3_000).step_by(100) {
+        h.at(t);
+        pings += frames(&c.read_all()).len();
+    }
+    assert!(pings >= 2, "{pings} pings");
+    assert!(h.holds(&c));
+    h.at(3_000);
+    let out = frames(&c.read_all());
+    let (op, payload) = out.last().unwrap();
+    assert_eq!(*op, OpCode::Close);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
+    // A client silent that long is not waited for: the close frame is its last output.
+    assert!(!h.holds(&c));
+    assert!(c.closed());
+    assert_eq!(closed(&h, Why::IdleTimeout), 1);
+    assert!(log.take().contains(&"close IdleTimeout 1001".to_string()));
+}
+
+#[test]
+fn a_pong_keeps_a_client_alive() {
+    let (mut h, _) = recorder();
+    let (mut c, _) = h.open();
+    for t in (1_000..10_000).step_by(500) {
+        h.at(t);
+        for (op, payload) in frames(&c.read_all()) {
+            assert_eq!(op, OpCode::Ping);
+            c.write(&client_frame(OpCode::Pong, &payload));
+        }
+        h.pump(&c);
+    }
+    assert!(h.holds(&c), "answered every ping: still open at 10 s");
+    assert_eq!(closed(&h, Why::IdleTimeout), 0);
+}
+
+#[test]
+fn an_unfinished_handshake_ends_at_its_deadline() {
+    let (mut h, log) = recorder();
+    let mut c = h.connect();
+    c.write(b"GET / HTTP/1.1\r\nHost: x\r\n");
+    h.pump(&c);
+    h.at(1_999);
+    assert!(h.holds(&c));
+    h.at(2_000);
+    assert!(!h.holds(&c));
+    assert!(c.closed());
+    assert_eq!(closed(&h, Why::HandshakeTimeout), 1);
+    assert!(
+        !log.take().iter().any(|e| e.starts_with("close")),
+        "never opened: no on_close"
+    );
+}
+
+#[test]
+fn app_timers_fire_at_their_deadline_and_cancelled_ones_never() {
+    let (mut h, log) = recorder();
+    h.at(249);
+    assert!(log.take().is_empty());
+    h.at(250);
+    assert_eq!(log.take(), ["timer 1 at 250"]);
+    h.at(10_000);
+    assert_eq!(log.take(), ["timer 3 at 10000"]);
+}
+
+#[test]
+fn output_gathered_in_an_iteration_arrives_whole_and_in_order() {
+    let (mut h, _) = recorder();
+    let (mut c, id) = h.open();
+    let handle = h.shard.core.handle.clone();
+    for i in 0..100 {
+        handle.send_text(id, &format!("m{i}")).unwrap();
+    }
+    h.tick();
+    let got: Vec<String> = frames(&c.read_all())
+        .into_iter()
+        .map(|(op, p)| {
+            assert_eq!(op, OpCode::Text);
+            String::from_utf8(p).unwrap()
+        })
+        .collect();
+    assert_eq!(got, (0..100).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    // An echo goes out with the read that brought it.
+    c.write(&client_frame(OpCode::Text, b"echo"));
+    h.pump(&c);
+    assert_eq!(frames(&c.read_all()), [(OpCode::Text, b"echo".to_vec())]);
+}
+
+#[test]
+fn a_client_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let limit = 256 << 10;
+    let mut h = Harness::new(
+        ServerConfig {
+            write_queue_limit: limit,
+            ..config()
+        },
+        || Box::new(Recorder(Log::default())),
+    );
+    let (c, id) = h.open();
+    let handle = h.shard.core.handle.clone();
+    let frame = SharedFrame::binary(&[7u8; 16 << 10]);
+    let mut sent = 0;
+    let mut peak = 0;
+    while h.holds(&c) {
+        assert!(sent < 10_000, "never closed after {sent} messages");
+        let _ = handle.send(id, &frame);
+        sent += 1;
+        h.tick();
+        peak = peak.max(h.stat(|s: &ShardStats| &s.write_queue_bytes));
+    }
+    assert_eq!(closed(&h, Why::SlowConsumer), 1);
+    // Bounded by the limit plus the message that crossed it.
+    assert!(
+        peak <= (limit + (16 << 10) + 16) as u64,
+        "queued {peak} bytes"
+    );
+    assert_eq!(
+        h.stat(|s: &ShardStats| &s.write_queue_bytes),
+        0,
+        "freed with the connection"
+    );
+}
+
+/// Defers every upgrade; the test answers through the handle.
+struct Deferring(Log);
+
+impl App for Deferring {
+    fn on_upgrade(&mut self, _: &mut Ctx<'_>, up: &UpgradeRequest<'_>) -> Upgrade {
+        self.0.push(format!("asked {}", up.id().slot()));
+        Upgrade::Defer
+    }
+    fn on_open(&mut self, _: &mut Ctx<'_>, id: ConnId, request: &Request<'_>) {
+        self.0
+            .push(format!("open {} {}", id.slot(), request.path()));
+    }
+    fn on_message(&mut self, _: &mut Ctx<'_>, _: ConnId, _: Message<'_>) {}
+}
+
+#[test]
+fn a_deferred_upgrade_opens_when_answered_and_keeps_early_input() {
+    let log = Log::default();
+    let l = log.clone();
+    let mut h = Harness::new(config(), move || Box::new(Deferring(l.clone())));
+    let mut c = h.connect();
+    let id = h.id(&c);
+    // The request and, eagerly, a first frame.
+    let mut input = super::UPGRADE.to_vec();
+    input.extend_from_slice(&client_frame(OpCode::Ping, b"early"));
+    c.write(&input);
+    h.pump(&c);
+    assert_eq!(log.take(), [format!("asked {}", c.slot)]);
+    assert!(c.read_all().is_empty(), "no answer yet");
+    h.at(1_000);
+    let handle = h.shard.core.handle.clone();
+    handle
+        .accept_upgrade(id, Accept::default().header("X-Checked", "yes"))
+        .unwrap();
+    h.tick();
+    let out = c.read_all();
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("HTTP/1.1 101") && text.contains("X-Checked: yes\r\n"),
+        "{text}"
+    );
+    let head_end = text.find("\r\n\r\n").unwrap() + 4;
+    assert_eq!(
+        frames(&out[head_end..]),
+        [(OpCode::Pong, b"early".to_vec())]
+    );
+    assert_eq!(log.take(), [format!("open {} /", c.slot)]);
+    // A second answer is refused: the upgrade is done.
+    handle.reject_upgrade(id, 401).unwrap();
+    h.tick();
+    assert!(h.holds(&c));
+}
+
+#[test]
+fn a_deferred_upgrade_never_answered_ends_at_the_handshake_deadline() {
+    let log = Log::default();
+    let l = log.clone();
+    let mut h = Harness::new(config(), move || Box::new(Deferring(l.clone())));
+    let mut c = h.connect();
+    c.write(super::UPGRADE);
+    h.pump(&c);
+    h.at(1_999);
+    assert!(h.holds(&c));
+    h.at(2_000);
+    assert!(!h.holds(&c));
+    assert!(c.read_all().is_empty(), "no HTTP answer was ever written");
+    assert_eq!(closed(&h, Why::HandshakeTimeout), 1);
+    assert_eq!(log.take().len(), 1, "asked once, never opened");
+}
+
+#[test]
+fn a_deferred_upgrade_is_refused_with_the_apps_status() {
+    let mut h = Harness::new(config(), || Box::new(Deferring(Log::default())));
+    let mut c: Client = h.connect();
+    let id = h.id(&c);
+    c.write(super::UPGRADE);
+    h.pump(&c);
+    h.shard.core.handle.reject_upgrade(id, 403).unwrap();
+    h.tick();
+    let out = String::from_utf8(c.read_all()).unwrap();
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    assert!(!h.holds(&c));
+    assert_eq!(closed(&h, Why::HandshakeFailed), 1);
+}
