@@ -1,21 +1,14 @@
 //! An exhausted fd table must not spin the accept loop: the server runs as its own process
-//! under `ulimit -n 64`, is offered more connections than it can accept, and must stay nearly
-//! idle in CPU while they wait, count the failures, and accept again once fds free up.
+//! under `ulimit -n 64`, is offered more connections than it can accept, and must pause after
+//! each failed accept instead of retrying at once (the failures it counts stay at a few per
+//! second), and accept again once fds free up.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
-
-/// User + system CPU time of a process in clock ticks (/proc/PID/stat fields 14 and 15).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
+use std::time::{Duration, Instant};
 
 fn metric(addr: SocketAddr, name: &str) -> u64 {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -44,7 +37,6 @@ fn emfile_pauses_accepting_instead_of_spinning() {
         "ulimit -n 64 &&",
         "--listen 127.0.0.1:0 --shards 1 --metrics 127.0.0.1:0",
     );
-    let pid = server.0.id();
     let metrics_line = lines
         .find(|l| l.as_ref().is_ok_and(|l| l.contains("/metrics")))
         .unwrap()
@@ -58,15 +50,12 @@ fn emfile_pauses_accepting_instead_of_spinning() {
     for _ in 0..100 {
         held.push(TcpStream::connect(addr).unwrap());
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let before = cpu_ticks(pid);
+    // While the table stays full, every accept fails. A loop that pauses 100 ms after a
+    // failure fails a few times a second; a spinning one, hundreds of thousands of times. The
+    // bound below is checked against the time that really passed, so a slow or loaded machine
+    // (fewer attempts) cannot fail it.
+    let exhausted = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
-    let spent = cpu_ticks(pid) - before;
-    // Clock ticks are 10 ms: a spinning accept loop burns ~200 ticks in 2 s.
-    assert!(
-        spent < 40,
-        "server used {spent} ticks of CPU in 2 s while its fd table was full"
-    );
 
     // Free the fds: the server must accept and serve again.
     drop(held);
@@ -82,9 +71,12 @@ fn emfile_pauses_accepting_instead_of_spinning() {
         served.is_some(),
         "server did not recover after fds were freed"
     );
+    let errors = metric(metrics, "c10m_accept_errors_total");
+    let window_ms = exhausted.elapsed().as_millis() as u64;
+    assert!(errors > 0, "EMFILE was not counted");
     assert!(
-        metric(metrics, "c10m_accept_errors_total") > 0,
-        "EMFILE was not counted"
+        errors <= window_ms / 10,
+        "{errors} failed accepts in {window_ms} ms: the accept loop spins"
     );
     drop(server);
 }

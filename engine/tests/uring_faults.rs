@@ -318,19 +318,24 @@ fn a_parked_connection_woken_by_a_pong_is_parked_again_at_once() {
     let addr = server.local_addr();
     let parked = |server: &ServerHandle| gauge(server, |s| s.recv_parked.load(Relaxed));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let clients: Vec<_> = (0..10)
-        .map(|_| {
-            let stop = stop.clone();
+    let pings: Vec<_> = (0..10)
+        .map(|_| std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0)))
+        .collect();
+    let clients: Vec<_> = pings
+        .iter()
+        .map(|count| {
+            let (stop, count) = (stop.clone(), count.clone());
             std::thread::spawn(move || {
                 let mut ws = connect(addr, "/echo");
                 ws.get_ref()
                     .set_read_timeout(Some(Duration::from_millis(20)))
                     .unwrap();
-                let mut pings = 0;
                 while !stop.load(Relaxed) {
                     match ws.read() {
                         // tungstenite queues the pong; it leaves with the next read or flush.
-                        Ok(TMessage::Ping(_)) => pings += 1,
+                        Ok(TMessage::Ping(_)) => {
+                            count.fetch_add(1, Relaxed);
+                        }
                         Ok(other) => panic!("unexpected {other:?}"),
                         Err(tungstenite::Error::Io(e))
                             if e.kind() == std::io::ErrorKind::WouldBlock
@@ -341,12 +346,21 @@ fn a_parked_connection_woken_by_a_pong_is_parked_again_at_once() {
                         Err(e) => panic!("{e}"),
                     }
                 }
-                pings
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1_200));
-    // Every connection has answered several pings by now; each pong woke it.
+    // Wait for the event, not for a time: every client has answered three pings (each pong
+    // woke its connection from parking), however slowly this machine runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pings.iter().any(|p| p.load(Relaxed) < 3) {
+        assert!(
+            Instant::now() < deadline,
+            "pings did not reach every client"
+        );
+        std::thread::yield_now();
+    }
+    // Their last pong (the client flushes it on its next read) woke them; each must be parked
+    // again without a sweep.
     assert!(
         eventually(|| parked(&server) == 10),
         "{} of 10 connections parked again after their pongs",
@@ -355,10 +369,7 @@ fn a_parked_connection_woken_by_a_pong_is_parked_again_at_once() {
     // Their handshakes and pongs came on single-shot receives: parked with no cancel.
     assert_eq!(gauge(&server, |s| s.recv_cancels.load(Relaxed)), 0);
     stop.store(true, Relaxed);
-    for c in clients {
-        let pings = c.join().unwrap();
-        assert!(pings >= 3, "only {pings} pings reached a client");
-    }
+    join_all(clients);
     assert!(settled(&server), "operations or connections left behind");
 }
 
