@@ -6,7 +6,7 @@ use std::fmt;
 use nix::time::ClockId;
 use nix::unistd::Pid;
 
-use crate::sys;
+use crate::{sys, sysmon};
 
 /// The clocks the collector reads.
 pub trait Clocks: fmt::Debug + Send {
@@ -15,6 +15,33 @@ pub trait Clocks: fmt::Debug + Send {
     /// CPU time process `pid` has used since it started, all its threads together (ended ones
     /// included), in nanoseconds; `None` when it cannot be read (gone, or never existed).
     fn cpu_ns(&self, pid: u32) -> Option<u64>;
+    /// The host's CPU time since boot, when it can be read.
+    fn host_cpu(&self) -> Option<HostCpu>;
+}
+
+/// The host's CPU time since boot (`/proc/stat`), all CPUs together.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostCpu {
+    /// Busy (us).
+    pub busy_us: u64,
+    /// Busy plus idle (us).
+    pub total_us: u64,
+    /// CPUs counted in it.
+    pub cpus: u32,
+}
+
+impl HostCpu {
+    /// The busy share between this reading and a `later` one, in percent of one CPU (at most
+    /// 100 x CPUs: busy time is a part of the total).
+    pub fn busy_pct_until(&self, later: &HostCpu) -> f64 {
+        let busy = later.busy_us.saturating_sub(self.busy_us);
+        let total = later.total_us.saturating_sub(self.total_us);
+        if total == 0 {
+            0.0
+        } else {
+            busy.min(total) as f64 / total as f64 * 100.0 * f64::from(later.cpus)
+        }
+    }
 }
 
 /// The host's clocks.
@@ -37,6 +64,17 @@ impl Clocks for SystemClocks {
         let nanos = u64::try_from(ts.tv_nsec()).ok()?;
         Some(secs * 1_000_000_000 + nanos)
     }
+
+    fn host_cpu(&self) -> Option<HostCpu> {
+        let text = std::fs::read_to_string("/proc/stat").ok()?;
+        let (busy, total, cpus) = sysmon::parse_proc_stat(&text)?;
+        let us_per_tick = 1_000_000 / sys::clock_ticks_per_sec().max(1);
+        Some(HostCpu {
+            busy_us: busy * us_per_tick,
+            total_us: total * us_per_tick,
+            cpus,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -46,12 +84,14 @@ pub mod fake {
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
 
-    use super::Clocks;
+    use super::{Clocks, HostCpu};
 
     #[derive(Debug, Default)]
     struct State {
         now_us: u64,
         cpu_ns: BTreeMap<u32, u64>,
+        busy_ns: u64,
+        cpus: u32,
     }
 
     /// Clocks a test moves by hand; clones share them.
@@ -59,6 +99,13 @@ pub mod fake {
     pub struct FakeClocks(Arc<Mutex<State>>);
 
     impl FakeClocks {
+        /// A host of `cpus` CPUs, idle, at time 0.
+        pub fn with_cpus(cpus: u32) -> Self {
+            let c = FakeClocks::default();
+            c.with(|s| s.cpus = cpus);
+            c
+        }
+
         fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
             f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
         }
@@ -69,7 +116,9 @@ pub mod fake {
             self.with(|s| {
                 s.now_us += us;
                 for &(pid, cores) in busy {
-                    *s.cpu_ns.entry(pid).or_default() += (us as f64 * 1_000.0 * cores) as u64;
+                    let ns = (us as f64 * 1_000.0 * cores) as u64;
+                    *s.cpu_ns.entry(pid).or_default() += ns;
+                    s.busy_ns += ns;
                 }
             });
         }
@@ -93,6 +142,16 @@ pub mod fake {
         fn cpu_ns(&self, pid: u32) -> Option<u64> {
             self.with(|s| s.cpu_ns.get(&pid).copied())
         }
+
+        fn host_cpu(&self) -> Option<HostCpu> {
+            self.with(|s| {
+                (s.cpus > 0).then_some(HostCpu {
+                    busy_us: s.busy_ns / 1_000,
+                    total_us: s.now_us * u64::from(s.cpus),
+                    cpus: s.cpus,
+                })
+            })
+        }
     }
 }
 
@@ -113,5 +172,7 @@ mod tests {
         assert!(c.cpu_ns(me).unwrap() > before);
         assert_eq!(c.cpu_ns(u32::MAX), None);
         assert!(c.now_us() > 0);
+        let host = c.host_cpu().unwrap();
+        assert!(host.cpus >= 1 && host.total_us > host.busy_us && host.busy_us > 0);
     }
 }

@@ -8,8 +8,8 @@
 //!                                  └─ threads 0..T: mio poll, edge-triggered, slab of clients,
 //!                                     one read buffer (worker/event_loop.rs)
 //!   worker ── JSON lines: ready, a tick per second (counters + V2 histograms), done ──► parent
-//!   parent: merge by second (tick.rs), sample /proc (sysmon.rs), progress line (collect.rs),
-//!           report: text, JSON, HTML (report/)
+//!   parent: merge by second (tick.rs), sample /proc (sysmon.rs), CPU over wall-clock windows
+//!           (cpu.rs), progress line (collect.rs), report: text, JSON, HTML (report/)
 //! ```
 //!
 //! Latency is kept in HdrHistograms (microseconds). In fixed-rate modes (echo `--msg-rate`,
@@ -24,6 +24,7 @@ pub mod clock;
 pub mod clocks;
 pub mod collect;
 pub mod counters;
+pub mod cpu;
 pub mod error;
 pub mod hist;
 pub mod logging;
@@ -33,7 +34,7 @@ mod procs;
 pub mod report;
 pub mod run;
 pub mod seqtrack;
-#[allow(unsafe_code)] // getrusage, setrlimit, setsockopt, clock_gettime, sysconf
+#[allow(unsafe_code)] // setrlimit, setsockopt, clock_gettime, sysconf
 mod sys;
 pub mod sysmon;
 pub mod tick;

@@ -41,6 +41,7 @@ pub fn run(
     let (tx, rx) = mpsc::channel();
     let mut workers: Vec<Worker> = Vec::with_capacity(plans.len());
     for (i, plan) in plans.into_iter().enumerate() {
+        let threads = plan.threads;
         let spawned = Command::new(exe)
             .args(["--worker", "--log-format", log_format.name()])
             .stdin(Stdio::piped())
@@ -57,6 +58,7 @@ pub fn run(
                 });
             }
         };
+        collector.loadgen_started(child.id(), threads);
         let mut stdin = child.stdin.take();
         let first = wire::line(&Down::Plan(Box::new(plan)))?;
         if let Some(s) = stdin.as_mut() {
@@ -140,6 +142,7 @@ pub fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        collector.poll();
         if !go_sent && workers.iter().all(|w| w.ready) {
             go_sent = true;
             let go = wire::line(&Down::Go {

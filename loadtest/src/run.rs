@@ -37,9 +37,17 @@ pub fn run(options: &Options) -> Result<Report, Error> {
     )?;
     let warnings = plan::warnings(options);
     let started = Instant::now();
-    let plans = plan::plans(options, layout, sys::monotonic_us());
+    let epoch_us = sys::monotonic_us();
+    let plans = plan::plans(options, layout, epoch_us);
     let sampler = Sampler::new(options.server_pids.clone());
-    let mut collector = Collector::new(plans.len(), sampler, options.quiet);
+    let mut collector = Collector::new(plans.len(), sampler, epoch_us, options.quiet);
+    // This process is part of the load generator: it runs the event loops when there is one
+    // plan, and merges the workers' seconds otherwise (workers join as they start).
+    let own_threads = match plans.as_slice() {
+        [only] => only.threads,
+        _ => 0,
+    };
+    collector.loadgen_running(std::process::id(), own_threads);
     let totals =
         if plans.len() == 1 {
             let shared = Arc::new(Shared::default());

@@ -1,10 +1,9 @@
-//! Reading the host: a server's resident memory and CPU time (`/proc/PID/status`, `stat`),
-//! kernel memory (`/proc/meminfo` Slab) and socket counts (`/proc/net/sockstat`). Parsers are
-//! separate from file reading so they can be tested on sample text.
+//! Reading the host: a server's resident memory (`/proc/PID/status`), kernel memory
+//! (`/proc/meminfo` Slab), socket counts (`/proc/net/sockstat`) and the host's CPU time
+//! (`/proc/stat`). Parsers are separate from file reading so they can be tested on sample text.
+//! CPU use over time is measured in `cpu.rs`.
 
 use serde::{Deserialize, Serialize};
-
-use crate::sys;
 
 /// `VmRSS` of a `/proc/PID/status` text, in bytes.
 pub fn parse_vmrss(status: &str) -> Option<u64> {
@@ -22,20 +21,10 @@ fn kb_field(text: &str, name: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// User plus system time of a `/proc/PID/stat` text, in clock ticks.
-pub fn parse_stat_cpu(stat: &str) -> Option<u64> {
-    // The command name (field 2) may hold spaces and parentheses: fields are counted after
-    // the last ')'. utime and stime are fields 14 and 15, i.e. 11 and 12 after it.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// Busy and total time of all CPUs from the `cpu` line of `/proc/stat`, in clock ticks. Busy
-/// counts user, nice, system, irq, softirq and steal (time a virtual machine was denied).
-pub fn parse_proc_stat(stat: &str) -> Option<(u64, u64)> {
+/// Busy and total time of all CPUs from the `cpu` line of `/proc/stat`, in clock ticks, and the
+/// number of CPUs it adds up (the `cpuN` lines). Busy counts user, nice, system, irq, softirq and
+/// steal (time a virtual machine was denied).
+pub fn parse_proc_stat(stat: &str) -> Option<(u64, u64, u32)> {
     let line = stat.lines().find(|l| l.starts_with("cpu "))?;
     let v: Vec<u64> = line
         .split_whitespace()
@@ -45,7 +34,14 @@ pub fn parse_proc_stat(stat: &str) -> Option<(u64, u64)> {
     let at = |i: usize| v.get(i).copied().unwrap_or(0);
     let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
     let idle = at(3) + at(4);
-    Some((busy, busy + idle))
+    let cpus = stat
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
+    Some((busy, busy + idle, u32::try_from(cpus).ok()?.max(1)))
 }
 
 /// The TCP line of `/proc/net/sockstat`.
@@ -102,34 +98,24 @@ pub fn self_rss_bytes() -> Option<u64> {
 pub struct Sample {
     /// Resident memory of the server processes, added up (bytes).
     pub server_rss_bytes: u64,
-    /// Their CPU time (us).
-    pub server_cpu_us: u64,
     /// How many of them were readable.
     pub servers_alive: u64,
     /// Kernel slab memory (bytes).
     pub slab_bytes: u64,
     /// Socket counts.
     pub sockstat: SockStat,
-    /// Busy time of all CPUs since boot (us).
-    pub host_busy_us: u64,
-    /// Busy plus idle time of all CPUs since boot (us).
-    pub host_total_us: u64,
 }
 
-/// Reads the server processes and the kernel.
+/// Reads the server processes' memory and the kernel's.
 #[derive(Clone, Debug)]
 pub struct Sampler {
     pids: Vec<u32>,
-    us_per_tick: u64,
 }
 
 impl Sampler {
     /// For these server pids (may be empty: kernel figures only).
     pub fn new(pids: Vec<u32>) -> Self {
-        Sampler {
-            pids,
-            us_per_tick: 1_000_000 / sys::clock_ticks_per_sec().max(1),
-        }
+        Sampler { pids }
     }
 
     /// The server processes.
@@ -137,21 +123,13 @@ impl Sampler {
         &self.pids
     }
 
-    /// Whether server processes are sampled.
-    pub fn has_servers(&self) -> bool {
-        !self.pids.is_empty()
-    }
-
     /// Reads everything now.
     pub fn sample(&self) -> Sample {
         let mut s = Sample::default();
         for pid in &self.pids {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
-            if let (Ok(status), Ok(stat)) = (status, stat) {
+            if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
                 s.servers_alive += 1;
                 s.server_rss_bytes += parse_vmrss(&status).unwrap_or(0);
-                s.server_cpu_us += parse_stat_cpu(&stat).unwrap_or(0) * self.us_per_tick;
             }
         }
         if let Ok(m) = std::fs::read_to_string("/proc/meminfo") {
@@ -159,13 +137,6 @@ impl Sampler {
         }
         if let Ok(t) = std::fs::read_to_string("/proc/net/sockstat") {
             s.sockstat = parse_sockstat(&t);
-        }
-        if let Some((busy, total)) = std::fs::read_to_string("/proc/stat")
-            .ok()
-            .and_then(|t| parse_proc_stat(&t))
-        {
-            s.host_busy_us = busy * self.us_per_tick;
-            s.host_total_us = total * self.us_per_tick;
         }
         s
     }
@@ -183,11 +154,8 @@ mod tests {
         let meminfo =
             "MemTotal:       24683000 kB\nSlab:             345678 kB\nSReclaimable: 1 kB\n";
         assert_eq!(parse_slab(meminfo), Some(345_678 * 1024));
-        let stat = "4242 (c10m (serve) x) S 1 4242 4242 0 -1 4194560 1 0 0 0 150 25 0 0 20 0 3 0";
-        assert_eq!(parse_stat_cpu(stat), Some(175));
-        assert_eq!(parse_stat_cpu("1 (x) S 1"), None);
-        let proc_stat = "cpu  100 5 50 800 20 3 2 10 0 0\ncpu0 50 2 25 400 10 1 1 5 0 0\n";
-        assert_eq!(parse_proc_stat(proc_stat), Some((170, 990)));
+        let proc_stat = "cpu  100 5 50 800 20 3 2 10 0 0\ncpu0 50 2 25 400 10 1 1 5 0 0\ncpu1 50 3 25 400 10 2 1 5 0 0\ncpufreq x\n";
+        assert_eq!(parse_proc_stat(proc_stat), Some((170, 990, 2)));
         assert_eq!(parse_proc_stat("intr 1 2\n"), None);
         let sockstat = "sockets: used 60213\nTCP: inuse 60004 orphan 0 tw 12 alloc 60010 mem 7\nUDP: inuse 1 mem 0\n";
         assert_eq!(
@@ -208,7 +176,6 @@ mod tests {
         let s = Sampler::new(vec![me]).sample();
         assert_eq!(s.servers_alive, 1);
         assert!(s.server_rss_bytes > 0 && s.slab_bytes > 0);
-        assert!(s.host_total_us > s.host_busy_us && s.host_busy_us > 0);
         assert!(self_rss_bytes().unwrap() > 0);
         let gone = Sampler::new(vec![u32::MAX]).sample();
         assert_eq!(gone.servers_alive, 0);

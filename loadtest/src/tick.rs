@@ -19,16 +19,10 @@ pub struct Tick {
     pub hists: Hists,
     /// Connections open at its end (a gauge: sources add up, seconds do not).
     pub open: u64,
-    /// CPU time the worker processes used during the second (us).
-    pub cpu_us: u64,
     /// Event-loop threads behind this tick.
     pub threads: u32,
     /// Resident memory of the worker processes (bytes), at its end.
     pub rss_bytes: u64,
-    /// Most CPU any one worker process used during the second (us), to spot a saturated one.
-    pub max_proc_cpu_us: u64,
-    /// Threads of that busiest process.
-    pub max_proc_threads: u32,
 }
 
 impl Tick {
@@ -39,11 +33,8 @@ impl Tick {
             counters: Counters::default(),
             hists: Hists::new()?,
             open: 0,
-            cpu_us: 0,
             threads: 0,
             rss_bytes: 0,
-            max_proc_cpu_us: 0,
-            max_proc_threads: 0,
         })
     }
 
@@ -52,13 +43,8 @@ impl Tick {
         self.counters.merge(&other.counters);
         self.hists.merge(&other.hists)?;
         self.open += other.open;
-        self.cpu_us += other.cpu_us;
         self.threads += other.threads;
         self.rss_bytes += other.rss_bytes;
-        if other.max_proc_cpu_us > self.max_proc_cpu_us {
-            self.max_proc_cpu_us = other.max_proc_cpu_us;
-            self.max_proc_threads = other.max_proc_threads;
-        }
         Ok(())
     }
 }
@@ -74,16 +60,10 @@ pub struct WireTick {
     pub hists: WireHists,
     /// [`Tick::open`].
     pub open: u64,
-    /// [`Tick::cpu_us`].
-    pub cpu_us: u64,
     /// [`Tick::threads`].
     pub threads: u32,
     /// [`Tick::rss_bytes`].
     pub rss_bytes: u64,
-    /// [`Tick::max_proc_cpu_us`].
-    pub max_proc_cpu_us: u64,
-    /// [`Tick::max_proc_threads`].
-    pub max_proc_threads: u32,
 }
 
 impl WireTick {
@@ -94,11 +74,8 @@ impl WireTick {
             counters: t.counters.clone(),
             hists: WireHists::encode(&t.hists)?,
             open: t.open,
-            cpu_us: t.cpu_us,
             threads: t.threads,
             rss_bytes: t.rss_bytes,
-            max_proc_cpu_us: t.max_proc_cpu_us,
-            max_proc_threads: t.max_proc_threads,
         })
     }
 
@@ -109,11 +86,8 @@ impl WireTick {
             counters: self.counters.clone(),
             hists: self.hists.decode()?,
             open: self.open,
-            cpu_us: self.cpu_us,
             threads: self.threads,
             rss_bytes: self.rss_bytes,
-            max_proc_cpu_us: self.max_proc_cpu_us,
-            max_proc_threads: self.max_proc_threads,
         })
     }
 }

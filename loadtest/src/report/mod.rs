@@ -538,15 +538,21 @@ fn cpu(col: &Collector, cores: usize) -> Cpu {
     let t = &col.timeline;
     let max = |f: fn(&Second) -> f64| t.iter().map(f).fold(0.0, f64::max);
     Cpu {
-        cores,
-        loadgen_cpu_s: t.iter().map(|s| s.cpu_pct).sum::<f64>() / 100.0,
+        // The host's CPUs, which its figures are shares of, rather than the ones this process
+        // may use (fewer under taskset or a cgroup).
+        cores: col
+            .host_cpus
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(cores),
+        // Sums of measured CPU time, not of per-second rates: a window's seconds share one rate.
+        loadgen_cpu_s: col.loadgen_cpu_s,
         loadgen_peak_pct: max(|s| s.cpu_pct),
         busiest_process_peak_pct: max(|s| s.busiest_proc_pct),
         saturated_seconds: t
             .iter()
             .filter(|s| s.busiest_proc_pct >= SATURATED_PCT)
             .count() as u64,
-        server_cpu_s: t.iter().map(|s| s.server_cpu_pct).sum::<f64>() / 100.0,
+        server_cpu_s: col.server_cpu_s,
         server_peak_pct: max(|s| s.server_cpu_pct),
         host_peak_pct: max(|s| s.host_cpu_pct),
         others_peak_pct: max(|s| (s.host_cpu_pct - s.cpu_pct - s.server_cpu_pct).max(0.0)),

@@ -5,7 +5,9 @@ use crate::collect::Collector;
 use crate::sysmon::{Sample, Sampler, SockStat};
 
 fn collector(seconds: Vec<Second>) -> Collector {
-    let mut c = Collector::new(1, Sampler::new(Vec::new()), true);
+    // Clocks that show no host: the report uses the cores it is given.
+    let clocks = Box::new(crate::clocks::fake::FakeClocks::default());
+    let mut c = Collector::with_clocks(1, Sampler::new(Vec::new()), clocks, 0, true);
     c.timeline = seconds;
     c
 }
@@ -97,7 +99,6 @@ fn memory_per_connection_is_the_growth_over_the_open_count() {
                 tcp_inuse: 2_001,
                 ..SockStat::default()
             },
-            ..Sample::default()
         },
     ));
     let r = build(&o, &t, &col);
@@ -124,11 +125,12 @@ fn saturation_is_counted_and_warned() {
         host_cpu_pct: host,
         ..Second::default()
     };
-    let col = collector(vec![
+    let mut col = collector(vec![
         second(0, 50.0, 100.0, 40.0, 200.0),
         second(1, 95.0, 190.0, 30.0, 200.0),
         second(2, 99.0, 198.0, 20.0, 200.0),
     ]);
+    (col.loadgen_cpu_s, col.server_cpu_s) = (4.88, 0.9);
     let r = build(&o, &t, &col);
     assert_eq!(r.cpu.saturated_seconds, 2);
     assert_eq!(r.cpu.busiest_process_peak_pct, 99.0);

@@ -616,11 +616,8 @@ impl Loop {
             counters: std::mem::take(&mut self.ctx.counters),
             hists: self.ctx.hists.take(),
             open: self.ctx.open,
-            cpu_us: 0,
             threads: 1,
             rss_bytes: 0,
-            max_proc_cpu_us: 0,
-            max_proc_threads: 0,
         };
         let _ = self.tx.send(ThreadMsg::Tick(self.id, Box::new(tick)));
         self.tick_k += 1;

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::counters::Counters;
-use crate::error::{self, Error};
+use crate::error::Error;
 use crate::hist::{Hists, WireHists};
 use crate::plan::Plan;
 use crate::sys;
@@ -92,6 +92,8 @@ pub trait Sink {
     fn ready(&mut self, info: ReadyInfo, shared: &Shared) -> Result<(), Error>;
     /// One complete second of this process.
     fn tick(&mut self, tick: &Tick) -> Result<(), Error>;
+    /// Called at least every 100 ms while the process runs, whatever its threads are doing.
+    fn idle(&mut self) {}
 }
 
 /// A process's whole run.
@@ -200,7 +202,6 @@ pub fn run_process(plan: Plan, shared: Arc<Shared>, sink: &mut dyn Sink) -> Resu
     let mut totals = Totals::new()?;
     let mut reported = vec![false; threads];
     let mut ready_sent = false;
-    let mut cpu_last = sys::cpu_time().map_err(error::io("getrusage"))?;
     let mut result = Ok(());
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
@@ -223,6 +224,7 @@ pub fn run_process(plan: Plan, shared: Arc<Shared>, sink: &mut dyn Sink) -> Resu
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        sink.idle();
         if !ready_sent && reported.iter().all(|r| *r) {
             ready_sent = true;
             if let Err(e) = sink.ready(totals.ready, &shared) {
@@ -231,7 +233,7 @@ pub fn run_process(plan: Plan, shared: Arc<Shared>, sink: &mut dyn Sink) -> Resu
             }
         }
         for tick in merger.complete() {
-            let tick = with_process_figures(tick, threads, &mut cpu_last);
+            let tick = with_process_figures(tick, threads);
             totals.counters.merge(&tick.counters);
             totals.hists.merge(&tick.hists)?;
             if result.is_ok() {
@@ -251,7 +253,7 @@ pub fn run_process(plan: Plan, shared: Arc<Shared>, sink: &mut dyn Sink) -> Resu
         }
     }
     for tick in merger.complete() {
-        let tick = with_process_figures(tick, threads, &mut cpu_last);
+        let tick = with_process_figures(tick, threads);
         totals.counters.merge(&tick.counters);
         totals.hists.merge(&tick.hists)?;
         if result.is_ok() {
@@ -261,15 +263,10 @@ pub fn run_process(plan: Plan, shared: Arc<Shared>, sink: &mut dyn Sink) -> Resu
     result.map(|()| totals)
 }
 
-/// Adds this process's CPU time since the last second, and its memory.
-fn with_process_figures(mut tick: Tick, threads: usize, last: &mut sys::CpuTime) -> Tick {
-    if let Ok(now) = sys::cpu_time() {
-        tick.cpu_us = now.total_us().saturating_sub(last.total_us());
-        *last = now;
-    }
-    tick.max_proc_cpu_us = tick.cpu_us;
-    tick.max_proc_threads = threads as u32;
-    tick.threads = threads as u32;
+/// Adds this process's threads and memory. Its CPU time is read by the collector, over wall
+/// time (`cpu.rs`): a second reported late would otherwise carry the CPU of the whole delay.
+fn with_process_figures(mut tick: Tick, threads: usize) -> Tick {
+    tick.threads = u32::try_from(threads).unwrap_or(u32::MAX);
     tick.rss_bytes = sysmon::self_rss_bytes().unwrap_or(0);
     tick
 }
