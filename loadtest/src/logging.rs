@@ -3,6 +3,8 @@
 //! The report, the progress line and the final error are output, not logs, and stay plain.
 //! `RUST_LOG` filters (default `warn`); `--log-format json` writes one JSON object per line.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
@@ -11,8 +13,10 @@ use crate::cli::LogFormat;
 /// one process) keeps the first.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    // Colours only for a person at a terminal, not in a file a script keeps.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let installed = match format {
         LogFormat::Human => builder.try_init(),
