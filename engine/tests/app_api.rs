@@ -17,7 +17,7 @@ use std::time::Duration;
 use c10m_engine::proto::{CloseCode, Message};
 use c10m_engine::server::{
     self, Accept, App, Broker, ConnId, Ctx, Datagram, Handle, Routes, ServerConfig, ServerHandle,
-    SharedFrame, UdpId, Upgrade, UpgradeRequest,
+    SharedFrame, Subscribed, UdpId, Upgrade, UpgradeRequest,
 };
 use support::connect;
 use tungstenite::Message as TMessage;
@@ -84,7 +84,11 @@ impl App for Announce {
             .ok()
             .and_then(|t| t.strip_prefix("sub "))
         {
-            ctx.subscribe(id, topic).unwrap();
+            assert_eq!(
+                ctx.subscribe(id, topic).unwrap(),
+                Subscribed::Live,
+                "no broker"
+            );
             ctx.send_text(id, "subscribed").unwrap();
         }
     }
@@ -520,26 +524,42 @@ fn shards_run_hooks_timers_and_udp_sockets() {
 
 /// A broker that records what it hears and "carries" publishes through a channel to a thread
 /// that delivers them back, as a Redis subscriber would.
+/// What the test broker carries to its thread: a publish, or (no frame) a subscription to
+/// confirm.
+type Outbox = Sender<(String, Option<SharedFrame>)>;
+
 #[derive(Default)]
 struct TestBroker {
     events: Mutex<Vec<String>>,
-    outbox: Mutex<Option<Sender<(String, SharedFrame)>>>,
+    outbox: Mutex<Option<Outbox>>,
 }
 
 impl Broker for TestBroker {
     fn attach(&self, handle: Handle) {
-        let (tx, rx) = channel::<(String, SharedFrame)>();
+        let (tx, rx) = channel::<(String, Option<SharedFrame>)>();
         *self.outbox.lock().unwrap() = Some(tx);
         std::thread::spawn(move || {
             while let Ok((topic, frame)) = rx.recv() {
-                // What crossed the wire: the encoded bytes, checked on arrival.
-                let frame = SharedFrame::from_encoded(frame.bytes().clone()).unwrap();
-                handle.deliver(&topic, &frame);
+                match frame {
+                    // What crossed the wire: the encoded bytes, checked on arrival.
+                    Some(frame) => {
+                        let frame = SharedFrame::from_encoded(frame.bytes().clone()).unwrap();
+                        handle.deliver(&topic, &frame);
+                    }
+                    // The upstream subscription is in place.
+                    None => handle.confirm(&topic),
+                }
             }
         });
     }
     fn subscribed(&self, topic: &str) {
         self.events.lock().unwrap().push(format!("+{topic}"));
+        let outbox = self.outbox.lock().unwrap();
+        outbox
+            .as_ref()
+            .unwrap()
+            .send((topic.to_string(), None))
+            .unwrap();
     }
     fn unsubscribed(&self, topic: &str) {
         self.events.lock().unwrap().push(format!("-{topic}"));
@@ -550,7 +570,7 @@ impl Broker for TestBroker {
         outbox
             .as_ref()
             .unwrap()
-            .send((topic.to_string(), frame.clone()))
+            .send((topic.to_string(), Some(frame.clone())))
             .unwrap();
     }
 }
@@ -566,7 +586,8 @@ fn a_broker_hears_first_and_last_subscribers_and_carries_publishes() {
     // Enough subscribers that both shards have some.
     let mut subs: Vec<_> = (0..6).map(|_| connect(addr, "/pubsub?topic=t")).collect();
     let mut publisher = connect(addr, "/pubsub");
-    // A round trip on each subscriber makes sure its subscription is in place.
+    // `ok sub` comes once a subscription is live everywhere (the first one in the process
+    // waits for the broker), and after the query's subscription of the same connection.
     for s in &mut subs {
         s.send(TMessage::text("sub sync")).unwrap();
         assert_eq!(text(s), "ok sub sync");

@@ -198,6 +198,13 @@ pub trait App: 'static {
         let _ = (ctx, id, closed);
     }
 
+    /// A subscription [`Ctx::subscribe`](super::Ctx::subscribe) reported
+    /// [`Subscribed::Pending`](super::Subscribed::Pending) is live: the broker confirmed its
+    /// topic upstream.
+    fn on_subscribed(&mut self, ctx: &mut super::Ctx<'_>, id: ConnId, topic: &str) {
+        let _ = (ctx, id, topic);
+    }
+
     /// Something another shard or thread posted to this app ([`super::Ctx::post`],
     /// [`super::Handle::post`]).
     fn on_post(&mut self, ctx: &mut super::Ctx<'_>, payload: Box<dyn Any + Send>) {

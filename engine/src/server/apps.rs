@@ -13,8 +13,13 @@
 //! Topics are 1-128 bytes without spaces. A malformed command is answered `err <reason>`. The
 //! query string may subscribe at once: `/pubsub?topic=a&topic=b`. The published frame is
 //! encoded once and shared by every recipient.
+//!
+//! With a broker (several processes), `ok sub <topic>` comes once the subscription is live in
+//! every process: at once when the process already had the topic, else when the broker has
+//! confirmed it upstream. A subscription from the query string is not confirmed: a client that
+//! must know when it is live everywhere subscribes with `sub`.
 
-use super::{App, ConnId, Ctx, SharedFrame};
+use super::{App, ConnId, Ctx, SharedFrame, Subscribed};
 use crate::proto::Message;
 use crate::proto::handshake::Request;
 
@@ -39,7 +44,26 @@ fn valid_topic(t: &[u8]) -> bool {
     !t.is_empty() && t.len() <= MAX_TOPIC && !t.contains(&b' ') && std::str::from_utf8(t).is_ok()
 }
 
+/// A connection's `sub` commands waiting for the broker's confirmation (its state; only while
+/// one waits).
+#[derive(Debug, Default)]
+struct Waiting(Vec<String>);
+
 impl App for PubSub {
+    fn on_subscribed(&mut self, ctx: &mut Ctx<'_>, id: ConnId, topic: &str) {
+        let Some(waiting) = ctx.state::<Waiting>(id) else {
+            return;
+        };
+        let Some(i) = waiting.0.iter().position(|t| t == topic) else {
+            return;
+        };
+        waiting.0.swap_remove(i);
+        if waiting.0.is_empty() {
+            let _ = ctx.take_state::<Waiting>(id);
+        }
+        let _ = ctx.send_text(id, &format!("ok sub {topic}"));
+    }
+
     fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId, request: &Request<'_>) {
         for pair in request.query().unwrap_or("").split('&') {
             if let Some(topic) = pair.strip_prefix("topic=") {
@@ -76,14 +100,25 @@ impl App for PubSub {
                     return;
                 }
                 let topic = std::str::from_utf8(rest).unwrap_or_default();
-                let ok = if command == b"sub" {
-                    ctx.subscribe(id, topic)
-                } else {
-                    ctx.unsubscribe(id, topic)
-                };
-                if ok.is_ok() {
-                    let verb = if command == b"sub" { "sub" } else { "unsub" };
-                    let _ = ctx.send_text(id, &format!("ok {verb} {topic}"));
+                if command == b"sub" {
+                    // Answered once the subscription is live everywhere: at once, or when the
+                    // broker confirms it (on_subscribed).
+                    match ctx.subscribe(id, topic) {
+                        Ok(Subscribed::Live | Subscribed::Already) => {
+                            let _ = ctx.send_text(id, &format!("ok sub {topic}"));
+                        }
+                        Ok(Subscribed::Pending) => {
+                            if ctx.state::<Waiting>(id).is_none() {
+                                let _ = ctx.set_state(id, Waiting::default());
+                            }
+                            if let Some(w) = ctx.state::<Waiting>(id) {
+                                w.0.push(topic.to_owned());
+                            }
+                        }
+                        Err(_) => {}
+                    }
+                } else if ctx.unsubscribe(id, topic).is_ok() {
+                    let _ = ctx.send_text(id, &format!("ok unsub {topic}"));
                 }
             }
             _ => {

@@ -25,7 +25,10 @@ pub trait Broker: Send + Sync + 'static {
         let _ = handle;
     }
 
-    /// `topic` has its first subscriber in this process.
+    /// `topic` has its first subscriber in this process. Once the upstream subscription is in
+    /// place, the broker calls [`Handle::confirm`](super::Handle::confirm): the subscribers
+    /// waiting for it hear [`App::on_subscribed`](super::App::on_subscribed), and a message
+    /// published anywhere after that reaches them.
     fn subscribed(&self, topic: &str);
 
     /// `topic` lost its last subscriber in this process.
@@ -40,7 +43,29 @@ pub trait Broker: Send + Sync + 'static {
 /// table gains or loses a topic; read on every cross-shard publish.
 #[derive(Debug, Default)]
 pub struct Registry {
-    topics: Mutex<HashMap<Arc<str>, ShardSet>>,
+    topics: Mutex<HashMap<Arc<str>, Entry>>,
+    /// A broker carries topics: a topic is live only once it confirms.
+    upstream: bool,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    shards: ShardSet,
+    /// The upstream subscription is in place (always, without a broker).
+    live: bool,
+}
+
+/// Where a connection's new subscription stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Subscribed {
+    /// It receives everything published from now on, in every process.
+    Live,
+    /// It receives what this process publishes; the broker's upstream subscription is not
+    /// confirmed yet. [`App::on_subscribed`](super::App::on_subscribed) says when it is.
+    Pending,
+    /// It was subscribed already.
+    Already,
 }
 
 /// A set of shard indexes.
@@ -79,14 +104,25 @@ impl ShardSet {
 }
 
 impl Registry {
+    /// A registry for a process with a broker (`upstream`) or without.
+    pub fn new(upstream: bool) -> Self {
+        Registry {
+            topics: Mutex::default(),
+            upstream,
+        }
+    }
+
     /// `shard` now has subscribers of `topic`; true when the process had none before, and
     /// then `first` runs, under the registry's lock: a broker hears a topic's first and last
     /// subscriber in the order they happened, whatever the shards race.
     pub fn add(&self, topic: &Arc<str>, shard: u16, first: impl FnOnce(&str)) -> bool {
         let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
-        let set = topics.entry(topic.clone()).or_default();
-        let was_empty = set.is_empty();
-        set.insert(shard);
+        let entry = topics.entry(topic.clone()).or_insert_with(|| Entry {
+            shards: ShardSet::default(),
+            live: !self.upstream,
+        });
+        let was_empty = entry.shards.is_empty();
+        entry.shards.insert(shard);
         if was_empty {
             first(topic);
         }
@@ -97,11 +133,11 @@ impl Registry {
     /// then `last` runs under the lock.
     pub fn remove(&self, topic: &str, shard: u16, last: impl FnOnce(&str)) -> bool {
         let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(set) = topics.get_mut(topic) else {
+        let Some(entry) = topics.get_mut(topic) else {
             return false;
         };
-        set.remove(shard);
-        if set.is_empty() {
+        entry.shards.remove(shard);
+        if entry.shards.is_empty() {
             topics.remove(topic);
             last(topic);
             return true;
@@ -112,7 +148,29 @@ impl Registry {
     /// The shards with subscribers of `topic`.
     pub fn shards(&self, topic: &str) -> ShardSet {
         let topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
-        topics.get(topic).cloned().unwrap_or_default()
+        topics
+            .get(topic)
+            .map(|e| e.shards.clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether `topic`'s upstream subscription is in place.
+    pub fn is_live(&self, topic: &str) -> bool {
+        let topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        topics.get(topic).is_some_and(|e| e.live)
+    }
+
+    /// The broker confirmed `topic`: the shards that have its subscribers, to be told (empty
+    /// if it has none any more, or it was live already).
+    pub fn confirm(&self, topic: &str) -> ShardSet {
+        let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        match topics.get_mut(topic) {
+            Some(e) if !e.live => {
+                e.live = true;
+                e.shards.clone()
+            }
+            _ => ShardSet::default(),
+        }
     }
 }
 
@@ -122,7 +180,7 @@ mod tests {
 
     #[test]
     fn first_and_last_per_process() {
-        let r = Registry::default();
+        let r = Registry::new(true);
         let t: Arc<str> = Arc::from("room");
         let mut events = Vec::new();
         assert!(r.add(&t, 0, |t| events.push(format!("+{t}"))));
@@ -133,6 +191,21 @@ mod tests {
         assert!(r.shards("room").is_empty());
         assert!(!r.remove("room", 3, |t| events.push(format!("-{t}"))));
         assert_eq!(events, ["+room", "-room"]);
+    }
+
+    #[test]
+    fn a_topic_is_live_once_confirmed_or_at_once_without_a_broker() {
+        let t: Arc<str> = Arc::from("t");
+        let r = Registry::new(true);
+        r.add(&t, 2, |_| {});
+        assert!(!r.is_live("t"));
+        assert_eq!(r.confirm("t").iter().collect::<Vec<_>>(), vec![2]);
+        assert!(r.is_live("t"));
+        assert!(r.confirm("t").is_empty(), "told once");
+        assert!(r.confirm("unknown").is_empty());
+        let local = Registry::new(false);
+        local.add(&t, 0, |_| {});
+        assert!(local.is_live("t"));
     }
 
     #[test]

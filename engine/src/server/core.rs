@@ -2,6 +2,7 @@
 //! timers, the other shards' mailboxes. Everything here runs on the shard's thread; nothing is
 //! locked.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::app::{SendError, SharedFrame, Why};
@@ -36,6 +37,8 @@ pub struct Core {
     /// Connections whose deferred upgrade was answered this iteration: their requests are
     /// parsed again and answered by the shard.
     pub answered: Vec<usize>,
+    /// Connections whose subscription waits for the broker's confirmation, by topic.
+    pub pending: HashMap<Arc<str>, Vec<ConnId>>,
     /// The server from any thread: every shard's mailbox, this one's included, the topic
     /// registry and the broker.
     pub handle: Handle,
@@ -174,6 +177,14 @@ impl Core {
                 });
             }
         }
+    }
+
+    /// Whether the connection in `slot` is subscribed to `topic`.
+    pub fn is_subscribed(&self, slot: usize, topic: &str) -> bool {
+        self.io
+            .conns
+            .get(slot)
+            .is_some_and(|c| self.topics.contains(topic, &c.topics))
     }
 
     /// Removes a dead connection's subscriptions.

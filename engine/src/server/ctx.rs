@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::app::{SendError, SharedFrame};
 use super::app_timer::{Due, TimerId};
+use super::broker::Subscribed;
 use super::core::Core;
 use super::handle::{AppId, Handle};
 use super::id::ConnId;
@@ -118,8 +119,11 @@ impl Ctx<'_> {
         self.core.close_local(id, code, reason)
     }
 
-    /// Subscribes a connection of this shard to `topic`; `Ok(false)` if it already was.
-    pub fn subscribe(&mut self, id: ConnId, topic: &str) -> Result<bool, SendError> {
+    /// Subscribes a connection of this shard to `topic`. With a broker, the first subscription
+    /// to a topic in the process is [`Subscribed::Pending`] until the broker confirms it
+    /// upstream ([`App::on_subscribed`](super::App::on_subscribed) then); later ones are
+    /// [`Subscribed::Live`] at once, as every subscription is without a broker.
+    pub fn subscribe(&mut self, id: ConnId, topic: &str) -> Result<Subscribed, SendError> {
         let core = &mut *self.core;
         let slot = core.io.lookup(core.shard, id).ok_or(SendError::Gone)?;
         let conn = &mut core.io.conns[slot];
@@ -127,9 +131,15 @@ impl Ctx<'_> {
             slot: slot as u32,
             generation: conn.generation,
         };
-        let added = core.topics.subscribe(topic, sub, &mut conn.topics);
+        if !core.topics.subscribe(topic, sub, &mut conn.topics) {
+            return Ok(Subscribed::Already);
+        }
         core.sync_topics();
-        Ok(added)
+        if core.handle.shared.registry.is_live(topic) {
+            return Ok(Subscribed::Live);
+        }
+        core.pending.entry(Arc::from(topic)).or_default().push(id);
+        Ok(Subscribed::Pending)
     }
 
     /// Unsubscribes; `Ok(false)` if it was not subscribed.

@@ -107,6 +107,21 @@ impl Handle {
         mailed
     }
 
+    /// The broker's upstream subscription to `topic` is in place: the subscribers waiting for
+    /// it are told ([`App::on_subscribed`](super::App::on_subscribed)).
+    pub fn confirm(&self, topic: &str) {
+        let shards = self.shared.registry.confirm(topic);
+        let name: Arc<str> = Arc::from(topic);
+        for shard in shards.iter() {
+            let _ = self.mail(
+                shard,
+                Mail::Live {
+                    topic: name.clone(),
+                },
+            );
+        }
+    }
+
     /// Hands `payload` to application `app` on `shard` (its `on_post`).
     pub fn post(
         &self,

@@ -66,7 +66,7 @@ impl Harness {
                     waker: Waker::EventFd(waker),
                     pending: AtomicBool::new(false),
                 }],
-                registry: Registry::default(),
+                registry: Registry::new(false),
                 broker: None,
                 paths: routes.paths().map(str::to_owned).collect(),
             }),

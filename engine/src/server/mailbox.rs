@@ -20,6 +20,11 @@ pub enum Mail {
         /// The frame, shared with every other shard.
         frame: SharedFrame,
     },
+    /// The broker confirmed `topic`: this shard's subscribers waiting for it are told.
+    Live {
+        /// Topic name.
+        topic: Arc<str>,
+    },
     /// Deliver a frame to one connection of this shard.
     Send {
         /// Recipient.

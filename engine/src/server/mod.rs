@@ -54,7 +54,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 pub use app::{App, AppFactory, Closed, SendError, SharedFrame, Why};
 pub use app_timer::TimerId;
-pub use broker::Broker;
+pub use broker::{Broker, Subscribed};
 pub use config::{ConfigError, IoMode, ServerConfig};
 pub use ctx::Ctx;
 pub use handle::{AppId, Handle};
@@ -271,7 +271,7 @@ pub fn start_with_broker(
     let handle = Handle {
         shared: Arc::new(Shared {
             peers,
-            registry: Registry::default(),
+            registry: Registry::new(broker.is_some()),
             broker: broker.clone(),
             paths: routes.paths().map(str::to_owned).collect(),
         }),

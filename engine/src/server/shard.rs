@@ -6,6 +6,7 @@
 //! (the protocol core runs on them in place) and then [`Shard::after_input`]; read mail on a
 //! wake-up; call [`Shard::end_of_iteration`] (timers, gathered output, reaping).
 
+use std::collections::HashMap;
 use std::io;
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -107,6 +108,7 @@ impl Shard {
             app_timers: AppTimers::default(),
             udp: Udp::default(),
             answered: Vec::new(),
+            pending: HashMap::new(),
             handle,
             config,
             proto,
@@ -550,10 +552,38 @@ impl Shard {
                         );
                     }
                 }
+                Mail::Live { topic } => self.topics_live(&topic),
                 Mail::Answer { id, upgrade } => {
                     let _ = self.core.answer(id, upgrade);
                 }
                 Mail::Shutdown => self.shutdown(),
+            }
+        }
+    }
+
+    /// The broker confirmed `topic`: each connection that subscribed while it was pending and
+    /// still is subscribed hears `on_subscribed`.
+    fn topics_live(&mut self, topic: &str) {
+        let Some(waiting) = self.core.pending.remove(topic) else {
+            return;
+        };
+        for id in waiting {
+            let Some(slot) = self.core.io.lookup(self.core.shard, id) else {
+                continue;
+            };
+            if !self.core.is_subscribed(slot, topic) {
+                continue;
+            }
+            let app = self.core.io.conns[slot].app;
+            if let Some(a) = self.apps.get_mut(usize::from(app)) {
+                self.core.current_app = app;
+                a.on_subscribed(
+                    &mut Ctx {
+                        core: &mut self.core,
+                    },
+                    id,
+                    topic,
+                );
             }
         }
     }

@@ -125,6 +125,13 @@ impl Topics {
         moved
     }
 
+    /// Whether the owner of `membership` is subscribed to `name`.
+    pub fn contains(&self, name: &str, membership: &[Membership]) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|id| membership.iter().any(|m| m.topic == *id))
+    }
+
     /// The topics gained and lost since the last call, in order.
     pub fn take_changes(&mut self) -> std::vec::Drain<'_, (Arc<str>, bool)> {
         self.changes.drain(..)
