@@ -3,7 +3,8 @@
 #   1. formatting and clippy (warnings are errors),
 #   2. cargo test: unit tests, in-memory client/server pairs, differential tests against
 #      tungstenite, fuzz-corpus replays, integration tests over loopback (the engine's
-#      integration tests once more under the io_uring backend: C10M_TEST_IO=uring),
+#      integration tests once more under the io_uring backend: C10M_TEST_IO=uring), the Redis
+#      broker against a real redis-server (Debian's, installed here when missing),
 #   3. the Autobahn|Testsuite conformance cases against `c10m serve`, under each backend,
 #      diffed against the committed expected results (installs kosoku into .venv-ab),
 #   4. scripts/tune.sh, for real inside a private network namespace.
@@ -13,6 +14,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 step() { printf '\n==> %s\n' "$*"; }
+. "$root/scripts/lib/debian.sh"
+
+step "services the tests run against (installed when missing)"
+need_commands redis-server:redis-server
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

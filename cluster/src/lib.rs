@@ -1,0 +1,20 @@
+//! c10m past one process: brokers behind the engine's broker seam
+//! ([`c10m_engine::server::Broker`]).
+//!
+//! - [`RedisBroker`]: topics across processes and hosts through Redis pub/sub. One thread per
+//!   process runs the Redis client (a current-thread runtime); shards hand it commands through
+//!   a channel and never wait for Redis. A process subscribes in Redis only to the topics it
+//!   has local subscribers for (the engine's registry reports a topic's first and last
+//!   subscriber), publishes are pipelined in batches on one connection, and every message
+//!   Redis delivers is handed to local fan-out once, still encoded as the WebSocket frame the
+//!   publishing process built: a message is encoded once in the whole cluster.
+//!
+//! ```text
+//!   shard ──publish/subscribed/unsubscribed──► channel ──► broker thread ──PUBLISH (pipelined)──► Redis
+//!   shard ◄──Mail::Publish (one per shard with subscribers)── Handle::deliver ◄──message── SUBSCRIBE ◄─┘
+//! ```
+#![deny(unsafe_code)]
+
+mod redis_broker;
+
+pub use redis_broker::{BrokerStats, RedisBroker, RedisBrokerError};
