@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # The engine's two I/O backends measured in the same run: `c10m serve --io epoll` against
-# `c10m serve --io uring`, driven by the bundled load generator.
+# `c10m serve --io uring`, and both against uWebSockets (the server to beat) when it is
+# present, driven by the bundled load generator.
 #
-# The server runs pinned to core 0 with one shard; the load generator runs pinned to core 1
-# with one process and one thread, so on this 2-core machine it can be the limit. Next to
-# messages per second the report therefore gives messages per second of server CPU time (the
-# server's own cost per message), which does not depend on how fast the load generator is.
+# The server runs pinned to core 0 with one shard (uWebSockets is one thread); the load
+# generator runs pinned to core 1 with one process and one thread, so on this 2-core machine it
+# can be the limit. Next to messages per second the report therefore gives messages per second
+# of server CPU time (the server's own cost per message), which does not depend on how fast the
+# load generator is.
 #
 #   scripts/bench-backends.sh [--duration 10s] [--rounds 3] [--out reports/bench-backends] [--rfs]
+#                             [--require-uws | --no-uws]
+#
+# uWebSockets is built at benchmark time by benches/uws/build.sh from clones kept outside the
+# repository (UWS_SRC and USOCKETS_SRC, else ${C10M_PEERS_DIR:-~/.cache/c10m-peers}/uWebSockets):
+# its examples/EchoServer.cpp serves the echo and idle scenarios, benches/uws/pubsub.cpp (c10m's
+# /pubsub protocol, checked byte for byte against c10m before the rounds) the broadcast. When
+# the sources are absent the run goes on without it and says so; --require-uws makes that an
+# error.
 #
 # On plain loopback, the sender's CPU also runs the receiver's TCP input: a send() carries
 # the packet through the peer's receive path before it returns. Then most of what the server
@@ -17,7 +27,7 @@
 # the process that reads the socket, as a NIC with RFS does, so each side pays for its own
 # input. It sets the host-wide net.core.rps_sock_flow_entries and restores it afterwards.
 #
-# Run-to-run spread on a shared virtual machine is large, so the backends alternate, round
+# Run-to-run spread on a shared virtual machine is large, so the servers alternate, round
 # after round, and the report gives medians over the rounds and each round's ratio.
 #
 # Scenarios:
@@ -33,29 +43,40 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 # shellcheck source=lib/listen-addr.sh
 . "$root/scripts/lib/listen-addr.sh"
+# shellcheck source=lib/uws.sh
+. "$root/scripts/lib/uws.sh"
 duration=10s
 rounds=3
 out=reports/bench-backends
 rfs=0
+uws_mode=auto
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --rfs) rfs=1; shift ;;
+    --require-uws) uws_mode=require; shift ;;
+    --no-uws) uws_mode=off; shift ;;
     *) echo "bench-backends: unknown option $1" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$out"
+uws_prepare bench-backends "$uws_mode" # before the long build: an absent uWebSockets stops --require-uws at once
 cargo build -q --release -p c10m-engine -p c10m-loadtest --bins
 bin=target/release
+[ -z "$uws_dir" ] || uws_check_pubsub bench-backends "$bin/c10m" "$out"
+servers="epoll uring"
+[ -z "$uws_dir" ] || servers="$servers uws"
 
 # Every process of the run is started through "${inns[@]}": nothing, or `ip netns exec NS`
 # (which execs, so $! is still the process measured).
 inns=()
-pid=""
+pid=""         # the server the load generator measures now
+server_pid="" # the server started by start_server (pid, except during uWebSockets' broadcast)
+pubsub_pid="" # uWebSockets' pub/sub program, while it runs
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  for p in $server_pid $pubsub_pid; do kill "$p" 2>/dev/null || true; done
   if [ "$rfs" = 1 ]; then
     ip netns delete "$ns" 2>/dev/null || true
     [ -n "${flow_entries:-}" ] && sysctl -qw net.core.rps_sock_flow_entries="$flow_entries"
@@ -75,43 +96,89 @@ if [ "$rfs" = 1 ]; then
   echo "bench-backends: in network namespace $ns, loopback with RPS/RFS over cores 0-1"
 fi
 
-start_server() { # backend -> sets pid and addr
-  local io=$1 log="$out/$1.server.log"
+start_server() { # epoll|uring|uws -> sets pid and addr (uWebSockets: its echo server)
+  local io=$1 log="$out/$1.server.log" port=""
+  : >"$log"
+  if [ "$io" = uws ]; then
+    port=$(uws_free_port)
+    UWS_PORT=$port "${inns[@]}" taskset -c 0 "$uws_dir/EchoServer" >"$log" 2>&1 &
+    pid=$!
+    server_pid=$pid
+    addr=$(uws_echo_addr "$log" "$pid" "$port") \
+      || { echo "bench-backends: uWebSockets' EchoServer did not start" >&2; cat "$log" >&2; exit 1; }
+    return
+  fi
   "${inns[@]}" taskset -c 0 $bin/c10m serve --listen 127.0.0.1:0 --shards 1 --io "$io" \
     --ping-interval-ms 0 --idle-timeout-ms 0 >"$log" 2>&1 &
   pid=$!
+  server_pid=$pid
   addr=$(listen_addr "$log" "$pid") \
     || { echo "bench-backends: $io server did not start" >&2; cat "$log" >&2; exit 1; }
   grep -q "backend: .*$( [ "$io" = uring ] && echo io_uring || echo epoll)" "$log" \
     || { echo "bench-backends: $io server runs another backend" >&2; cat "$log" >&2; exit 1; }
 }
 
+# A run that finished with failures (the load generator's status 1: messages lost, refused or
+# mismatched) keeps its report and the rounds go on: the tables mark it FAILED and the script
+# exits 1 at the end. A run that could not be carried out stops the script.
+failed=""
 load() { # scenario backend round path loadtest-args...
-  local scenario=$1 io=$2 round=$3 path=$4; shift 4
+  local scenario=$1 io=$2 round=$3 path=$4 status=0; shift 4
   local name="$out/$scenario.$io.r$round"
   "${inns[@]}" taskset -c 1 $bin/c10m-loadtest "$@" --target "$addr" --path "$path" --procs 1 --threads 1 \
-    --server-pid "$pid" --json --quiet >"$name.json" 2>"$name.txt" || {
-      echo "bench-backends: $scenario on $io failed" >&2; tail -n 20 "$name.txt" >&2; exit 1; }
+    --server-pid "$pid" --json --quiet >"$name.json" 2>"$name.txt" || status=$?
+  case "$status" in
+    0) ;;
+    1)
+      echo "bench-backends: $scenario on $io, round $round, FAILED: $(grep '^RESULT' "$name.txt")" >&2
+      failed="$failed $scenario/$io/r$round"
+      ;;
+    *) echo "bench-backends: $scenario on $io could not run" >&2; tail -n 20 "$name.txt" >&2; exit 1 ;;
+  esac
+}
+
+broadcast() { # backend round: the broadcast against its /pubsub (uWebSockets: its own program,
+  # started beside its idle echo server, which then takes the idle scenario as c10m does)
+  local io=$1 round=$2 echo_pid=$pid echo_addr=$addr log="$out/uws-pubsub.server.log"
+  if [ "$io" = uws ]; then
+    : >"$log"
+    "${inns[@]}" taskset -c 0 "$uws_dir/pubsub" 0 >"$log" 2>&1 &
+    pid=$!
+    pubsub_pid=$pid
+    addr=$(listen_addr "$log" "$pid") \
+      || { echo "bench-backends: uWebSockets' pubsub did not start" >&2; cat "$log" >&2; exit 1; }
+  fi
+  load broadcast "$io" "$round" /pubsub broadcast -n 1000 --publishers 3 --publish-rate 200 --duration "$duration"
+  if [ "$io" = uws ]; then
+    kill "$pubsub_pid"; wait "$pubsub_pid" 2>/dev/null || true
+    pubsub_pid=""
+  fi
+  pid=$echo_pid
+  addr=$echo_addr
 }
 
 for round in $(seq 1 "$rounds"); do
-  for io in epoll uring; do
+  for io in $servers; do
     start_server "$io"
-    echo "bench-backends: round $round, --io $io on ws://$addr (pid $pid)"
+    echo "bench-backends: round $round, $([ "$io" = uws ] && echo uWebSockets || echo "--io $io") on ws://$addr (pid $pid)"
     load echo-small "$io" "$round" /echo echo -n 100 --size 20 --window 16 --duration "$duration"
     load echo-busy "$io" "$round" /echo echo -n 1000 --size 125 --window 4 --duration "$duration"
     load echo-rate "$io" "$round" /echo echo -n 1000 --size 125 --msg-rate 100 --duration "$duration"
-    load broadcast "$io" "$round" /pubsub broadcast -n 1000 --publishers 3 --publish-rate 200 --duration "$duration"
+    broadcast "$io" "$round"
     load idle-memory "$io" "$round" /echo idle -n 15000 --source-ips 127.0.0.2-127.0.0.5 --rate 20000 --duration 3s
-    kill "$pid"; wait "$pid" 2>/dev/null || true
+    kill "$server_pid"; wait "$server_pid" 2>/dev/null || true
     pid=""
+    server_pid=""
   done
 done
 
-python3 - "$out" "$rounds" "$rfs" <<'PY'
+python3 - "$out" "$rounds" "$rfs" "$uws_sources" <<'PY'
 import json, statistics, sys
-out, rounds, rfs = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+out, rounds, rfs, uws_sources = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+uws = bool(uws_sources)
 print("Loopback with RPS/RFS in a network namespace (--rfs)." if rfs else "Plain loopback.")
+print(f"uWebSockets: {uws_sources}" if uws else
+      "uWebSockets: NOT RUN (absent or --no-uws): no ratio to the server to beat in this run")
 def get(scenario, io, r):
     return json.load(open(f"{out}/{scenario}.{io}.r{r}.json"))
 def measure(scenario, io, r):
@@ -120,27 +187,58 @@ def measure(scenario, io, r):
     missing = d["broadcast"]["missing"] if scenario == "broadcast" else 0
     per_cpu = rate * d["elapsed_s"] / d["cpu"]["server_cpu_s"]
     return rate, per_cpu, d["messages"]["latency"], missing
+def failed(scenario, servers):
+    runs = [f"{io} r{r}" for io in servers for r in range(1, rounds + 1) if get(scenario, io, r)["failures"]]
+    return f" (FAILED: {', '.join(runs)})" if runs else ""
 med = statistics.median
+scenarios = [("echo-small", "echo 100 x 20 B, window 16"),
+             ("echo-busy", "echo 1,000 x 125 B, window 4"),
+             ("echo-rate", "echo 1,000 x 125 B at 100/s each (fixed rate)"),
+             ("broadcast", "broadcast 1,000 subscribers, 3 x 200 msg/s")]
 print(f"Medians over {rounds} rounds; ratios are io_uring / epoll, per round.")
 print()
 print("| scenario | epoll msg/s | io_uring msg/s | epoll per server CPU s | io_uring per server CPU s | throughput ratio per round | per-CPU ratio per round | p50 epoll / io_uring |")
 print("|---|---|---|---|---|---|---|---|")
-for scenario, label in [("echo-small", "echo 100 x 20 B, window 16"),
-                        ("echo-busy", "echo 1,000 x 125 B, window 4"),
-                        ("echo-rate", "echo 1,000 x 125 B at 100/s each (fixed rate)"),
-                        ("broadcast", "broadcast 1,000 subscribers, 3 x 200 msg/s")]:
+for scenario, label in scenarios:
     m = {io: [measure(scenario, io, r) for r in range(1, rounds + 1)] for io in ("epoll", "uring")}
     missing = sum(x[3] for io in m for x in m[io])
     ratios = " / ".join(f"{u[0] / e[0]:.2f}x" for e, u in zip(m["epoll"], m["uring"]))
     cpu_ratios = " / ".join(f"{u[1] / e[1]:.2f}x" for e, u in zip(m["epoll"], m["uring"]))
     p50 = {io: med(x[2]["p50_us"] for x in m[io]) for io in m}
-    print(f"| {label}{f' ({missing} missing)' if missing else ''} | {med(x[0] for x in m['epoll']):,.0f} | {med(x[0] for x in m['uring']):,.0f} | "
+    print(f"| {label}{f' ({missing} missing)' if missing else ''}{failed(scenario, ('epoll', 'uring'))} | {med(x[0] for x in m['epoll']):,.0f} | {med(x[0] for x in m['uring']):,.0f} | "
           f"{med(x[1] for x in m['epoll']):,.0f} | {med(x[1] for x in m['uring']):,.0f} | {ratios} | {cpu_ratios} | {p50['epoll']:.0f} / {p50['uring']:.0f} µs |")
+if uws:
+    def cpu_us(scenario, io, r):
+        d = get(scenario, io, r)
+        return d["cpu"]["server_cpu_s"] * 1e6 / max(d["messages"]["received"], 1)
+    print()
+    print("c10m / uWebSockets, server CPU per message (server CPU time over the run / messages received), "
+          "per round; below 1.00x c10m spends less.")
+    print()
+    print("| scenario | uWS msg/s | uWS per message | epoll per message | io_uring per message | epoll / uWS per round | io_uring / uWS per round | median epoll / uWS, io_uring / uWS |")
+    print("|---|---|---|---|---|---|---|---|")
+    for scenario, label in scenarios:
+        c = {io: [cpu_us(scenario, io, r) for r in range(1, rounds + 1)] for io in ("epoll", "uring", "uws")}
+        rel = {io: [x / u for x, u in zip(c[io], c["uws"])] for io in ("epoll", "uring")}
+        missing = sum(measure(scenario, "uws", r)[3] for r in range(1, rounds + 1))
+        print(f"| {label}{f' (uWS: {missing} missing)' if missing else ''}{failed(scenario, ('uws',))} | {med(measure(scenario, 'uws', r)[0] for r in range(1, rounds + 1)):,.0f} | "
+              f"{med(c['uws']):.2f} µs | {med(c['epoll']):.2f} µs | {med(c['uring']):.2f} µs | "
+              f"{' / '.join(f'{x:.2f}x' for x in rel['epoll'])} | {' / '.join(f'{x:.2f}x' for x in rel['uring'])} | "
+              f"{med(rel['epoll']):.2f}x, {med(rel['uring']):.2f}x |")
+servers = ("epoll", "uring", "uws") if uws else ("epoll", "uring")
+names = {"epoll": "epoll", "uring": "io_uring", "uws": "uWebSockets"}
 print()
-print("| idle connections | epoll bytes per connection | io_uring bytes per connection |")
-print("|---|---|---|")
-b = {io: [get("idle-memory", io, r)["memory"]["server_bytes_per_connection"] for r in range(1, rounds + 1)] for io in ("epoll", "uring")}
-print(f"| 15,000 (user space, server RSS growth; per round) | {' / '.join(f'{x:.0f}' for x in b['epoll'])} | {' / '.join(f'{x:.0f}' for x in b['uring'])} |")
-k = {io: [get("idle-memory", io, r)["memory"]["kernel_bytes_per_connection"] for r in range(1, rounds + 1)] for io in ("epoll", "uring")}
-print(f"| 15,000 (kernel, both ends; median) | {med(k['epoll']):,.0f} | {med(k['uring']):,.0f} |")
+print("| idle connections | " + " | ".join(f"{names[io]} bytes per connection" for io in servers) + " |")
+print("|---|" + "---|" * len(servers))
+b = {io: [get("idle-memory", io, r)["memory"]["server_bytes_per_connection"] for r in range(1, rounds + 1)] for io in servers}
+print(f"| 15,000 (user space, server RSS growth; per round){failed('idle-memory', servers)} | " + " | ".join(" / ".join(f"{x:.0f}" for x in b[io]) for io in servers) + " |")
+k = {io: [get("idle-memory", io, r)["memory"]["kernel_bytes_per_connection"] for r in range(1, rounds + 1)] for io in servers}
+print("| 15,000 (kernel, both ends; median) | " + " | ".join(f"{med(k[io]):,.0f}" for io in servers) + " |")
+if uws:
+    print("| c10m / uWebSockets, user space (per round) | "
+          + " | ".join(" / ".join(f"{x / u:.2f}x" for x, u in zip(b[io], b["uws"])) for io in ("epoll", "uring")) + " | 1.00x |")
 PY
+if [ -n "$failed" ]; then
+  echo "bench-backends: FAILED runs (marked in the tables; reports in $out):$failed" >&2
+  exit 1
+fi
