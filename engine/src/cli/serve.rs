@@ -1,0 +1,372 @@
+//! `c10m serve`: one settings struct behind flags, `C10M_*` variables and the TOML file, mapped
+//! onto the engine's [`ServerConfig`], then the server run until SIGTERM or SIGINT.
+//!
+//! Every field of [`ServeArgs`] but `--config` and `--print-config` is a key of
+//! [`ServerConfig`], with the flag `--key-with-dashes` and the variable `C10M_KEY` (the engine's
+//! integration tests check that no key lacks either). Each is an `Option` here, so what was not
+//! given on the command line or in the environment keeps the TOML file's value, else the
+//! engine's default: flag > variable > file > default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use c10m_engine::server::{self, IoMode, Routes, ServerConfig, apps};
+use clap::Args;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+
+use super::usage_error;
+
+/// Shown after `c10m serve --help`.
+const AFTER_HELP: &str = "\
+Every setting is a flag, an environment variable (C10M_ and its TOML key in capitals:
+C10M_MAX_FRAME_SIZE) and a key of the --config TOML file (the flag's name with _ for -;
+--allowed-origin is the list allowed_origins, C10M_ALLOWED_ORIGINS a comma-separated list).
+Precedence, highest first: flag > environment variable > TOML file > default.
+--print-config shows what is in effect.
+
+Counts (N) take 1000000, 1_000_000, 1,000,000, 1m, 20k or 1.5k. BYTES and MS are whole
+numbers with the same separators (16_777_216) but no k/m/g, which would be ambiguous for a
+size; the TOML file takes these as strings or plain integers.
+
+Apps: /echo echoes every message. /pubsub speaks a text protocol: `sub T`, `unsub T`,
+`pub T PAYLOAD` (subscribers receive `msg T PAYLOAD`); `/pubsub?topic=T` subscribes on open.
+See docs/ARCHITECTURE.md.";
+
+/// A clap value parser for a count setting of type `$t` (the one grammar: `1m`, `20k`).
+macro_rules! count {
+    ($t:ty) => {
+        |text: &str| ServerConfig::parse_count::<$t>(text)
+    };
+}
+
+/// A clap value parser for a size or time setting of type `$t` (`16_777_216`, no suffix).
+macro_rules! whole {
+    ($t:ty) => {
+        |text: &str| ServerConfig::parse_whole::<$t>(text)
+    };
+}
+
+/// `c10m serve`'s settings. Each doc line is the flag's help; defaults are added from
+/// `ServerConfig::default()` by [`with_defaults`].
+#[derive(Args, Debug, Clone, Default)]
+#[command(after_help = AFTER_HELP)]
+pub struct ServeArgs {
+    /// Read settings from this TOML file (keys as the flags, with _ for -)
+    #[arg(long, env = "C10M_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the settings in effect (flags, variables, file and defaults merged) as TOML, and
+    /// exit without serving
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Address to listen on
+    #[arg(long, env = "C10M_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Shards (threads, one SO_REUSEPORT listener each); 0 = one per core
+    #[arg(long, env = "C10M_SHARDS", value_name = "N", value_parser = count!(usize))]
+    pub shards: Option<usize>,
+
+    /// Pin shard i to core i (--pin alone is --pin=true)
+    #[arg(
+        long,
+        env = "C10M_PIN",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub pin: Option<bool>,
+
+    /// Listen backlog per shard (the kernel caps it at net.core.somaxconn)
+    #[arg(long, env = "C10M_BACKLOG", value_name = "N", value_parser = count!(i32))]
+    pub backlog: Option<i32>,
+
+    /// Largest frame accepted, else close 1009
+    #[arg(long, env = "C10M_MAX_FRAME_SIZE", value_name = "BYTES", value_parser = whole!(usize))]
+    pub max_frame_size: Option<usize>,
+
+    /// Largest message accepted, fragments added up, else close 1009
+    #[arg(long, env = "C10M_MAX_MESSAGE_SIZE", value_name = "BYTES", value_parser = whole!(usize))]
+    pub max_message_size: Option<usize>,
+
+    /// Largest HTTP request head, else 431
+    #[arg(long, env = "C10M_MAX_HEADER_BYTES", value_name = "BYTES", value_parser = whole!(usize))]
+    pub max_header_bytes: Option<usize>,
+
+    /// Time to finish the opening handshake
+    #[arg(long, env = "C10M_HANDSHAKE_TIMEOUT_MS", value_name = "MS", value_parser = whole!(u64))]
+    pub handshake_timeout_ms: Option<u64>,
+
+    /// Ping a connection silent this long; 0 = never
+    #[arg(long, env = "C10M_PING_INTERVAL_MS", value_name = "MS", value_parser = whole!(u64))]
+    pub ping_interval_ms: Option<u64>,
+
+    /// Close a connection silent this long (1001); 0 = never
+    #[arg(long, env = "C10M_IDLE_TIMEOUT_MS", value_name = "MS", value_parser = whole!(u64))]
+    pub idle_timeout_ms: Option<u64>,
+
+    /// Time the peer has to answer our close frame
+    #[arg(long, env = "C10M_CLOSE_TIMEOUT_MS", value_name = "MS", value_parser = whole!(u64))]
+    pub close_timeout_ms: Option<u64>,
+
+    /// Close a slow consumer whose unsent output exceeds this
+    #[arg(long, env = "C10M_WRITE_QUEUE_LIMIT", value_name = "BYTES", value_parser = whole!(usize))]
+    pub write_queue_limit: Option<usize>,
+
+    /// Refuse connections beyond this many per shard
+    #[arg(
+        long,
+        env = "C10M_MAX_CONNECTIONS_PER_SHARD",
+        value_name = "N",
+        value_parser = count!(usize)
+    )]
+    pub max_connections_per_shard: Option<usize>,
+
+    /// On SIGTERM/SIGINT, time to close connections with 1001
+    #[arg(long, env = "C10M_DRAIN_TIMEOUT_MS", value_name = "MS", value_parser = whole!(u64))]
+    pub drain_timeout_ms: Option<u64>,
+
+    /// Each shard's read buffer (epoll; at least 4096 is used)
+    #[arg(long, env = "C10M_READ_BUFFER_SIZE", value_name = "BYTES", value_parser = whole!(usize))]
+    pub read_buffer_size: Option<usize>,
+
+    /// Timer wheel resolution (handshake, ping, idle and close deadlines)
+    #[arg(long, env = "C10M_TIMER_TICK_MS", value_name = "MS", value_parser = whole!(u64))]
+    pub timer_tick_ms: Option<u64>,
+
+    /// Allow this Origin only (repeatable; default: any origin)
+    #[arg(
+        long = "allowed-origin",
+        env = "C10M_ALLOWED_ORIGINS",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Serve /metrics (Prometheus) and /health over plain HTTP on ADDR (default: none)
+    #[arg(long, env = "C10M_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+
+    /// I/O backend: edge-triggered epoll, io_uring, or io_uring when the kernel offers it and
+    /// epoll otherwise
+    #[arg(long, env = "C10M_IO", value_name = "BACKEND", value_parser = io_mode())]
+    pub io: Option<IoMode>,
+
+    /// io_uring: provided receive buffers per shard, a power of two up to 32768 (default: 16
+    /// where receives fill them incrementally, Linux 6.12; else 256)
+    #[arg(long, env = "C10M_RING_BUFFERS", value_name = "N", value_parser = count!(u16))]
+    pub ring_buffers: Option<u16>,
+
+    /// io_uring: bytes per receive buffer
+    #[arg(long, env = "C10M_RING_BUFFER_SIZE", value_name = "BYTES", value_parser = whole!(u32))]
+    pub ring_buffer_size: Option<u32>,
+
+    /// io_uring: registered file slots per shard; 0 = none (default: twice the shard's share
+    /// of RLIMIT_NOFILE, at most 65536)
+    #[arg(long, env = "C10M_RING_FILES", value_name = "N", value_parser = count!(u32))]
+    pub ring_files: Option<u32>,
+
+    /// io_uring: park a connection silent this long (up to twice), trading its armed receive
+    /// for an epoll registration; 0 = never
+    #[arg(long, env = "C10M_RING_PARK_MS", value_name = "MS", value_parser = whole!(u64))]
+    pub ring_park_ms: Option<u64>,
+}
+
+/// `--io`: the names `ServerConfig` reads, offered as clap's possible values (so a typo gets a
+/// suggestion); `io_uring` is an alias of `uring`.
+fn io_mode() -> impl TypedValueParser<Value = IoMode> {
+    PossibleValuesParser::new([
+        PossibleValue::new("epoll"),
+        PossibleValue::new("uring").alias("io_uring"),
+        PossibleValue::new("auto"),
+    ])
+    .try_map(|name| name.parse::<IoMode>())
+}
+
+/// Adds `[default: X]` to each setting's help, X from `ServerConfig::default()`: the defaults
+/// are written once, in the engine.
+pub fn with_defaults(serve: clap::Command) -> clap::Command {
+    let Ok(defaults) = toml::Table::try_from(ServerConfig::default()) else {
+        return serve;
+    };
+    let ids: Vec<String> = serve
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect();
+    ids.into_iter().fold(serve, |serve, id| {
+        let shown = match defaults.get(&id) {
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(toml::Value::Integer(n)) => n.to_string(),
+            Some(toml::Value::Boolean(b)) => b.to_string(),
+            _ => return serve,
+        };
+        serve.mut_arg(id, |arg| {
+            let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            arg.help(format!("{help} [default: {shown}]"))
+        })
+    })
+}
+
+impl ServeArgs {
+    /// The engine's config: the TOML file (if any) over the defaults, then every setting
+    /// given as a flag or variable over that, validated.
+    pub fn config(&self) -> Result<ServerConfig, server::ConfigError> {
+        let mut c = match &self.config {
+            Some(path) => ServerConfig::from_file(path)?,
+            None => ServerConfig::default(),
+        };
+        macro_rules! given {
+            ($($key:ident),* $(,)?) => {$(
+                if let Some(value) = self.$key {
+                    c.$key = value;
+                }
+            )*};
+        }
+        given!(
+            listen,
+            shards,
+            pin,
+            backlog,
+            max_frame_size,
+            max_message_size,
+            max_header_bytes,
+            handshake_timeout_ms,
+            ping_interval_ms,
+            idle_timeout_ms,
+            close_timeout_ms,
+            write_queue_limit,
+            max_connections_per_shard,
+            drain_timeout_ms,
+            read_buffer_size,
+            timer_tick_ms,
+            io,
+            ring_buffer_size,
+            ring_park_ms,
+        );
+        if self.metrics.is_some() {
+            c.metrics = self.metrics;
+        }
+        if self.ring_buffers.is_some() {
+            c.ring_buffers = self.ring_buffers;
+        }
+        if self.ring_files.is_some() {
+            c.ring_files = self.ring_files;
+        }
+        if !self.allowed_origins.is_empty() {
+            c.allowed_origins = self.allowed_origins.clone();
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Runs `c10m serve` until SIGTERM or SIGINT.
+pub fn run(args: &ServeArgs) -> ExitCode {
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => return config_error(args, &e),
+    };
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
+    let routes = Routes::new()
+        .route("/echo", |_| Box::new(apps::Echo))
+        .route("/pubsub", |_| Box::new(apps::PubSub));
+    let drain_ms = config.drain_timeout_ms;
+    let shards = config.shard_count();
+    let listen = config.listen;
+    let handle = match server::start(config, routes) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(%listen, error = %e, "cannot start");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The banner is output, not a log: scripts and tests read the addresses from stdout.
+    let addr = handle.local_addr();
+    println!("c10m: listening on ws://{addr}/echo and ws://{addr}/pubsub");
+    println!("c10m: {shards} shard(s), SO_REUSEPORT");
+    println!("c10m: backend: {}", handle.backend());
+    if let Some(m) = handle.metrics_addr() {
+        println!("c10m: metrics on http://{m}/metrics, health on http://{m}/health");
+    }
+    tracing::info!(
+        %addr,
+        shards,
+        backend = handle.backend(),
+        metrics = handle.metrics_addr().map(|m| m.to_string()),
+        "serving"
+    );
+    preflight(shards);
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, drain_ms, "closing connections with 1001");
+    }
+    handle.shutdown();
+    match handle.join() {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a shard failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A config that cannot be used: names the setting the way each source spells it.
+fn config_error(args: &ServeArgs, e: &server::ConfigError) -> ExitCode {
+    match e {
+        server::ConfigError::Invalid { key, problem } => usage_error(format_args!(
+            "invalid {key} (--{flag}, C10M_{env}{file}): {problem}",
+            flag = key.replace('_', "-"),
+            env = key.to_ascii_uppercase(),
+            file = if args.config.is_some() {
+                format!(" or {key} in the TOML file")
+            } else {
+                String::new()
+            }
+        )),
+        other => match &args.config {
+            Some(path) => usage_error(format_args!("{}: {other}", path.display())),
+            None => usage_error(other),
+        },
+    }
+}
+
+/// The start-up preflight of `c10m serve`: warns, never refuses.
+fn preflight(shards: usize) {
+    match c10m_sysctl::Host::read() {
+        Ok(host) => {
+            let ceiling = c10m_sysctl::process_ceiling(&host);
+            println!(
+                "c10m: fd limit {} (soft) / {} (hard): this process holds at most ~{} connections over {shards} shard(s)",
+                ceiling.soft, ceiling.hard, ceiling.connections
+            );
+            if !ceiling.holds(1_000_000) {
+                tracing::warn!(
+                    soft = ceiling.soft,
+                    hard = ceiling.hard,
+                    connections = ceiling.connections,
+                    "{ceiling}"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "preflight could not read host limits"),
+    }
+}
