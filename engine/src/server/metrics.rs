@@ -1,12 +1,25 @@
 //! Counters per shard (written only by their shard, read by the metrics endpoint) and the
 //! plain-HTTP `/metrics` (Prometheus text format) and `/health` endpoint.
+//!
+//! The endpoint is for scrapers and health checks, and must stay up when a client misbehaves:
+//! one thread runs a non-blocking loop (mio) over at most [`MAX_CLIENTS`] clients at once, so a
+//! client that trickles its request holds nobody else up. Each client has [`HEAD_DEADLINE`] to
+//! send its whole request head (408 after), at most [`HEAD_LIMIT`] bytes of it (431 beyond),
+//! and [`ANSWER_DEADLINE`] to take the answer. When every slot is taken, the client that has
+//! spent longest on its request head gives way to the new one (503), so idle connections
+//! cannot lock a health check out. Memory is bounded by the clients times the head limit,
+//! plus the answers being written.
 
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
 
 use super::app::Why;
 
@@ -185,35 +198,406 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
     out
 }
 
-/// Serves `/metrics` and `/health` on `listener` until the process exits (one short request
-/// per connection; this is for scrapers, not for load).
+/// Most clients served at once.
+pub const MAX_CLIENTS: usize = 64;
+/// Largest request head (request line and headers); a longer one is answered 431.
+pub const HEAD_LIMIT: usize = 8 * 1024;
+/// Time a client has, from its connect, to send its whole request head; then 408.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+/// Time a client has to take its answer.
+pub const ANSWER_DEADLINE: Duration = Duration::from_secs(5);
+/// After the answer, input is read and dropped until the client closes (or this long, or
+/// [`LINGER_BYTES`]), so that closing with unread input does not reset the connection before
+/// the client has read its answer (a 431 to a client still sending, say).
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 * 1024;
+/// After an accept error (EMFILE...), wait this long before trying again rather than spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+const LISTENER: Token = Token(usize::MAX);
+
+/// Serves `/metrics` and `/health` on `listener` until the process exits.
 pub fn serve(listener: TcpListener, shards: Vec<Arc<ShardStats>>) {
-    for stream in listener.incoming() {
-        match stream {
-            Ok(stream) => {
-                let _ = answer(stream, &shards);
+    let result = Endpoint::new(listener, shards).and_then(|mut e| e.run());
+    if let Err(error) = result {
+        tracing::error!(%error, "the metrics endpoint stopped");
+    }
+}
+
+/// Where a client is in its one exchange.
+#[derive(Debug)]
+enum Phase {
+    /// Reading the request head into the buffer.
+    Head(Vec<u8>),
+    /// Writing the answer; `at` bytes are out.
+    Answer { out: Vec<u8>, at: usize },
+    /// Answer written and the write side shut: dropping input until the client closes;
+    /// `dropped` bytes so far.
+    Linger { dropped: usize },
+}
+
+#[derive(Debug)]
+struct Client {
+    stream: TcpStream,
+    phase: Phase,
+    /// When it connected (the oldest reader gives way when the slots are full).
+    since: Instant,
+    /// When the current phase must be over.
+    deadline: Instant,
+}
+
+/// What a client's input or deadline led to.
+enum Next {
+    Keep,
+    Close,
+}
+
+struct Endpoint {
+    poll: Poll,
+    listener: mio::net::TcpListener,
+    clients: Slab<Client>,
+    shards: Vec<Arc<ShardStats>>,
+    /// After an accept error: when to try again (edge-triggered readiness will not say).
+    accept_retry: Option<Instant>,
+}
+
+impl Endpoint {
+    fn new(listener: TcpListener, shards: Vec<Arc<ShardStats>>) -> io::Result<Endpoint> {
+        listener.set_nonblocking(true)?;
+        let mut listener = mio::net::TcpListener::from_std(listener);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Endpoint {
+            poll,
+            listener,
+            clients: Slab::with_capacity(MAX_CLIENTS),
+            shards,
+            accept_retry: None,
+        })
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(MAX_CLIENTS + 1);
+        loop {
+            let now = Instant::now();
+            let next = self
+                .clients
+                .iter()
+                .map(|(_, c)| c.deadline)
+                .chain(self.accept_retry)
+                .min();
+            let timeout = next.map(|t| t.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
             }
-            // EMFILE and friends: wait for fds to free up rather than spin.
-            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            let mut accept = self.accept_retry.is_some_and(|t| Instant::now() >= t);
+            for event in &events {
+                match event.token() {
+                    LISTENER => accept = true,
+                    Token(key) => self.on_ready(key),
+                }
+            }
+            if accept {
+                self.accept();
+            }
+            self.expire(Instant::now());
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    self.accept_retry = None;
+                    self.admit(stream);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    if self.accept_retry.is_none() {
+                        tracing::warn!(%error, "metrics endpoint: accept failed; retrying");
+                    }
+                    self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes a new client, making room if every slot is taken.
+    fn admit(&mut self, mut stream: TcpStream) {
+        if self.clients.len() >= MAX_CLIENTS {
+            let oldest_reader = self
+                .clients
+                .iter()
+                .filter(|(_, c)| matches!(c.phase, Phase::Head(_)))
+                .min_by_key(|(_, c)| c.since)
+                .map(|(key, _)| key);
+            match oldest_reader {
+                Some(key) => {
+                    let mut evicted = self.clients.remove(key);
+                    refuse(&mut evicted.stream, "503 Service Unavailable");
+                    let _ = self.poll.registry().deregister(&mut evicted.stream);
+                }
+                None => {
+                    refuse(&mut stream, "503 Service Unavailable");
+                    return;
+                }
+            }
+        }
+        let entry = self.clients.vacant_entry();
+        let token = Token(entry.key());
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, token, interest)
+            .is_err()
+        {
+            return;
+        }
+        let now = Instant::now();
+        let key = entry.key();
+        entry.insert(Client {
+            stream,
+            phase: Phase::Head(Vec::new()),
+            since: now,
+            deadline: now + HEAD_DEADLINE,
+        });
+        // Readiness is edge-triggered: the request may already be waiting.
+        self.on_ready(key);
+    }
+
+    fn on_ready(&mut self, key: usize) {
+        let Some(client) = self.clients.get_mut(key) else {
+            return;
+        };
+        if let Next::Close = client.progress(&self.shards) {
+            self.close(key);
+        }
+    }
+
+    /// Answers 408 to clients out of time for their head; closes the others out of time.
+    fn expire(&mut self, now: Instant) {
+        let late: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.deadline <= now)
+            .map(|(key, _)| key)
+            .collect();
+        for key in late {
+            let Some(client) = self.clients.get_mut(key) else {
+                continue;
+            };
+            if matches!(client.phase, Phase::Head(_)) {
+                client.answer(respond(
+                    "408 Request Timeout",
+                    "text/plain",
+                    "request timeout\n",
+                    true,
+                ));
+                if let Next::Keep = client.progress(&self.shards) {
+                    continue;
+                }
+            }
+            self.close(key);
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if self.clients.contains(key) {
+            let mut client = self.clients.remove(key);
+            let _ = self.poll.registry().deregister(&mut client.stream);
         }
     }
 }
 
-fn answer(stream: TcpStream, shards: &[Arc<ShardStats>]) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let path = line.split_whitespace().nth(1).unwrap_or("");
-    let (status, kind, body) = match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", render(shards)),
-        "/health" => ("200 OK", "text/plain", "ok\n".to_owned()),
-        _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+impl Client {
+    /// Reads, answers and writes as far as the socket allows.
+    fn progress(&mut self, shards: &[Arc<ShardStats>]) -> Next {
+        loop {
+            match &mut self.phase {
+                Phase::Head(head) => match read_head(&mut self.stream, head) {
+                    Ok(Some(reply)) => self.answer(reply.bytes(shards)),
+                    Ok(None) => return Next::Keep,
+                    Err(()) => return Next::Close,
+                },
+                Phase::Answer { out, at } => {
+                    while *at < out.len() {
+                        match self.stream.write(&out[*at..]) {
+                            Ok(0) => return Next::Close,
+                            Ok(n) => *at += n,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(_) => return Next::Close,
+                        }
+                    }
+                    let _ = self.stream.shutdown(Shutdown::Write);
+                    self.phase = Phase::Linger { dropped: 0 };
+                    self.deadline = Instant::now() + LINGER;
+                }
+                Phase::Linger { dropped } => {
+                    let mut scratch = [0u8; 4096];
+                    loop {
+                        match self.stream.read(&mut scratch) {
+                            Ok(0) => return Next::Close,
+                            Ok(n) => {
+                                *dropped += n;
+                                if *dropped > LINGER_BYTES {
+                                    return Next::Close;
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(_) => return Next::Close,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn answer(&mut self, out: Vec<u8>) {
+        self.phase = Phase::Answer { out, at: 0 };
+        self.deadline = Instant::now() + ANSWER_DEADLINE;
+    }
+}
+
+/// The answer a request head gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reply {
+    /// `/metrics`, with the body unless the method was HEAD.
+    Metrics { body: bool },
+    /// `/health`, with the body unless the method was HEAD.
+    Health { body: bool },
+    /// Any other answer, with its status and body (`Allow` goes with a 405).
+    Fixed {
+        status: &'static str,
+        body: &'static str,
+    },
+}
+
+impl Reply {
+    fn bytes(self, shards: &[Arc<ShardStats>]) -> Vec<u8> {
+        match self {
+            Reply::Metrics { body } => {
+                let text = render(shards);
+                respond("200 OK", "text/plain; version=0.0.4", &text, body)
+            }
+            Reply::Health { body } => respond("200 OK", "text/plain", "ok\n", body),
+            Reply::Fixed { status, body } => respond(status, "text/plain", body, true),
+        }
+    }
+}
+
+const TOO_LARGE: Reply = Reply::Fixed {
+    status: "431 Request Header Fields Too Large",
+    body: "request head too large\n",
+};
+
+/// Reads what the socket has into `head`. `Ok(Some)` once the head is complete (or refused),
+/// `Ok(None)` while more is needed, `Err` when the client is gone.
+fn read_head(stream: &mut TcpStream, head: &mut Vec<u8>) -> Result<Option<Reply>, ()> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Err(()),
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return Err(()),
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(head) {
+            Ok(httparse::Status::Complete(_)) => {
+                let path = request.path.unwrap_or("");
+                let path = path.split('?').next().unwrap_or(path);
+                return Ok(Some(route(request.method.unwrap_or(""), path)));
+            }
+            // Not complete within the limit: refused, whatever would have followed.
+            Ok(httparse::Status::Partial) if head.len() > HEAD_LIMIT => return Ok(Some(TOO_LARGE)),
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => return Ok(Some(TOO_LARGE)),
+            Err(_) => {
+                return Ok(Some(Reply::Fixed {
+                    status: "400 Bad Request",
+                    body: "bad request\n",
+                }));
+            }
+        }
+    }
+}
+
+/// The reply to `method path`: GET or HEAD of `/metrics` or `/health`, else 404 or 405.
+fn route(method: &str, path: &str) -> Reply {
+    let body = method != "HEAD";
+    match (method, path) {
+        ("GET" | "HEAD", "/metrics") => Reply::Metrics { body },
+        ("GET" | "HEAD", "/health") => Reply::Health { body },
+        (_, "/metrics" | "/health") => Reply::Fixed {
+            status: "405 Method Not Allowed",
+            body: "method not allowed: use GET or HEAD\n",
+        },
+        _ => Reply::Fixed {
+            status: "404 Not Found",
+            body: "not found: /metrics and /health are served here\n",
+        },
+    }
+}
+
+fn respond(status: &str, kind: &str, body: &str, with_body: bool) -> Vec<u8> {
+    //= https://www.rfc-editor.org/rfc/rfc9110#section-15.5.6
+    //# The origin server MUST generate an Allow header field in a 405 response containing a
+    //# list of the target resource's currently supported methods.
+    let allow = if status.starts_with("405") {
+        "Allow: GET, HEAD\r\n"
+    } else {
+        ""
     };
-    let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n{allow}\
+         Connection: close\r\n\r\n",
         body.len()
     )
+    .into_bytes();
+    if with_body {
+        out.extend_from_slice(body.as_bytes());
+    }
+    out
+}
+
+/// A best-effort short answer to a client about to be dropped (the socket is non-blocking;
+/// what does not fit is lost, and the client sees the close anyway).
+fn refuse(stream: &mut TcpStream, status: &str) {
+    let _ = stream.write(&respond(status, "text/plain", "busy\n", true));
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_statuses() {
+        assert_eq!(route("GET", "/metrics"), Reply::Metrics { body: true });
+        assert_eq!(route("HEAD", "/health"), Reply::Health { body: false });
+        let status = |r: Reply| match r {
+            Reply::Fixed { status, .. } => status,
+            _ => "200",
+        };
+        assert_eq!(status(route("POST", "/metrics")), "405 Method Not Allowed");
+        assert_eq!(status(route("GET", "/")), "404 Not Found");
+        let out = String::from_utf8(route("DELETE", "/health").bytes(&[])).unwrap();
+        assert!(out.contains("\r\nAllow: GET, HEAD\r\n"), "{out}");
+        let head = String::from_utf8(Reply::Health { body: false }.bytes(&[])).unwrap();
+        assert!(
+            head.ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"),
+            "{head}"
+        );
+    }
 }
