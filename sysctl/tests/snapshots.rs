@@ -246,7 +246,12 @@ fn a_missing_entry_is_an_error_naming_its_path() {
     );
     assert!(err.to_string().contains("`--only netns`"), "{err}");
     // Only some of the entries a network namespace hides are missing: not a namespace.
-    assert!(Probe::snapshot(s.path()).scopes(Scopes::ALL).read().is_err());
+    assert!(
+        Probe::snapshot(s.path())
+            .scopes(Scopes::ALL)
+            .read()
+            .is_err()
+    );
     // Reading only the network-namespace settings does not need it (as inside `unshare -n`).
     let netns = Probe::snapshot(s.path())
         .scopes(Scopes::only(&[Scope::Netns]))
