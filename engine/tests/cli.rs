@@ -44,7 +44,7 @@ fn settings(args: &[&str], vars: &[(&str, &str)]) -> ServerConfig {
 }
 
 /// Starts `c10m serve --listen 127.0.0.1:0 ARGS` and returns its start-up banner (stdout up to
-/// the fd-limit line); the server is stopped when the banner is read.
+/// the backend line); the server is stopped when the banner is read.
 fn banner(args: &[&str], vars: &[(&str, &str)]) -> String {
     let io = support::io_backend();
     let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--io", io];
@@ -60,7 +60,9 @@ fn banner(args: &[&str], vars: &[(&str, &str)]) -> String {
         let line = line.unwrap();
         text.push_str(&line);
         text.push('\n');
-        if line.contains("fd limit") {
+        // The backend line is always printed (the fd-limit line after it only when /proc
+        // can be read): stop there rather than wait on a running server's stdout.
+        if line.contains("backend:") {
             break;
         }
     }
