@@ -25,7 +25,7 @@ fi
 
 bin=${C10M_BIN:-$root/target/release/c10m}
 if [ -z "${C10M_BIN:-}" ]; then
-  cargo build -q --release -p c10m-engine --bin c10m
+  cargo build -q --release -p c10m --bin c10m
 fi
 
 rm -rf "$out"; mkdir -p "$out"

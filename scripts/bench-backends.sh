@@ -63,7 +63,7 @@ while [ $# -gt 0 ]; do
 done
 mkdir -p "$out"
 uws_prepare bench-backends "$uws_mode" # before the long build: an absent uWebSockets stops --require-uws at once
-cargo build -q --release -p c10m-engine -p c10m-loadtest --bins
+cargo build -q --release -p c10m -p c10m-loadtest --bins
 bin=target/release
 [ -z "$uws_dir" ] || uws_check_pubsub bench-backends "$bin/c10m" "$out"
 servers="epoll uring"

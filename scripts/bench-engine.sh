@@ -57,7 +57,7 @@ for io in $ios; do
 done
 mkdir -p "$out"
 uws_prepare bench-engine "$uws_mode" # before the long build: an absent uWebSockets stops --require-uws at once
-cargo build -q --release -p c10m-engine -p c10m-loadtest -p c10m-benches --bins
+cargo build -q --release -p c10m -p c10m-loadtest -p c10m-benches --bins
 bin=target/release
 [ -z "$uws_dir" ] || uws_check_pubsub bench-engine "$bin/c10m" "$out"
 

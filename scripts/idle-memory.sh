@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
 done
 [ -r /proc/slabinfo ] || { echo "idle-memory: /proc/slabinfo is not readable (root?)" >&2; exit 2; }
 [ "$hold" -ge 3 ] || { echo "idle-memory: --hold must be at least 3 s" >&2; exit 2; }
-cargo build -q --release -p c10m-engine -p c10m-loadtest --bins
+cargo build -q --release -p c10m -p c10m-loadtest --bins
 bin=target/release
 tmp=$(mktemp -d)
 pid=""

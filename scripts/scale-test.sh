@@ -96,7 +96,7 @@ C10M=$ROOT/target/release/c10m
 LOADTEST=$ROOT/target/release/c10m-loadtest
 if [ "$REBUILD" = 1 ] || [ ! -x "$C10M" ]; then
     echo "building c10m (release)..."
-    (cd "$ROOT" && cargo build -q --release -p c10m-engine --bin c10m)
+    (cd "$ROOT" && cargo build -q --release -p c10m --bin c10m)
 fi
 if [ "$REBUILD" = 1 ] || [ ! -x "$LOADTEST" ]; then
     echo "building c10m-loadtest (release)..."

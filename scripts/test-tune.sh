@@ -307,8 +307,8 @@ chmod 755 "$WORK"
 trap 'rm -rf "$WORK"' EXIT
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
-if ! (cd "$REPO" && cargo build -q -p c10m-sysctl --bin c10m-tune-plan && cargo build -q -p c10m-engine --bin c10m); then
-    fail "cargo build -p c10m-sysctl --bin c10m-tune-plan; cargo build -p c10m-engine --bin c10m"
+if ! (cd "$REPO" && cargo build -q -p c10m-sysctl --bin c10m-tune-plan && cargo build -q -p c10m --bin c10m); then
+    fail "cargo build -p c10m-sysctl --bin c10m-tune-plan; cargo build -p c10m --bin c10m"
     echo "tune: $PASS passed, $FAIL failed"
     exit 1
 fi

@@ -41,7 +41,7 @@ C10M_BIN="$root/target/release/c10m" C10M_SERVE_ARGS="--io uring" scripts/autoba
 # in TIME_WAIT for 60 s, and running it again at once slows its handshakes sharply (seen here:
 # 1.2 s on a quiet host, 5-38 s for back-to-back runs).
 step "engine integration tests under io_uring"
-C10M_TEST_IO=uring cargo test -q -p c10m-engine --tests 2>&1 | tee "${TMPDIR:-/tmp}/c10m-cargo-test-uring.log"
+C10M_TEST_IO=uring cargo test -q -p c10m-engine -p c10m --tests 2>&1 | tee "${TMPDIR:-/tmp}/c10m-cargo-test-uring.log"
 
 step "tune.sh in a network namespace"
 scripts/test-tune.sh

@@ -181,17 +181,6 @@ impl Pair {
     }
 }
 
-/// A child process killed when dropped, so a failing test never leaves a server behind holding
-/// the test runner's output pipes.
-pub struct KillOnDrop(pub std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A tungstenite client that has completed the opening handshake on `path` (reads time out
 /// after 10 s, so a hung server fails the test instead of stalling it).
 pub fn connect(
@@ -215,40 +204,4 @@ pub fn io_backend() -> &'static str {
         Ok("uring") => "uring",
         Ok(other) => panic!("C10M_TEST_IO={other:?}: expected epoll or uring"),
     }
-}
-
-/// Runs `c10m serve` with `args` (and `--io` for [`io_backend`]) through `sh -c` (so a `ulimit` prefix may be given), with its
-/// stderr discarded. Returns the process, its WebSocket address, and its remaining stdout lines.
-pub fn spawn_serve(
-    prefix: &str,
-    args: &str,
-) -> (
-    KillOnDrop,
-    std::net::SocketAddr,
-    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
-) {
-    use std::io::BufRead;
-    let bin = env!("CARGO_BIN_EXE_c10m");
-    let mut child = std::process::Command::new("sh")
-        .args([
-            "-c",
-            &format!("{prefix} exec {bin} serve --io {} {args}", io_backend()),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = addr_after(&first, "ws://");
-    (KillOnDrop(child), addr, lines)
-}
-
-/// The `IP:PORT` that follows `scheme` in a line a server printed (`... ws://127.0.0.1:9001/echo`).
-pub fn addr_after(line: &str, scheme: &str) -> std::net::SocketAddr {
-    let rest = line
-        .split(scheme)
-        .nth(1)
-        .unwrap_or_else(|| panic!("no {scheme} in {line:?}"));
-    rest.split('/').next().unwrap().parse().unwrap()
 }
