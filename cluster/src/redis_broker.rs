@@ -154,6 +154,63 @@ impl Broker for RedisBroker {
     fn publish(&self, topic: &str, frame: &SharedFrame) {
         self.send(Command::Publish(Arc::from(topic), frame.bytes().clone()));
     }
+
+    fn healthy(&self) -> bool {
+        RedisBroker::healthy(self)
+    }
+
+    fn metrics(&self) -> String {
+        let s = &self.stats;
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            out.push_str(&format!(
+                "# HELP c10m_broker_{name} {help}\n# TYPE c10m_broker_{name} {kind}\nc10m_broker_{name} {value}\n"
+            ));
+        };
+        metric(
+            "connected",
+            "gauge",
+            "1 while Redis is reachable and subscriptions are in place.",
+            u64::from(s.connected.load(Relaxed)),
+        );
+        metric(
+            "published_total",
+            "counter",
+            "Messages published to Redis.",
+            s.published.load(Relaxed),
+        );
+        metric(
+            "delivered_total",
+            "counter",
+            "Messages from Redis handed to local fan-out.",
+            s.delivered.load(Relaxed),
+        );
+        metric(
+            "local_only_total",
+            "counter",
+            "Messages published while Redis was unreachable, delivered in this process only.",
+            s.local_only.load(Relaxed),
+        );
+        metric(
+            "dropped_total",
+            "counter",
+            "Messages whose pipeline failed when Redis went away.",
+            s.dropped.load(Relaxed),
+        );
+        metric(
+            "malformed_total",
+            "counter",
+            "Messages from Redis that were not a whole WebSocket frame.",
+            s.malformed.load(Relaxed),
+        );
+        metric(
+            "connects_total",
+            "counter",
+            "Connections to Redis made.",
+            s.connects.load(Relaxed),
+        );
+        out
+    }
 }
 
 fn channel(topic: &str) -> String {

@@ -11,7 +11,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use c10m_engine::server::{self, IoMode, Routes, ServerConfig, apps};
+use std::sync::Arc;
+
+use c10m_cluster::RedisBroker;
+use c10m_engine::server::{self, Broker, IoMode, Routes, ServerConfig, apps};
 use clap::Args;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
@@ -151,6 +154,11 @@ pub struct ServeArgs {
     #[arg(long, env = "C10M_METRICS", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 
+    /// Carry publishes across processes and hosts through this Redis (redis://HOST:PORT[/DB]);
+    /// default: none, publishes stay in this process
+    #[arg(long, env = "C10M_BROKER", value_name = "URL")]
+    pub broker: Option<String>,
+
     /// I/O backend: edge-triggered epoll, io_uring, or io_uring when the kernel offers it and
     /// epoll otherwise
     #[arg(long, env = "C10M_IO", value_name = "BACKEND", value_parser = io_mode())]
@@ -250,6 +258,9 @@ impl ServeArgs {
         if self.metrics.is_some() {
             c.metrics = self.metrics;
         }
+        if self.broker.is_some() {
+            c.broker = self.broker.clone();
+        }
         if self.ring_buffers.is_some() {
             c.ring_buffers = self.ring_buffers;
         }
@@ -290,7 +301,20 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     let drain_ms = config.drain_timeout_ms;
     let shards = config.shard_count();
     let listen = config.listen;
-    let handle = match server::start(config, routes) {
+    let broker: Option<Arc<dyn Broker>> = match &config.broker {
+        None => None,
+        Some(url) => match RedisBroker::new(url) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                return usage_error(format_args!("invalid broker (--broker, C10M_BROKER): {e}"));
+            }
+        },
+    };
+    let broker_line = config
+        .broker
+        .as_deref()
+        .map_or_else(|| "in-process".to_string(), |url| format!("Redis at {url}"));
+    let handle = match server::start_with_broker(config, routes, broker) {
         Ok(h) => h,
         Err(e) => {
             tracing::error!(%listen, error = %e, "cannot start");
@@ -302,6 +326,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     println!("c10m: listening on ws://{addr}/echo and ws://{addr}/pubsub");
     println!("c10m: {shards} shard(s), SO_REUSEPORT");
     println!("c10m: backend: {}", handle.backend());
+    println!("c10m: broker: {broker_line}");
     if let Some(m) = handle.metrics_addr() {
         println!("c10m: metrics on http://{m}/metrics, health on http://{m}/health");
     }

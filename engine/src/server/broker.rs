@@ -34,6 +34,16 @@ pub trait Broker: Send + Sync + 'static {
     /// `topic` lost its last subscriber in this process.
     fn unsubscribed(&self, topic: &str);
 
+    /// Whether it reaches the other processes now (`/health` says `degraded` when not).
+    fn healthy(&self) -> bool {
+        true
+    }
+
+    /// Its counters in the Prometheus text format, appended to `/metrics`.
+    fn metrics(&self) -> String {
+        String::new()
+    }
+
     /// An application published `frame` to `topic`. Local subscribers receive it only when
     /// the broker delivers it back, so every process sees one order per topic.
     fn publish(&self, topic: &str, frame: &SharedFrame);

@@ -121,6 +121,10 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Plain-HTTP address for `/metrics` (Prometheus) and `/health`; none by default.
     pub metrics: Option<SocketAddr>,
+    /// Where publishes cross processes: `redis://HOST:PORT[/DB]`; none (the default) keeps
+    /// them in this process. The engine does not read it: the `c10m` binary builds the broker
+    /// from it and hands it to [`start_with_broker`](super::start_with_broker).
+    pub broker: Option<String>,
     /// The I/O backend.
     pub io: IoMode,
     /// io_uring: provided buffers per shard (a power of two, at most [`MAX_RING_BUFFERS`]).
@@ -165,6 +169,7 @@ impl Default for ServerConfig {
             timer_tick_ms: 100,
             allowed_origins: Vec::new(),
             metrics: None,
+            broker: None,
             io: IoMode::default(),
             ring_buffers: None,
             ring_buffer_size: 16 * 1024,

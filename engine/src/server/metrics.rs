@@ -216,9 +216,35 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 const LISTENER: Token = Token(usize::MAX);
 
+/// What the endpoint reports: every shard's counters, and the broker (its counters, and
+/// whether it reaches the other processes: `/health` says `degraded` when it does not).
+pub struct Source {
+    /// Per-shard counters.
+    pub shards: Vec<Arc<ShardStats>>,
+    /// The broker, if the server has one.
+    pub broker: Option<Arc<dyn super::Broker>>,
+}
+
+impl Source {
+    fn metrics(&self) -> String {
+        let mut text = render(&self.shards);
+        if let Some(b) = &self.broker {
+            text.push_str(&b.metrics());
+        }
+        text
+    }
+
+    fn health(&self) -> &'static str {
+        match &self.broker {
+            Some(b) if !b.healthy() => "degraded: the broker cannot reach the other processes\n",
+            _ => "ok\n",
+        }
+    }
+}
+
 /// Serves `/metrics` and `/health` on `listener` until the process exits.
-pub fn serve(listener: TcpListener, shards: Vec<Arc<ShardStats>>) {
-    let result = Endpoint::new(listener, shards).and_then(|mut e| e.run());
+pub fn serve(listener: TcpListener, source: Source) {
+    let result = Endpoint::new(listener, source).and_then(|mut e| e.run());
     if let Err(error) = result {
         tracing::error!(%error, "the metrics endpoint stopped");
     }
@@ -256,13 +282,13 @@ struct Endpoint {
     poll: Poll,
     listener: mio::net::TcpListener,
     clients: Slab<Client>,
-    shards: Vec<Arc<ShardStats>>,
+    source: Source,
     /// After an accept error: when to try again (edge-triggered readiness will not say).
     accept_retry: Option<Instant>,
 }
 
 impl Endpoint {
-    fn new(listener: TcpListener, shards: Vec<Arc<ShardStats>>) -> io::Result<Endpoint> {
+    fn new(listener: TcpListener, source: Source) -> io::Result<Endpoint> {
         listener.set_nonblocking(true)?;
         let mut listener = mio::net::TcpListener::from_std(listener);
         let poll = Poll::new()?;
@@ -272,7 +298,7 @@ impl Endpoint {
             poll,
             listener,
             clients: Slab::with_capacity(MAX_CLIENTS),
-            shards,
+            source,
             accept_retry: None,
         })
     }
@@ -376,7 +402,7 @@ impl Endpoint {
         let Some(client) = self.clients.get_mut(key) else {
             return;
         };
-        if let Next::Close = client.progress(&self.shards) {
+        if let Next::Close = client.progress(&self.source) {
             self.close(key);
         }
     }
@@ -400,7 +426,7 @@ impl Endpoint {
                     "request timeout\n",
                     true,
                 ));
-                if let Next::Keep = client.progress(&self.shards) {
+                if let Next::Keep = client.progress(&self.source) {
                     continue;
                 }
             }
@@ -418,11 +444,11 @@ impl Endpoint {
 
 impl Client {
     /// Reads, answers and writes as far as the socket allows.
-    fn progress(&mut self, shards: &[Arc<ShardStats>]) -> Next {
+    fn progress(&mut self, source: &Source) -> Next {
         loop {
             match &mut self.phase {
                 Phase::Head(head) => match read_head(&mut self.stream, head) {
-                    Ok(Some(reply)) => self.answer(reply.bytes(shards)),
+                    Ok(Some(reply)) => self.answer(reply.bytes(source)),
                     Ok(None) => return Next::Keep,
                     Err(()) => return Next::Close,
                 },
@@ -482,13 +508,15 @@ enum Reply {
 }
 
 impl Reply {
-    fn bytes(self, shards: &[Arc<ShardStats>]) -> Vec<u8> {
+    fn bytes(self, source: &Source) -> Vec<u8> {
         match self {
             Reply::Metrics { body } => {
-                let text = render(shards);
+                let text = source.metrics();
                 respond("200 OK", "text/plain; version=0.0.4", &text, body)
             }
-            Reply::Health { body } => respond("200 OK", "text/plain", "ok\n", body),
+            // Degraded is still 200: a liveness probe must not restart a server that serves
+            // its own clients while the broker is away.
+            Reply::Health { body } => respond("200 OK", "text/plain", source.health(), body),
             Reply::Fixed { status, body } => respond(status, "text/plain", body, true),
         }
     }
@@ -592,9 +620,13 @@ mod tests {
         };
         assert_eq!(status(route("POST", "/metrics")), "405 Method Not Allowed");
         assert_eq!(status(route("GET", "/")), "404 Not Found");
-        let out = String::from_utf8(route("DELETE", "/health").bytes(&[])).unwrap();
+        let none = Source {
+            shards: Vec::new(),
+            broker: None,
+        };
+        let out = String::from_utf8(route("DELETE", "/health").bytes(&none)).unwrap();
         assert!(out.contains("\r\nAllow: GET, HEAD\r\n"), "{out}");
-        let head = String::from_utf8(Reply::Health { body: false }.bytes(&[])).unwrap();
+        let head = String::from_utf8(Reply::Health { body: false }.bytes(&none)).unwrap();
         assert!(
             head.ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"),
             "{head}"

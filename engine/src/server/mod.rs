@@ -387,7 +387,15 @@ pub fn start_with_broker(
             let all = stats.clone();
             std::thread::Builder::new()
                 .name("c10m-metrics".into())
-                .spawn(move || metrics::serve(listener, all))?;
+                .spawn(move || {
+                    metrics::serve(
+                        listener,
+                        metrics::Source {
+                            shards: all,
+                            broker,
+                        },
+                    )
+                })?;
             Some(bound)
         }
         None => None,
