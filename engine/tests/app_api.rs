@@ -645,3 +645,14 @@ fn a_broker_hears_first_and_last_subscribers_and_carries_publishes() {
     server.shutdown();
     server.join().unwrap();
 }
+
+#[test]
+fn a_library_caller_gets_the_config_checked_at_start() {
+    let bad = ServerConfig {
+        max_frame_size: usize::MAX,
+        ..config(1)
+    };
+    let err = server::start(bad, Routes::new()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("max_frame_size"), "{err}");
+}

@@ -55,7 +55,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub use app::{App, AppFactory, Closed, SendError, SharedFrame, Why};
 pub use app_timer::TimerId;
 pub use broker::{Broker, Subscribed};
-pub use config::{ConfigError, IoMode, ServerConfig};
+pub use config::{ConfigError, IoMode, ServerConfig, ValueError};
 pub use ctx::Ctx;
 pub use handle::{AppId, Handle};
 pub use id::ConnId;
@@ -229,6 +229,11 @@ pub fn start_with_broker(
     routes: Routes,
     broker: Option<Arc<dyn Broker>>,
 ) -> io::Result<ServerHandle> {
+    // A library caller gets the same checks as the command line (a frame limit near 2^64
+    // would otherwise overflow a shard's arithmetic later).
+    config
+        .validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let config = Arc::new(config);
     let n = config.shard_count().clamp(1, usize::from(u16::MAX));
     if routes.entries.len() > usize::from(u8::MAX) {
