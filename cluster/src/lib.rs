@@ -15,6 +15,23 @@
 //! ```
 #![deny(unsafe_code)]
 
-mod redis_broker;
+//! - The client protocol (`/connection/v1`, [`Service`]): tokens checked at upgrade, channels
+//!   with history and recovery, presence, messages to users with offline inboxes, token
+//!   refresh, server pings. Its state lives in a [`Backend`]: this process's memory
+//!   ([`Memory`], one node) or Redis (several).
 
+mod app;
+mod backend;
+mod history;
+mod memory;
+pub mod protocol;
+mod redis_backend;
+mod redis_broker;
+pub mod token;
+
+pub use app::{ClientApp, Service, Settings};
+pub use backend::{Backend, Done, HistoryReply, Outcome, Present, channel_topic, user_topic};
+pub use history::Bounds;
+pub use memory::{Limits, Memory};
+pub use redis_backend::{RedisBackend, RedisLimits};
 pub use redis_broker::{BrokerStats, RedisBroker, RedisBrokerError};

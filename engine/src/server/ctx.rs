@@ -207,6 +207,28 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Sends a shared frame to every open connection of this application on this shard (a
+    /// heartbeat, a shard-wide notice); returns how many. Costs a pass over the shard's
+    /// connections: for periodic work, not per message.
+    pub fn send_all(&mut self, frame: &SharedFrame) -> usize {
+        let core = &mut *self.core;
+        let app = core.current_app;
+        let targets: Vec<usize> = core
+            .io
+            .conns
+            .iter_mut()
+            .filter_map(|(slot, c)| {
+                let open = c.app == app && !c.dead && c.proto().is_some_and(|p| p.can_send());
+                open.then_some(slot)
+            })
+            .collect();
+        for &slot in &targets {
+            core.io.output(slot, Out::Shared(frame.bytes()));
+        }
+        ShardStats::add(&core.io.stats.messages_out, targets.len() as u64);
+        targets.len()
+    }
+
     /// Open connections on this shard.
     pub fn connections(&self) -> usize {
         self.core.io.conns.len()

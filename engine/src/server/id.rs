@@ -32,9 +32,15 @@ impl ConnId {
         (self.0 >> 32) as u16
     }
 
-    /// The packed form, for maps and logs.
+    /// The packed form, for maps, logs and timer tokens.
     pub fn as_u64(self) -> u64 {
         self.0
+    }
+
+    /// Back from [`ConnId::as_u64`]. Any value is a well-formed id; one that names no
+    /// connection is refused by every call that takes it ([`SendError::Gone`](super::SendError)).
+    pub fn from_u64(packed: u64) -> Self {
+        ConnId(packed)
     }
 }
 
