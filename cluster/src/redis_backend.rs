@@ -1,0 +1,580 @@
+//! The client protocol's state in Redis, shared by every node.
+//!
+//! - **History**: per channel a stream `c10m:h:{channel}` (entry ids `0-OFFSET`, trimmed to
+//!   the history size) and a hash `c10m:m:{channel}` with its epoch and top offset. A publish is
+//!   one script: it takes the next offset, appends, and `PUBLISH`es the publication already
+//!   encoded as a WebSocket frame, so offsets and delivery order agree and every node relays
+//!   the same bytes (encoded once in the cluster). Both keys expire after the history TTL; when
+//!   they are gone (expired, or Redis restarted without persistence) the next publish starts a
+//!   new epoch, and a reader of the old one is told it cannot recover.
+//! - **Presence**: per channel a sorted set `c10m:p:{channel}` of `client\tuser` scored by
+//!   expiry. Each node refreshes its own entries every third of the TTL; a dead node's entries
+//!   expire within the TTL and are dropped when read.
+//! - **Users**: per user a sorted set `c10m:u:{user}` of connection ids scored by expiry,
+//!   refreshed the same way. A message to a user is published to the user's channel when the
+//!   set has a live member, else appended to the user's inbox `c10m:i:{user}` (bounded,
+//!   expiring), which the user's next connection takes whole, in order.
+//!
+//! One thread per process runs the client (a current-thread runtime and an auto-reconnecting
+//! connection); shards send it commands and get outcomes posted back. While Redis is
+//! unreachable, commands are answered [`ErrorCode::Unavailable`].
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use c10m_engine::server::{ConnId, SharedFrame};
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use crate::backend::{Backend, Done, HistoryReply, Outcome, Present, channel_topic, user_topic};
+use crate::protocol::{ErrorCode, StreamPos, message_push, push_str};
+use crate::redis_broker::{CHANNEL_PREFIX, RedisBrokerError};
+
+/// Limits and lifetimes of what Redis keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedisLimits {
+    /// Publications kept per channel.
+    pub history_size: usize,
+    /// How long a channel's history (and epoch) lives after its last publish.
+    pub history_ttl: Duration,
+    /// How long a presence or user entry lives unless its node refreshes it.
+    pub presence_ttl: Duration,
+    /// Messages kept per offline user.
+    pub inbox_size: usize,
+    /// How long they wait.
+    pub inbox_ttl: Duration,
+}
+
+impl Default for RedisLimits {
+    fn default() -> Self {
+        RedisLimits {
+            history_size: 100,
+            history_ttl: Duration::from_secs(300),
+            presence_ttl: Duration::from_secs(30),
+            inbox_size: 100,
+            inbox_ttl: Duration::from_secs(86_400),
+        }
+    }
+}
+
+const PUBLISH: &str = r#"
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then
+  epoch = ARGV[5]
+  redis.call('HSET', KEYS[2], 'epoch', epoch)
+end
+local offset = redis.call('HINCRBY', KEYS[2], 'top', 1)
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '0-' .. offset, 'd', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+local body = ARGV[6] .. offset .. ',"epoch":"' .. epoch .. '","data":' .. ARGV[2] .. '}'
+local n = #body
+local head
+if n < 126 then
+  head = string.char(129, n)
+elseif n < 65536 then
+  head = string.char(129, 126, math.floor(n / 256), n % 256)
+else
+  head = string.char(129, 127, 0, 0, 0, 0, math.floor(n / 16777216) % 256,
+    math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+end
+redis.call('PUBLISH', ARGV[1], head .. body)
+return {offset, epoch}
+"#;
+
+const SEND: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) > 0 then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+redis.call('RPUSH', KEYS[2], ARGV[4])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return 0
+"#;
+
+const ONLINE: &str = r#"
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+local waiting = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+return waiting
+"#;
+
+enum Command {
+    Publish(Done, ConnId, u64, String, String),
+    History(Done, ConnId, u64, String, Option<StreamPos>, usize, bool),
+    Join(String, String),
+    Leave(String, String),
+    Presence(Done, ConnId, u64, String),
+    Online(Done, ConnId, String),
+    Offline(String, String),
+    Send(Done, ConnId, u64, String, String),
+}
+
+/// The Redis backend.
+#[derive(Debug)]
+pub struct RedisBackend {
+    commands: UnboundedSender<Command>,
+    connected: Arc<AtomicBool>,
+}
+
+impl RedisBackend {
+    /// A backend on the Redis at `url`; its thread connects (and reconnects) on its own.
+    pub fn new(url: &str, limits: RedisLimits) -> Result<Arc<Self>, RedisBrokerError> {
+        let client = redis::Client::open(url).map_err(RedisBrokerError::Url)?;
+        let (tx, rx) = unbounded_channel();
+        let connected = Arc::new(AtomicBool::new(false));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(RedisBrokerError::Start)?;
+        let flag = connected.clone();
+        std::thread::Builder::new()
+            .name("c10m-redis-state".into())
+            .spawn(move || runtime.block_on(run(client, rx, limits, flag)))
+            .map_err(RedisBrokerError::Start)?;
+        Ok(Arc::new(RedisBackend {
+            commands: tx,
+            connected,
+        }))
+    }
+
+    /// Whether Redis answered the last command.
+    pub fn connected(&self) -> bool {
+        self.connected.load(Relaxed)
+    }
+
+    fn issue(&self, command: Command) {
+        let _ = self.commands.send(command);
+    }
+}
+
+/// The node's own presence and user entries, refreshed while it lives.
+#[derive(Default)]
+struct Owned {
+    presence: HashSet<(String, String)>,
+    users: HashSet<(String, String)>,
+}
+
+async fn run(
+    client: redis::Client,
+    mut rx: UnboundedReceiver<Command>,
+    limits: RedisLimits,
+    connected: Arc<AtomicBool>,
+) {
+    let con = loop {
+        match ConnectionManager::new(client.clone()).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach Redis for the client protocol's state");
+                // Answer what comes meanwhile as unavailable.
+                let wait = tokio::time::sleep(Duration::from_millis(500));
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        () = &mut wait => break,
+                        c = rx.recv() => match c {
+                            Some(c) => unavailable(c),
+                            None => return,
+                        },
+                    }
+                }
+            }
+        }
+    };
+    connected.store(true, Relaxed);
+    let owned = Arc::new(Mutex::new(Owned::default()));
+    let publish = Arc::new(redis::Script::new(PUBLISH));
+    let send = Arc::new(redis::Script::new(SEND));
+    let online = Arc::new(redis::Script::new(ONLINE));
+    // Refresh this node's entries every third of their lifetime.
+    {
+        let mut con = con.clone();
+        let owned = owned.clone();
+        let connected = connected.clone();
+        tokio::spawn(async move {
+            let every = limits.presence_ttl / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                let expiry = now_ms() + limits.presence_ttl.as_millis() as u64;
+                let mut pipe = redis::pipe();
+                {
+                    let o = owned.lock().unwrap_or_else(PoisonError::into_inner);
+                    for (channel, member) in &o.presence {
+                        pipe.zadd(presence_key(channel), member, expiry).ignore();
+                    }
+                    for (user, member) in &o.users {
+                        pipe.zadd(user_key(user), member, expiry).ignore();
+                    }
+                }
+                let ok = pipe.exec_async(&mut con).await.is_ok();
+                connected.store(ok, Relaxed);
+            }
+        });
+    }
+    let epoch = crate::memory::new_epoch();
+    while let Some(command) = rx.recv().await {
+        let mut con = con.clone();
+        let owned = owned.clone();
+        let connected = connected.clone();
+        let (publish, send, online) = (publish.clone(), send.clone(), online.clone());
+        let epoch = epoch.clone();
+        // Each command runs as its own task; the connection keeps them in the order they were
+        // issued, so a publisher's publications keep their order.
+        tokio::spawn(async move {
+            let ok = match command {
+                Command::Publish(done, conn, id, channel, data) => {
+                    let mut prefix = String::from("{\"type\":\"pub\",\"channel\":");
+                    push_str(&mut prefix, &channel);
+                    prefix.push_str(",\"offset\":");
+                    let result: redis::RedisResult<(u64, String)> = publish
+                        .key(history_key(&channel))
+                        .key(meta_key(&channel))
+                        .arg(format!("{CHANNEL_PREFIX}{}", channel_topic(&channel)))
+                        .arg(&data)
+                        .arg(limits.history_size)
+                        .arg(limits.history_ttl.as_secs().max(1))
+                        // Used only if the channel has no epoch (new, expired, or Redis lost
+                        // it): fresh every time, so a lost stream never gets its old epoch.
+                        .arg(crate::memory::new_epoch())
+                        .arg(&prefix)
+                        .invoke_async(&mut con)
+                        .await;
+                    let ok = result.is_ok();
+                    let result = result.map(|r| r.0).map_err(|_| ErrorCode::Unavailable);
+                    done.post(conn, Outcome::Published { conn, id, result });
+                    ok
+                }
+                Command::History(done, conn, id, channel, since, limit, subscribe) => {
+                    let result = history(&mut con, &channel, since, limit).await;
+                    let ok = result.is_ok();
+                    let result = result.map_err(|_| ErrorCode::Unavailable);
+                    done.post(
+                        conn,
+                        Outcome::History {
+                            conn,
+                            id,
+                            channel,
+                            subscribe,
+                            result,
+                        },
+                    );
+                    ok
+                }
+                Command::Join(channel, member) => {
+                    let expiry = now_ms() + limits.presence_ttl.as_millis() as u64;
+                    let r: redis::RedisResult<()> = redis::cmd("ZADD")
+                        .arg(presence_key(&channel))
+                        .arg(expiry)
+                        .arg(&member)
+                        .exec_async(&mut con)
+                        .await;
+                    lock(&owned).presence.insert((channel, member));
+                    r.is_ok()
+                }
+                Command::Leave(channel, client) => {
+                    let member = {
+                        let mut o = lock(&owned);
+                        let found = o
+                            .presence
+                            .iter()
+                            .find(|(c, m)| *c == channel && m.split('\t').next() == Some(&client))
+                            .cloned();
+                        if let Some(f) = &found {
+                            o.presence.remove(f);
+                        }
+                        found.map(|f| f.1)
+                    };
+                    match member {
+                        Some(m) => redis::cmd("ZREM")
+                            .arg(presence_key(&channel))
+                            .arg(m)
+                            .exec_async(&mut con)
+                            .await
+                            .is_ok(),
+                        None => true,
+                    }
+                }
+                Command::Presence(done, conn, id, channel) => {
+                    let key = presence_key(&channel);
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("ZREMRANGEBYSCORE")
+                        .arg(&key)
+                        .arg("-inf")
+                        .arg(now_ms())
+                        .ignore();
+                    pipe.cmd("ZRANGE").arg(&key).arg(0).arg(-1);
+                    let r: redis::RedisResult<(Vec<String>,)> = pipe.query_async(&mut con).await;
+                    let ok = r.is_ok();
+                    let result = r
+                        .map(|(members,)| {
+                            let mut clients: Vec<Present> = members
+                                .iter()
+                                .filter_map(|m| m.split_once('\t'))
+                                .map(|(client, user)| Present {
+                                    client: client.to_owned(),
+                                    user: user.to_owned(),
+                                })
+                                .collect();
+                            clients.sort();
+                            clients
+                        })
+                        .map_err(|_| ErrorCode::Unavailable);
+                    done.post(conn, Outcome::Presence { conn, id, result });
+                    ok
+                }
+                Command::Online(done, conn, user) => {
+                    let member = format!("{:x}", conn.as_u64());
+                    let node_member = format!("{epoch}-{member}");
+                    let expiry = now_ms() + limits.presence_ttl.as_millis() as u64;
+                    let r: redis::RedisResult<Vec<String>> = online
+                        .key(user_key(&user))
+                        .key(inbox_key(&user))
+                        .arg(expiry)
+                        .arg(&node_member)
+                        .invoke_async(&mut con)
+                        .await;
+                    lock(&owned).users.insert((user, node_member));
+                    match r {
+                        Ok(messages) => {
+                            if !messages.is_empty() {
+                                done.post(conn, Outcome::Inbox { conn, messages });
+                            }
+                            true
+                        }
+                        Err(_) => false,
+                    }
+                }
+                Command::Offline(user, conn_hex) => {
+                    let node_member = format!("{epoch}-{conn_hex}");
+                    lock(&owned)
+                        .users
+                        .remove(&(user.clone(), node_member.clone()));
+                    redis::cmd("ZREM")
+                        .arg(user_key(&user))
+                        .arg(node_member)
+                        .exec_async(&mut con)
+                        .await
+                        .is_ok()
+                }
+                Command::Send(done, conn, id, user, data) => {
+                    let push = message_push(&data);
+                    let frame = SharedFrame::text(&push);
+                    let r: redis::RedisResult<u8> = send
+                        .key(user_key(&user))
+                        .key(inbox_key(&user))
+                        .arg(now_ms())
+                        .arg(format!("{CHANNEL_PREFIX}{}", user_topic(&user)))
+                        .arg(frame.bytes().as_ref())
+                        .arg(&push)
+                        .arg(limits.inbox_size)
+                        .arg(limits.inbox_ttl.as_millis() as u64)
+                        .invoke_async(&mut con)
+                        .await;
+                    let ok = r.is_ok();
+                    let result = r.map(|n| n == 1).map_err(|_| ErrorCode::Unavailable);
+                    done.post(conn, Outcome::Sent { conn, id, result });
+                    ok
+                }
+            };
+            connected.store(ok, Relaxed);
+        });
+    }
+}
+
+fn lock(owned: &Mutex<Owned>) -> std::sync::MutexGuard<'_, Owned> {
+    owned.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Answers a command that cannot reach Redis.
+fn unavailable(command: Command) {
+    let e = Err(ErrorCode::Unavailable);
+    match command {
+        Command::Publish(done, conn, id, ..) => {
+            done.post(
+                conn,
+                Outcome::Published {
+                    conn,
+                    id,
+                    result: Err(ErrorCode::Unavailable),
+                },
+            );
+        }
+        Command::History(done, conn, id, channel, _, _, subscribe) => done.post(
+            conn,
+            Outcome::History {
+                conn,
+                id,
+                channel,
+                subscribe,
+                result: Err(ErrorCode::Unavailable),
+            },
+        ),
+        Command::Presence(done, conn, id, _) => {
+            done.post(
+                conn,
+                Outcome::Presence {
+                    conn,
+                    id,
+                    result: Err(ErrorCode::Unavailable),
+                },
+            );
+        }
+        Command::Send(done, conn, id, ..) => done.post(
+            conn,
+            Outcome::Sent {
+                conn,
+                id,
+                result: e,
+            },
+        ),
+        Command::Join(..) | Command::Leave(..) | Command::Online(..) | Command::Offline(..) => {}
+    }
+}
+
+async fn history(
+    con: &mut ConnectionManager,
+    channel: &str,
+    since: Option<StreamPos>,
+    limit: usize,
+) -> redis::RedisResult<HistoryReply> {
+    let after = since.as_ref().map_or(0, |s| s.offset);
+    let mut pipe = redis::pipe();
+    pipe.cmd("HMGET")
+        .arg(meta_key(channel))
+        .arg("epoch")
+        .arg("top");
+    pipe.cmd("XRANGE")
+        .arg(history_key(channel))
+        .arg(format!("0-{}", after + 1))
+        .arg("+")
+        .arg("COUNT")
+        .arg(limit.max(1));
+    type Entries = Vec<(String, Vec<(String, String)>)>;
+    let ((epoch, top), entries): ((Option<String>, Option<u64>), Entries) =
+        pipe.query_async(con).await?;
+    let epoch = epoch.unwrap_or_default();
+    let top = top.unwrap_or(0);
+    let publications: Vec<(u64, String)> = entries
+        .into_iter()
+        .filter_map(|(id, fields)| {
+            let offset = id.strip_prefix("0-")?.parse().ok()?;
+            let data = fields.into_iter().find(|(k, _)| k == "d")?.1;
+            Some((offset, data))
+        })
+        .take(limit)
+        .collect();
+    let recovered = match &since {
+        None => true,
+        Some(pos) if pos.epoch != epoch || pos.offset > top => false,
+        Some(pos) => match publications.first() {
+            Some((first, _)) => *first == pos.offset + 1,
+            // Nothing after it: recovered if nothing was published after it.
+            None => pos.offset == top || limit == 0,
+        },
+    };
+    Ok(HistoryReply {
+        top: StreamPos { offset: top, epoch },
+        publications,
+        recovered,
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn history_key(channel: &str) -> String {
+    format!("c10m:h:{channel}")
+}
+
+fn meta_key(channel: &str) -> String {
+    format!("c10m:m:{channel}")
+}
+
+fn presence_key(channel: &str) -> String {
+    format!("c10m:p:{channel}")
+}
+
+fn user_key(user: &str) -> String {
+    format!("c10m:u:{user}")
+}
+
+fn inbox_key(user: &str) -> String {
+    format!("c10m:i:{user}")
+}
+
+impl Backend for RedisBackend {
+    fn publish(&self, done: &Done, conn: ConnId, id: u64, channel: &str, data: &str) {
+        self.issue(Command::Publish(
+            done.clone(),
+            conn,
+            id,
+            channel.into(),
+            data.into(),
+        ));
+    }
+
+    fn history(
+        &self,
+        done: &Done,
+        conn: ConnId,
+        id: u64,
+        channel: &str,
+        since: Option<StreamPos>,
+        limit: usize,
+        subscribe: bool,
+    ) {
+        let c = Command::History(
+            done.clone(),
+            conn,
+            id,
+            channel.into(),
+            since,
+            limit,
+            subscribe,
+        );
+        self.issue(c);
+    }
+
+    fn join(&self, channel: &str, who: &Present) {
+        self.issue(Command::Join(
+            channel.into(),
+            format!("{}\t{}", who.client, who.user),
+        ));
+    }
+
+    fn leave(&self, channel: &str, client: &str) {
+        self.issue(Command::Leave(channel.into(), client.into()));
+    }
+
+    fn presence(&self, done: &Done, conn: ConnId, id: u64, channel: &str) {
+        self.issue(Command::Presence(done.clone(), conn, id, channel.into()));
+    }
+
+    fn online(&self, done: &Done, conn: ConnId, user: &str) {
+        self.issue(Command::Online(done.clone(), conn, user.into()));
+    }
+
+    fn offline(&self, conn: ConnId, user: &str) {
+        self.issue(Command::Offline(
+            user.into(),
+            format!("{:x}", conn.as_u64()),
+        ));
+    }
+
+    fn send(&self, done: &Done, conn: ConnId, id: u64, user: &str, data: &str) {
+        self.issue(Command::Send(
+            done.clone(),
+            conn,
+            id,
+            user.into(),
+            data.into(),
+        ));
+    }
+}

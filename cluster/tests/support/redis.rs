@@ -1,0 +1,98 @@
+//! A redis-server of a test's own (Debian's, installed by scripts/test.sh; a missing one fails
+//! the test, never skips it). Shared by the cluster crate's tests and the binary's.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A redis-server of the test's own, on a free port, stopped on drop.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Redis::start_on(port)
+    }
+
+    pub fn start_on(port: u16) -> Redis {
+        let dir = std::env::temp_dir().join(format!("c10m-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run redis-server ({e}): scripts/test.sh installs it (Debian's redis-server)")
+            });
+        let redis = Redis { child, port, dir };
+        let deadline = Instant::now() + WAIT;
+        while redis.command(&["PING"]).as_deref() != Some("+PONG") {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {port}"
+            );
+            std::thread::yield_now();
+        }
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Sends one command (inline protocol) and returns the first line of the answer.
+    pub fn command(&self, args: &[&str]) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut line = String::new();
+        for a in args {
+            line.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        write!(s, "*{}\r\n{line}", args.len()).ok()?;
+        let mut reader = BufReader::new(s);
+        let mut first = String::new();
+        reader.read_line(&mut first).ok()?;
+        let first = first.trim_end().to_string();
+        // `PUBSUB NUMSUB ch`: *2, $len, ch, :count -> return the count.
+        if first == "*2" && args.first() == Some(&"PUBSUB") {
+            let mut rest = String::new();
+            for _ in 0..3 {
+                rest.clear();
+                reader.read_line(&mut rest).ok()?;
+            }
+            return Some(rest.trim_end().to_string());
+        }
+        Some(first)
+    }
+
+    /// How many connections subscribe to the channel of `topic`.
+    pub fn subscribers(&self, topic: &str) -> u64 {
+        let answer = self
+            .command(&["PUBSUB", "NUMSUB", &format!("c10m:{topic}")])
+            .unwrap();
+        answer.trim_start_matches(':').parse().unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
