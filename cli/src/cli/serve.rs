@@ -13,7 +13,10 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
-use c10m_cluster::RedisBroker;
+use c10m_cluster::token::Verifier;
+use c10m_cluster::{
+    Backend, Limits, Memory, RedisBackend, RedisBroker, RedisLimits, Service, Settings,
+};
 use c10m_engine::server::{self, Broker, IoMode, Routes, ServerConfig, apps};
 use clap::Args;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
@@ -159,6 +162,21 @@ pub struct ServeArgs {
     #[arg(long, env = "C10M_BROKER", value_name = "URL")]
     pub broker: Option<String>,
 
+    /// The client protocol (/connection/v1): the HS256 secret its tokens are signed with
+    /// (default: none; with no token key, connections are anonymous)
+    #[arg(
+        long,
+        env = "C10M_TOKEN_HS256_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub token_hs256_secret: Option<String>,
+
+    /// The client protocol: a PEM file with the RSA public key its RS256 tokens are checked
+    /// with (default: none)
+    #[arg(long, env = "C10M_TOKEN_RS256_KEY", value_name = "FILE")]
+    pub token_rs256_key: Option<PathBuf>,
+
     /// I/O backend: edge-triggered epoll, io_uring, or io_uring when the kernel offers it and
     /// epoll otherwise
     #[arg(long, env = "C10M_IO", value_name = "BACKEND", value_parser = io_mode())]
@@ -261,6 +279,12 @@ impl ServeArgs {
         if self.broker.is_some() {
             c.broker = self.broker.clone();
         }
+        if self.token_hs256_secret.is_some() {
+            c.token_hs256_secret = self.token_hs256_secret.clone();
+        }
+        if self.token_rs256_key.is_some() {
+            c.token_rs256_key = self.token_rs256_key.clone();
+        }
         if self.ring_buffers.is_some() {
             c.ring_buffers = self.ring_buffers;
         }
@@ -295,9 +319,38 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let verifier = match token_verifier(&config) {
+        Ok(v) => v,
+        Err(e) => return usage_error(e),
+    };
+    let tokens = match (&config.token_hs256_secret, &config.token_rs256_key) {
+        (Some(_), _) => "HS256 tokens",
+        (None, Some(_)) => "RS256 tokens",
+        (None, None) => "anonymous, no tokens",
+    };
+    let (service, state) = match &config.broker {
+        None => (
+            Service::new(Settings::default(), verifier, |handle| {
+                Arc::new(Memory::new(handle, Limits::default())) as Arc<dyn Backend>
+            }),
+            "in memory",
+        ),
+        Some(url) => match RedisBackend::new(url, RedisLimits::default()) {
+            Ok(backend) => (
+                Service::new(Settings::default(), verifier, move |_| {
+                    backend.clone() as Arc<dyn Backend>
+                }),
+                "in Redis",
+            ),
+            Err(e) => {
+                return usage_error(format_args!("invalid broker (--broker, C10M_BROKER): {e}"));
+            }
+        },
+    };
     let routes = Routes::new()
         .route("/echo", |_| Box::new(apps::Echo))
-        .route("/pubsub", |_| Box::new(apps::PubSub));
+        .route("/pubsub", |_| Box::new(apps::PubSub))
+        .route("/connection/v1", service.app());
     let drain_ms = config.drain_timeout_ms;
     let shards = config.shard_count();
     let listen = config.listen;
@@ -327,6 +380,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     println!("c10m: {shards} shard(s), SO_REUSEPORT");
     println!("c10m: backend: {}", handle.backend());
     println!("c10m: broker: {broker_line}");
+    println!("c10m: client protocol on ws://{addr}/connection/v1 ({tokens}, state {state})");
     if let Some(m) = handle.metrics_addr() {
         println!("c10m: metrics on http://{m}/metrics, health on http://{m}/health");
     }
@@ -393,5 +447,25 @@ fn preflight(shards: usize) {
             }
         }
         Err(e) => tracing::warn!(error = %e, "preflight could not read host limits"),
+    }
+}
+
+/// The client protocol's token verifier from the settings (none: anonymous connections).
+fn token_verifier(config: &ServerConfig) -> Result<Option<Verifier>, String> {
+    match (&config.token_hs256_secret, &config.token_rs256_key) {
+        (Some(_), Some(_)) => {
+            Err("give one token key: --token-hs256-secret or --token-rs256-key, not both".into())
+        }
+        (Some(secret), None) => Verifier::hs256(secret.as_bytes())
+            .map(Some)
+            .map_err(|e| format!("invalid token_hs256_secret: {e}")),
+        (None, Some(path)) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read token_rs256_key {}: {e}", path.display()))?;
+            Verifier::rs256(&pem)
+                .map(Some)
+                .map_err(|e| format!("invalid token_rs256_key {}: {e}", path.display()))
+        }
+        (None, None) => Ok(None),
     }
 }

@@ -125,6 +125,13 @@ pub struct ServerConfig {
     /// them in this process. The engine does not read it: the `c10m` binary builds the broker
     /// from it and hands it to [`start_with_broker`](super::start_with_broker).
     pub broker: Option<String>,
+    /// The client protocol (`/connection/v1`): the HS256 secret its connection tokens are
+    /// signed with. Read by the `c10m` binary. With neither this nor `token_rs256_key`,
+    /// connections are anonymous (no user).
+    pub token_hs256_secret: Option<String>,
+    /// The client protocol: a PEM file with the RSA public key RS256 tokens are checked with.
+    /// Read by the `c10m` binary.
+    pub token_rs256_key: Option<std::path::PathBuf>,
     /// The I/O backend.
     pub io: IoMode,
     /// io_uring: provided buffers per shard (a power of two, at most [`MAX_RING_BUFFERS`]).
@@ -170,6 +177,8 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             metrics: None,
             broker: None,
+            token_hs256_secret: None,
+            token_rs256_key: None,
             io: IoMode::default(),
             ring_buffers: None,
             ring_buffer_size: 16 * 1024,

@@ -1,0 +1,103 @@
+//! `c10m serve` serves the client protocol at /connection/v1 as users run it: tokens from the
+//! environment (C10M_TOKEN_HS256_SECRET) checked at upgrade, and a publish reaching a
+//! subscriber with its offset.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use serde_json::{Value, json};
+use tungstenite::Message;
+
+fn token(secret: &[u8], user: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Claims<'a> {
+        sub: &'a str,
+        exp: u64,
+    }
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    encode(
+        &Header::new(Algorithm::HS256),
+        &Claims { sub: user, exp },
+        &EncodingKey::from_secret(secret).unwrap(),
+    )
+    .unwrap()
+}
+
+fn next(ws: &mut tungstenite::WebSocket<TcpStream>) -> Value {
+    loop {
+        if let Message::Text(t) = ws.read().unwrap() {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] != "ping" {
+                return v;
+            }
+        }
+    }
+}
+
+#[test]
+fn the_binary_serves_the_client_protocol_with_tokens_from_the_environment() {
+    let (_server, addr, mut lines) = support::spawn_serve(
+        "C10M_TOKEN_HS256_SECRET=s3cret",
+        "--listen 127.0.0.1:0 --shards 2",
+    );
+    let banner = lines
+        .find(|l| l.as_ref().is_ok_and(|l| l.contains("client protocol")))
+        .unwrap()
+        .unwrap();
+    assert!(
+        banner.contains("/connection/v1 (HS256 tokens, state in memory)"),
+        "{banner}"
+    );
+    std::thread::spawn(move || for _ in lines {});
+
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        raw,
+        "GET /connection/v1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut status = [0u8; 12];
+    raw.read_exact(&mut status).unwrap();
+    assert_eq!(&status, b"HTTP/1.1 401", "no token");
+
+    let connect = |user: &str| {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let url = format!("ws://{addr}/connection/v1?token={}", token(b"s3cret", user));
+        let (mut ws, _) = tungstenite::client(url, stream).unwrap();
+        let connected = next(&mut ws);
+        assert_eq!(connected["user"], user);
+        ws
+    };
+    let mut sub = connect("reader");
+    sub.send(Message::text(
+        json!({"id":1,"method":"subscribe","channel":"c"}).to_string(),
+    ))
+    .unwrap();
+    assert_eq!(next(&mut sub)["result"]["offset"], 0);
+    let mut publisher = connect("writer");
+    publisher
+        .send(Message::text(
+            json!({"id":1,"method":"publish","channel":"c","data":"hello"}).to_string(),
+        ))
+        .unwrap();
+    assert_eq!(next(&mut publisher)["result"]["offset"], 1);
+    let p = next(&mut sub);
+    assert_eq!(
+        (p["offset"].as_u64(), p["data"].as_str()),
+        (Some(1), Some("hello"))
+    );
+}
