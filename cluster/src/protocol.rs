@@ -100,12 +100,9 @@ impl ErrorCode {
 }
 
 /// Close codes the server ends a connection with. 3000-3499: the client should reconnect
-/// (with backoff); 3500-3999: it should not, until what is wrong is fixed.
+/// (with backoff); 3500-3999: it should not, until what is wrong is fixed. (A shutdown or a
+/// silent client gets the engine's 1001: reconnect.)
 pub mod close {
-    /// The server is going away (shutdown, restart): reconnect.
-    pub const SHUTDOWN: u16 = 3000;
-    /// The client missed the server's pings: reconnect.
-    pub const NO_PONG: u16 = 3001;
     /// The token expired and was not refreshed: get a new token, then reconnect.
     pub const TOKEN_EXPIRED: u16 = 3500;
     /// Too many malformed commands: do not reconnect (a client bug).
