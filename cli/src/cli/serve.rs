@@ -12,10 +12,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use c10m_cluster::token::Verifier;
 use c10m_cluster::{
-    Backend, Limits, Memory, RedisBackend, RedisBroker, RedisLimits, Service, Settings,
+    Backend, Bounds, Limits, Memory, RedisBackend, RedisBroker, RedisLimits, Service, Settings,
 };
 use c10m_engine::server::{self, Broker, IoMode, Routes, ServerConfig, apps};
 use clap::Args;
@@ -177,6 +178,19 @@ pub struct ServeArgs {
     #[arg(long, env = "C10M_TOKEN_RS256_KEY", value_name = "FILE")]
     pub token_rs256_key: Option<PathBuf>,
 
+    /// The client protocol: publications kept per channel for history and recovery
+    #[arg(long, env = "C10M_HISTORY_SIZE", value_name = "N", value_parser = count!(usize))]
+    pub history_size: Option<usize>,
+
+    /// The client protocol: how long a channel's history lives after its last publish
+    #[arg(long, env = "C10M_HISTORY_TTL_MS", value_name = "MS", value_parser = whole!(u64))]
+    pub history_ttl_ms: Option<u64>,
+
+    /// The client protocol across nodes: how long a presence or user entry lives unless its
+    /// node refreshes it (a killed node's entries expire within this)
+    #[arg(long, env = "C10M_PRESENCE_TTL_MS", value_name = "MS", value_parser = whole!(u64))]
+    pub presence_ttl_ms: Option<u64>,
+
     /// I/O backend: edge-triggered epoll, io_uring, or io_uring when the kernel offers it and
     /// epoll otherwise
     #[arg(long, env = "C10M_IO", value_name = "BACKEND", value_parser = io_mode())]
@@ -272,6 +286,9 @@ impl ServeArgs {
             io,
             ring_buffer_size,
             ring_park_ms,
+            history_size,
+            history_ttl_ms,
+            presence_ttl_ms,
         );
         if self.metrics.is_some() {
             c.metrics = self.metrics;
@@ -328,16 +345,36 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         (None, Some(_)) => "RS256 tokens",
         (None, None) => "anonymous, no tokens",
     };
+    let settings = Settings {
+        max_history: config.history_size,
+        ..Settings::default()
+    };
+    let history = Bounds {
+        size: config.history_size,
+        ttl_ms: config.history_ttl_ms,
+    };
     let (service, state) = match &config.broker {
         None => (
-            Service::new(Settings::default(), verifier, |handle| {
-                Arc::new(Memory::new(handle, Limits::default())) as Arc<dyn Backend>
+            Service::new(settings, verifier, move |handle| {
+                let limits = Limits {
+                    history,
+                    ..Limits::default()
+                };
+                Arc::new(Memory::new(handle, limits)) as Arc<dyn Backend>
             }),
             "in memory",
         ),
-        Some(url) => match RedisBackend::new(url, RedisLimits::default()) {
+        Some(url) => match RedisBackend::new(
+            url,
+            RedisLimits {
+                history_size: config.history_size,
+                history_ttl: Duration::from_millis(config.history_ttl_ms),
+                presence_ttl: Duration::from_millis(config.presence_ttl_ms),
+                ..RedisLimits::default()
+            },
+        ) {
             Ok(backend) => (
-                Service::new(Settings::default(), verifier, move |_| {
+                Service::new(settings, verifier, move |_| {
                     backend.clone() as Arc<dyn Backend>
                 }),
                 "in Redis",

@@ -132,6 +132,14 @@ pub struct ServerConfig {
     /// The client protocol: a PEM file with the RSA public key RS256 tokens are checked with.
     /// Read by the `c10m` binary.
     pub token_rs256_key: Option<std::path::PathBuf>,
+    /// The client protocol: publications kept per channel for history and recovery. Read by
+    /// the `c10m` binary.
+    pub history_size: usize,
+    /// The client protocol: how long a channel's history lives after its last publish, ms.
+    pub history_ttl_ms: u64,
+    /// The client protocol across nodes: how long a presence or user entry lives unless its
+    /// node refreshes it (a killed node's entries expire within this), ms.
+    pub presence_ttl_ms: u64,
     /// The I/O backend.
     pub io: IoMode,
     /// io_uring: provided buffers per shard (a power of two, at most [`MAX_RING_BUFFERS`]).
@@ -179,6 +187,9 @@ impl Default for ServerConfig {
             broker: None,
             token_hs256_secret: None,
             token_rs256_key: None,
+            history_size: 100,
+            history_ttl_ms: 300_000,
+            presence_ttl_ms: 30_000,
             io: IoMode::default(),
             ring_buffers: None,
             ring_buffer_size: 16 * 1024,
@@ -402,11 +413,16 @@ impl ServerConfig {
             ("drain_timeout_ms", self.drain_timeout_ms),
             ("timer_tick_ms", self.timer_tick_ms),
             ("ring_park_ms", self.ring_park_ms),
+            ("history_ttl_ms", self.history_ttl_ms),
+            ("presence_ttl_ms", self.presence_ttl_ms),
         ];
         for (key, ms) in times {
             at_most(key, ms, MAX_MILLIS)?;
         }
         at_least("timer_tick_ms", self.timer_tick_ms, 1)?;
+        at_most("history_size", self.history_size, 1_000_000)?;
+        // Entries are refreshed every third of it, in whole milliseconds.
+        at_least("presence_ttl_ms", self.presence_ttl_ms, 3)?;
         at_least("ring_buffer_size", self.ring_buffer_size, 1)?;
         if let Some(n) = self.ring_buffers
             && (!n.is_power_of_two() || n > MAX_RING_BUFFERS)

@@ -1,0 +1,212 @@
+//! Faults across `c10m serve` processes joined by a real Redis: a node killed with SIGKILL
+//! leaves presence and the user registry within their TTL (its entries' deadlines are read
+//! from Redis: no timing in the assertion), and messages sent to its user meanwhile wait in the
+//! user's inbox and arrive in order when the user reconnects to another node.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+#[path = "../../cluster/tests/support/redis.rs"]
+mod redis_server;
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use redis_server::Redis;
+use serde_json::{Value, json};
+use support::KillOnDrop;
+use tungstenite::Message;
+
+const SECRET: &str = "fault-secret";
+const TTL_MS: u64 = 1_500;
+type Ws = tungstenite::WebSocket<TcpStream>;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn node(redis: &Redis) -> (KillOnDrop, SocketAddr) {
+    let (process, addr, lines) = support::spawn_serve(
+        &format!("C10M_TOKEN_HS256_SECRET={SECRET}"),
+        &format!(
+            "--listen 127.0.0.1:0 --shards 2 --broker {} --presence-ttl-ms {TTL_MS}",
+            redis.url()
+        ),
+    );
+    std::thread::spawn(move || for _ in lines {});
+    (process, addr)
+}
+
+fn token(user: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Claims<'a> {
+        sub: &'a str,
+        exp: u64,
+    }
+    encode(
+        &Header::new(Algorithm::HS256),
+        &Claims {
+            sub: user,
+            exp: now_ms() / 1000 + 3600,
+        },
+        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+fn connect(addr: SocketAddr, user: &str) -> (Ws, String) {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let url = format!("ws://{addr}/connection/v1?token={}", token(user));
+    let (mut ws, _) = tungstenite::client(url, stream).unwrap();
+    let connected = next(&mut ws);
+    let client = connected["client"].as_str().unwrap().to_string();
+    (ws, client)
+}
+
+fn next(ws: &mut Ws) -> Value {
+    loop {
+        if let Message::Text(t) = ws.read().unwrap() {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["type"] != "ping" {
+                return v;
+            }
+        }
+    }
+}
+
+fn call(ws: &mut Ws, cmd: Value) -> Value {
+    let id = cmd["id"].as_u64().unwrap();
+    ws.send(Message::text(cmd.to_string())).unwrap();
+    loop {
+        let v = next(ws);
+        if v["id"].as_u64() == Some(id) {
+            return v;
+        }
+    }
+}
+
+fn present(ws: &mut Ws, n: u64) -> Vec<String> {
+    let r = call(ws, json!({"id":n,"method":"presence","channel":"room"}));
+    let mut users: Vec<String> = r["result"]["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["user"].as_str().unwrap().to_string())
+        .collect();
+    users.sort();
+    users
+}
+
+/// The expiry Redis holds for a member of a sorted set (ms since the epoch).
+fn deadline(redis: &Redis, key: &str, member_prefix: &str) -> Option<u64> {
+    let mut s = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    use std::io::{BufRead, BufReader, Write};
+    let args = ["ZRANGE", key, "0", "-1", "WITHSCORES"];
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
+        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(cmd.as_bytes()).unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let n: usize = line.trim_start_matches('*').trim().parse().unwrap();
+    let mut items = Vec::new();
+    for _ in 0..n {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        items.push(line.trim_end().to_string());
+    }
+    items
+        .chunks(2)
+        .find(|kv| kv[0].starts_with(member_prefix))
+        .map(|kv| kv[1].parse::<f64>().unwrap() as u64)
+}
+
+#[test]
+fn a_killed_nodes_entries_expire_within_their_ttl_and_its_users_mail_waits_for_them() {
+    let redis = Redis::start();
+    let (mut a, addr_a) = node(&redis);
+    let (_b, addr_b) = node(&redis);
+    let (mut alice, alice_client) = connect(addr_a, "alice");
+    let (mut bob, _) = connect(addr_b, "bob");
+    call(
+        &mut alice,
+        json!({"id":1,"method":"subscribe","channel":"room"}),
+    );
+    call(
+        &mut bob,
+        json!({"id":1,"method":"subscribe","channel":"room"}),
+    );
+    assert_eq!(present(&mut bob, 2), ["alice", "bob"]);
+    let r = call(
+        &mut bob,
+        json!({"id":3,"method":"send","user":"alice","data":"while online"}),
+    );
+    assert_eq!(r["result"]["online"], true);
+    assert_eq!(next(&mut alice)["data"], "while online");
+
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+    let killed = now_ms();
+    // Nobody refreshes alice's entries any more: the deadlines Redis holds are at most one
+    // TTL after the kill (they were set at the last refresh, a third of a TTL apart).
+    let presence = deadline(&redis, "c10m:p:room", &alice_client).unwrap();
+    assert!(
+        presence <= killed + TTL_MS,
+        "presence deadline {presence} vs kill {killed}"
+    );
+    let user = deadline(&redis, "c10m:u:alice", "").unwrap();
+    assert!(
+        user <= killed + TTL_MS,
+        "user deadline {user} vs kill {killed}"
+    );
+
+    // Once past them, alice is gone from presence, and mail for her waits in her inbox.
+    let wait = Instant::now() + Duration::from_secs(30);
+    let mut n = 10;
+    while present(&mut bob, n) != ["bob"] {
+        assert!(Instant::now() < wait, "alice never left presence");
+        n += 1;
+    }
+    let left_at = now_ms();
+    assert!(left_at >= presence, "gone before her deadline?");
+    let mut sent_offline = 0;
+    let mut i = 0;
+    while sent_offline < 3 {
+        let r = call(
+            &mut bob,
+            json!({"id":100+i,"method":"send","user":"alice","data":i}),
+        );
+        i += 1;
+        if r["result"]["online"] == false {
+            sent_offline += 1;
+        } else {
+            // Her user entry had not expired yet: that message went nowhere (she is offline);
+            // a sender learns it from `online: true` only while she is registered.
+            assert!(
+                now_ms() <= user + 1_000,
+                "still online long after her deadline"
+            );
+        }
+    }
+    let (mut back, _) = connect(addr_b, "alice");
+    let first = i - 3;
+    for k in first..i {
+        let m = next(&mut back);
+        assert_eq!(
+            (m["type"].as_str(), m["data"].as_u64()),
+            (Some("message"), Some(k))
+        );
+    }
+}
