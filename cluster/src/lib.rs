@@ -27,6 +27,7 @@ mod memory;
 pub mod protocol;
 mod redis_backend;
 mod redis_broker;
+pub mod shard;
 pub mod token;
 
 pub use app::{ClientApp, Service, Settings};

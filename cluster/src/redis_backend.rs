@@ -122,9 +122,14 @@ pub struct RedisBackend {
 }
 
 impl RedisBackend {
-    /// A backend on the Redis at `url`; its thread connects (and reconnects) on its own.
+    /// A backend on the Redis at `url`, or several separated by commas (channels and users
+    /// spread over them as the broker spreads their topics); its thread connects (and
+    /// reconnects) on its own.
     pub fn new(url: &str, limits: RedisLimits) -> Result<Arc<Self>, RedisBrokerError> {
-        let client = redis::Client::open(url).map_err(RedisBrokerError::Url)?;
+        let mut clients = Vec::new();
+        for u in crate::shard::urls(url) {
+            clients.push(redis::Client::open(u).map_err(RedisBrokerError::Url)?);
+        }
         let (tx, rx) = unbounded_channel();
         let connected = Arc::new(AtomicBool::new(false));
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -134,7 +139,7 @@ impl RedisBackend {
         let flag = connected.clone();
         std::thread::Builder::new()
             .name("c10m-redis-state".into())
-            .spawn(move || runtime.block_on(run(client, rx, limits, flag)))
+            .spawn(move || runtime.block_on(run(clients, rx, limits, flag)))
             .map_err(RedisBrokerError::Start)?;
         Ok(Arc::new(RedisBackend {
             commands: tx,
@@ -152,22 +157,38 @@ impl RedisBackend {
     }
 }
 
-/// The node's own presence and user entries, refreshed while it lives.
+/// The node's own presence and user entries (by Redis instance), refreshed while it lives.
 #[derive(Default)]
 struct Owned {
-    presence: HashSet<(String, String)>,
-    users: HashSet<(String, String)>,
+    presence: HashSet<(usize, String, String)>,
+    users: HashSet<(usize, String, String)>,
 }
 
 async fn run(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     mut rx: UnboundedReceiver<Command>,
     limits: RedisLimits,
     connected: Arc<AtomicBool>,
 ) {
-    let con = loop {
+    let mut cons = Vec::new();
+    for client in clients {
+        match connect(client, &mut rx).await {
+            Some(c) => cons.push(c),
+            None => return,
+        }
+    }
+    serve(cons, rx, limits, connected).await;
+}
+
+/// Connects to one Redis, answering what comes meanwhile as unavailable; `None` once the
+/// server is gone.
+async fn connect(
+    client: redis::Client,
+    rx: &mut UnboundedReceiver<Command>,
+) -> Option<ConnectionManager> {
+    loop {
         match ConnectionManager::new(client.clone()).await {
-            Ok(c) => break c,
+            Ok(c) => return Some(c),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot reach Redis for the client protocol's state");
                 // Answer what comes meanwhile as unavailable.
@@ -178,21 +199,32 @@ async fn run(
                         () = &mut wait => break,
                         c = rx.recv() => match c {
                             Some(c) => unavailable(c),
-                            None => return,
+                            None => return None,
                         },
                     }
                 }
             }
         }
-    };
+    }
+}
+
+async fn serve(
+    cons: Vec<ConnectionManager>,
+    mut rx: UnboundedReceiver<Command>,
+    limits: RedisLimits,
+    connected: Arc<AtomicBool>,
+) {
     connected.store(true, Relaxed);
+    let n = cons.len();
+    let on_channel = |channel: &str| crate::shard::redis_for(&channel_topic(channel), n);
+    let on_user = |user: &str| crate::shard::redis_for(&user_topic(user), n);
     let owned = Arc::new(Mutex::new(Owned::default()));
     let publish = Arc::new(redis::Script::new(PUBLISH));
     let send = Arc::new(redis::Script::new(SEND));
     let online = Arc::new(redis::Script::new(ONLINE));
     // Refresh this node's entries every third of their lifetime.
     {
-        let mut con = con.clone();
+        let mut cons = cons.clone();
         let owned = owned.clone();
         let connected = connected.clone();
         tokio::spawn(async move {
@@ -200,28 +232,44 @@ async fn run(
             loop {
                 tokio::time::sleep(every).await;
                 let expiry = now_ms() + limits.presence_ttl.as_millis() as u64;
-                let mut pipe = redis::pipe();
+                let mut pipes: Vec<redis::Pipeline> = cons.iter().map(|_| redis::pipe()).collect();
                 {
-                    let o = owned.lock().unwrap_or_else(PoisonError::into_inner);
-                    for (channel, member) in &o.presence {
-                        pipe.zadd(presence_key(channel), member, expiry).ignore();
+                    let o = lock(&owned);
+                    for (i, channel, member) in &o.presence {
+                        pipes[*i]
+                            .zadd(presence_key(channel), member, expiry)
+                            .ignore();
                     }
-                    for (user, member) in &o.users {
-                        pipe.zadd(user_key(user), member, expiry).ignore();
+                    for (i, user, member) in &o.users {
+                        pipes[*i].zadd(user_key(user), member, expiry).ignore();
                     }
                 }
-                let ok = pipe.exec_async(&mut con).await.is_ok();
+                let mut ok = true;
+                for (pipe, con) in pipes.iter().zip(cons.iter_mut()) {
+                    ok &= pipe.exec_async(con).await.is_ok();
+                }
                 connected.store(ok, Relaxed);
             }
         });
     }
-    let epoch = crate::memory::new_epoch();
+    // This process, in the members it adds to users' sets (unique across nodes and restarts).
+    let node = crate::memory::new_epoch();
     while let Some(command) = rx.recv().await {
-        let mut con = con.clone();
+        let i = match &command {
+            Command::Publish(_, _, _, c, _)
+            | Command::History(_, _, _, c, ..)
+            | Command::Join(c, _)
+            | Command::Leave(c, _)
+            | Command::Presence(_, _, _, c) => on_channel(c),
+            Command::Online(_, _, u) | Command::Offline(u, _) | Command::Send(_, _, _, u, _) => {
+                on_user(u)
+            }
+        };
+        let mut con = cons[i].clone();
         let owned = owned.clone();
         let connected = connected.clone();
         let (publish, send, online) = (publish.clone(), send.clone(), online.clone());
-        let epoch = epoch.clone();
+        let node = node.clone();
         // Each command runs as its own task; the connection keeps them in the order they were
         // issued, so a publisher's publications keep their order.
         tokio::spawn(async move {
@@ -272,7 +320,7 @@ async fn run(
                         .arg(&member)
                         .exec_async(&mut con)
                         .await;
-                    lock(&owned).presence.insert((channel, member));
+                    lock(&owned).presence.insert((i, channel, member));
                     r.is_ok()
                 }
                 Command::Leave(channel, client) => {
@@ -281,12 +329,14 @@ async fn run(
                         let found = o
                             .presence
                             .iter()
-                            .find(|(c, m)| *c == channel && m.split('\t').next() == Some(&client))
+                            .find(|(_, c, m)| {
+                                *c == channel && m.split('\t').next() == Some(&client)
+                            })
                             .cloned();
                         if let Some(f) = &found {
                             o.presence.remove(f);
                         }
-                        found.map(|f| f.1)
+                        found.map(|f| f.2)
                     };
                     match member {
                         Some(m) => redis::cmd("ZREM")
@@ -328,7 +378,7 @@ async fn run(
                 }
                 Command::Online(done, conn, user) => {
                     let member = format!("{:x}", conn.as_u64());
-                    let node_member = format!("{epoch}-{member}");
+                    let node_member = format!("{node}-{member}");
                     let expiry = now_ms() + limits.presence_ttl.as_millis() as u64;
                     let r: redis::RedisResult<Vec<String>> = online
                         .key(user_key(&user))
@@ -337,7 +387,7 @@ async fn run(
                         .arg(&node_member)
                         .invoke_async(&mut con)
                         .await;
-                    lock(&owned).users.insert((user, node_member));
+                    lock(&owned).users.insert((i, user, node_member));
                     match r {
                         Ok(messages) => {
                             if !messages.is_empty() {
@@ -349,10 +399,10 @@ async fn run(
                     }
                 }
                 Command::Offline(user, conn_hex) => {
-                    let node_member = format!("{epoch}-{conn_hex}");
+                    let node_member = format!("{node}-{conn_hex}");
                     lock(&owned)
                         .users
-                        .remove(&(user.clone(), node_member.clone()));
+                        .remove(&(i, user.clone(), node_member.clone()));
                     redis::cmd("ZREM")
                         .arg(user_key(&user))
                         .arg(node_member)

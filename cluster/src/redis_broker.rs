@@ -21,7 +21,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -69,8 +69,10 @@ impl std::error::Error for RedisBrokerError {
 /// Counters of a broker, readable from any thread.
 #[derive(Debug, Default)]
 pub struct BrokerStats {
-    /// Connected to Redis, subscriptions restored.
-    pub connected: AtomicBool,
+    /// Redis instances connected with their subscriptions restored.
+    pub connected: AtomicU64,
+    /// Redis instances the broker spreads topics over.
+    pub instances: AtomicU64,
     /// Messages published to Redis.
     pub published: AtomicU64,
     /// Messages Redis delivered and the broker handed to local fan-out.
@@ -95,31 +97,43 @@ enum Command {
 /// Topics across processes through Redis pub/sub.
 #[derive(Debug)]
 pub struct RedisBroker {
-    commands: UnboundedSender<Command>,
+    /// One queue per Redis instance.
+    commands: Vec<UnboundedSender<Command>>,
     stats: Arc<BrokerStats>,
 }
 
 impl RedisBroker {
-    /// A broker for the Redis at `url` (`redis://HOST:PORT[/DB]`). Its thread starts at once and
-    /// connects in the background: the server starts even when Redis is down, and serves
-    /// local traffic until Redis is back.
+    /// A broker for the Redis at `url` (`redis://HOST:PORT[/DB]`), or several separated by
+    /// commas (topics spread over them, [`crate::shard::redis_for`]). Its thread starts at
+    /// once and connects in the background: the server starts even when Redis is down, and
+    /// serves local traffic until Redis is back.
     pub fn new(url: &str) -> Result<Arc<Self>, RedisBrokerError> {
-        let client = redis::Client::open(url).map_err(RedisBrokerError::Url)?;
-        let (tx, rx) = unbounded_channel();
+        let mut clients = Vec::new();
+        for u in crate::shard::urls(url) {
+            clients.push(redis::Client::open(u).map_err(RedisBrokerError::Url)?);
+        }
+        if clients.is_empty() {
+            let none = redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no URL"));
+            return Err(RedisBrokerError::Url(none));
+        }
         let stats = Arc::new(BrokerStats::default());
+        stats.instances.store(clients.len() as u64, Relaxed);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(RedisBrokerError::Start)?;
-        let thread_stats = stats.clone();
+        let mut commands = Vec::new();
+        let mut loops = Vec::new();
+        for client in clients {
+            let (tx, rx) = unbounded_channel();
+            commands.push(tx);
+            loops.push(run(client, rx, stats.clone()));
+        }
         std::thread::Builder::new()
             .name("c10m-redis".into())
-            .spawn(move || runtime.block_on(run(client, rx, thread_stats)))
+            .spawn(move || runtime.block_on(futures_util::future::join_all(loops)))
             .map_err(RedisBrokerError::Start)?;
-        Ok(Arc::new(RedisBroker {
-            commands: tx,
-            stats,
-        }))
+        Ok(Arc::new(RedisBroker { commands, stats }))
     }
 
     /// The broker's counters.
@@ -127,32 +141,39 @@ impl RedisBroker {
         &self.stats
     }
 
-    /// Whether Redis is reachable and every needed subscription is in place.
+    /// Whether every Redis is reachable and every needed subscription is in place.
     pub fn healthy(&self) -> bool {
-        self.stats.connected.load(Relaxed)
+        self.stats.connected.load(Relaxed) == self.commands.len() as u64
     }
 
-    fn send(&self, command: Command) {
+    /// Queues `command` for the Redis that carries `topic`.
+    fn send(&self, topic: &str, command: Command) {
+        let i = crate::shard::redis_for(topic, self.commands.len());
         // The thread lives as long as the process: a send can only fail once it is gone.
-        let _ = self.commands.send(command);
+        let _ = self.commands[i].send(command);
     }
 }
 
 impl Broker for RedisBroker {
     fn attach(&self, handle: Handle) {
-        self.send(Command::Attach(handle));
+        for c in &self.commands {
+            let _ = c.send(Command::Attach(handle.clone()));
+        }
     }
 
     fn subscribed(&self, topic: &str) {
-        self.send(Command::Subscribe(Arc::from(topic)));
+        self.send(topic, Command::Subscribe(Arc::from(topic)));
     }
 
     fn unsubscribed(&self, topic: &str) {
-        self.send(Command::Unsubscribe(Arc::from(topic)));
+        self.send(topic, Command::Unsubscribe(Arc::from(topic)));
     }
 
     fn publish(&self, topic: &str, frame: &SharedFrame) {
-        self.send(Command::Publish(Arc::from(topic), frame.bytes().clone()));
+        self.send(
+            topic,
+            Command::Publish(Arc::from(topic), frame.bytes().clone()),
+        );
     }
 
     fn healthy(&self) -> bool {
@@ -170,8 +191,8 @@ impl Broker for RedisBroker {
         metric(
             "connected",
             "gauge",
-            "1 while Redis is reachable and subscriptions are in place.",
-            u64::from(s.connected.load(Relaxed)),
+            "Redis instances reachable with their subscriptions in place.",
+            s.connected.load(Relaxed),
         );
         metric(
             "published_total",
@@ -232,7 +253,7 @@ async fn run(client: redis::Client, mut rx: UnboundedReceiver<Command>, stats: A
         match connect(&client, &topics, &handle).await {
             Ok((publisher, sink, stream)) => {
                 stats.connects.fetch_add(1, Relaxed);
-                stats.connected.store(true, Relaxed);
+                stats.connected.fetch_add(1, Relaxed);
                 tracing::info!(topics = topics.len(), "connected to Redis");
                 backoff = BACKOFF_MIN;
                 let mut session = Session {
@@ -243,7 +264,7 @@ async fn run(client: redis::Client, mut rx: UnboundedReceiver<Command>, stats: A
                     stats: &stats,
                 };
                 let ended = session.serve(&mut rx, stream).await;
-                stats.connected.store(false, Relaxed);
+                stats.connected.fetch_sub(1, Relaxed);
                 match ended {
                     Ended::Closed => return,
                     Ended::Lost(e) => tracing::warn!(error = %e, "lost Redis; reconnecting"),

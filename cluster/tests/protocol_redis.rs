@@ -29,7 +29,12 @@ struct Node {
 
 impl Node {
     fn start(redis: &Redis) -> Node {
-        let url = redis.url();
+        Node::start_on(&redis.url())
+    }
+
+    /// A node on one Redis URL or several separated by commas.
+    fn start_on(url: &str) -> Node {
+        let url = url.to_string();
         let broker = RedisBroker::new(&url).unwrap();
         let limits = RedisLimits {
             presence_ttl: Duration::from_secs(3),
@@ -282,4 +287,41 @@ fn a_redis_that_lost_its_data_is_a_new_epoch_for_recovering_clients() {
     );
     assert_eq!(r["result"]["recovered"], false, "{r}");
     assert_ne!(r["result"]["epoch"].as_str().unwrap(), epoch);
+}
+
+#[test]
+fn channels_spread_over_two_redis_instances_and_still_reach_every_node() {
+    let (r1, r2) = (Redis::start(), Redis::start());
+    let urls = format!("{},{}", r1.url(), r2.url());
+    let a = Node::start_on(&urls);
+    let b = Node::start_on(&urls);
+    let channels: Vec<String> = (0..16).map(|i| format!("ch{i}")).collect();
+    let mut sub = connect(a.addr(), "reader");
+    for (i, c) in channels.iter().enumerate() {
+        let r = call(&mut sub, json!({"id":i,"method":"subscribe","channel":c}));
+        assert_eq!(r["result"]["offset"], 0, "{r}");
+    }
+    let mut publisher = connect(b.addr(), "writer");
+    for (i, c) in channels.iter().enumerate() {
+        let r = call(
+            &mut publisher,
+            json!({"id":i,"method":"publish","channel":c,"data":i}),
+        );
+        assert_eq!(r["result"]["offset"], 1, "{r}");
+    }
+    let mut got: Vec<u64> = (0..channels.len())
+        .map(|_| next(&mut sub)["data"].as_u64().unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, (0..16).collect::<Vec<u64>>());
+    // Each instance carries some of the channels, and each channel is on exactly one.
+    let on = |r: &Redis| {
+        channels
+            .iter()
+            .filter(|c| r.subscribers(&format!("v1 {c}")) > 0)
+            .count()
+    };
+    let (n1, n2) = (on(&r1), on(&r2));
+    assert!(n1 > 0 && n2 > 0, "{n1} + {n2}");
+    assert_eq!(n1 + n2, channels.len());
 }
