@@ -46,4 +46,6 @@ C10M_TEST_IO=uring cargo test -q -p c10m-engine -p c10m --tests 2>&1 | tee "${TM
 step "tune.sh in a network namespace"
 scripts/test-tune.sh
 
+step "c10m cluster behind nginx (Redis, 3 nodes, kill -9 of one)"; scripts/test-cluster.sh
+
 step "all tests passed"
