@@ -10,62 +10,82 @@
 //! on the host, never from the namespace. `--human` prints the `c10m doctor` table and the
 //! process ceiling instead. Exit status: 0 with a plan (whatever the verdicts), 1 when the host
 //! cannot be read or cannot hold N, 2 for bad usage.
+//!
+//! The command line is clap's (derive), as in `c10m` and `c10m-loadtest`: `--version`,
+//! suggestions for mistyped flags, usage errors on stderr with exit status 2.
 
 #![forbid(unsafe_code)]
 
+use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use c10m_sysctl::{CountError, Probe, Row, Scopes, parse_count, plan, process_ceiling};
+use c10m_sysctl::{
+    CountError, ParseScopeError, Probe, Row, Scopes, parse_count, plan, process_ceiling,
+};
+use clap::Parser;
 
-const USAGE: &str = "\
-usage: c10m-tune-plan --connections N [--only SCOPES] [--proc-root DIR] [--human]
+/// Shown after `--help`.
+const AFTER_HELP: &str = "\
+Prints one line per setting: key<TAB>recommended<TAB>current<TAB>verdict<TAB>reason. The
+verdict is ok, low, or host: a host-wide setting read from inside a network namespace (a
+container), whose current value is - and whose recommended column says what N needs
+(>=2065536); it is set on the host, never from the namespace.
 
-  --connections N   target number of connections (1000000, 1_000_000, 1m, 250k; > 0)
-  --only SCOPES     read and plan only these scopes: netns, host, session (comma-separated) or all
-  --proc-root DIR   read a captured /proc tree (DIR/meminfo, DIR/sys/..., DIR/self/limits)
-  --human           print the `c10m doctor` table instead of TAB-separated lines
-";
+Exit status: 0 with a plan (whatever the verdicts); 1 when the host cannot be read or cannot
+hold N; 2 on bad usage.";
 
-/// The command line, parsed.
-struct Args {
+/// The kernel and session settings N connections need, read from this host, as
+/// scripts/tune.sh applies them.
+#[derive(Debug, Parser)]
+#[command(
+    name = "c10m-tune-plan",
+    version,
+    after_help = AFTER_HELP,
+    // A flag given twice keeps its last value, as the hand-written parser did.
+    args_override_self = true
+)]
+struct Cli {
+    /// Target number of connections (1000000, 1_000_000, 1m, 250k; > 0)
+    // `-5` is a value to refuse with the count grammar's message, not an unknown flag.
+    #[arg(long, value_name = "N", value_parser = connections, allow_negative_numbers = true)]
     connections: u64,
-    scopes: Scopes,
+
+    /// Read and plan only these scopes: netns, host, session (comma-separated) or all
+    #[arg(long, value_name = "SCOPES", default_value = "all", value_parser = scopes)]
+    only: Scopes,
+
+    /// Read a captured /proc tree (DIR/meminfo, DIR/sys/..., DIR/self/limits)
+    #[arg(long, value_name = "DIR")]
     proc_root: Option<PathBuf>,
+
+    /// Print the `c10m doctor` table and the process ceiling instead of TAB-separated lines
+    #[arg(long)]
     human: bool,
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(msg) => {
-            eprintln!("c10m-tune-plan: {msg}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    let probe = match &args.proc_root {
+    // --help and --version go to stdout (exit 0); usage errors to stderr (exit 2).
+    let cli = Cli::parse();
+    let probe = match &cli.proc_root {
         Some(root) => Probe::snapshot(root),
         None => Probe::live(),
     };
-    let host = match probe.scopes(args.scopes).read() {
+    let host = match probe.scopes(cli.only).read() {
         Ok(host) => host,
         Err(e) => {
             eprintln!("c10m-tune-plan: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let plan = match plan(args.connections, &host) {
+    let plan = match plan(cli.connections, &host) {
         Ok(plan) => plan,
         Err(e) => {
             eprintln!("c10m-tune-plan: refusing: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if args.human {
+    if cli.human {
         print!("{plan}");
         println!("{}", process_ceiling(&host));
     } else {
@@ -82,39 +102,42 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `Ok(None)` for `--help`.
-fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
-    let mut connections = None;
-    let mut scopes = Scopes::ALL;
-    let mut proc_root = None;
-    let mut human = false;
-    while let Some(arg) = argv.next() {
-        let mut value = |flag: &str| argv.next().ok_or(format!("{flag} needs a value"));
-        match arg.as_str() {
-            "--connections" => connections = Some(parse_connections(&value("--connections")?)?),
-            "--only" => scopes = value("--only")?.parse().map_err(|e| format!("{e}"))?,
-            "--proc-root" => proc_root = Some(PathBuf::from(value("--proc-root")?)),
-            "--human" => human = true,
-            "-h" | "--help" => return Ok(None),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    let connections = connections.ok_or("--connections N is required")?;
-    Ok(Some(Args {
-        connections,
-        scopes,
-        proc_root,
-        human,
-    }))
+/// A `--connections` value that is not a count; clap prints it after
+/// "invalid value '...' for '--connections <N>': ".
+#[derive(Debug)]
+struct BadConnections {
+    text: String,
+    error: CountError,
 }
 
-fn parse_connections(text: &str) -> Result<u64, String> {
-    match parse_count(text) {
-        Ok(n) => Ok(n),
-        Err(CountError::TooLarge(_)) => Err(format!("--connections {text} is absurdly large")),
-        Err(_) => Err(format!(
-            "--connections needs a whole number of connections, got {text:?} (examples: \
-             1000000, 1_000_000, 1m, 1.5k)"
-        )),
+impl fmt::Display for BadConnections {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.error {
+            CountError::TooLarge(_) => write!(f, "absurdly large (2^64 or more)"),
+            _ => write!(
+                f,
+                "needs a whole number of connections, got {:?} (examples: 1000000, \
+                 1_000_000, 1m, 1.5k)",
+                self.text
+            ),
+        }
     }
+}
+
+impl std::error::Error for BadConnections {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+/// The one count grammar ([`parse_count`]). Zero parses: the plan refuses it, saying why.
+fn connections(text: &str) -> Result<u64, BadConnections> {
+    parse_count(text).map_err(|error| BadConnections {
+        text: text.to_owned(),
+        error,
+    })
+}
+
+fn scopes(text: &str) -> Result<Scopes, ParseScopeError> {
+    text.parse()
 }
