@@ -31,6 +31,12 @@ pub mod shard;
 pub mod token;
 
 pub use app::{ClientApp, Service, Settings};
+
+/// A new id for this process (time and pid): unique across nodes and restarts, part of every
+/// client and participant id it gives out.
+pub fn new_node_id() -> String {
+    memory::new_epoch()
+}
 pub use backend::{Backend, Done, HistoryReply, Outcome, Present, channel_topic, user_topic};
 pub use history::Bounds;
 pub use memory::{Limits, Memory};

@@ -11,14 +11,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use c10m_cluster::token::Verifier;
 use c10m_cluster::{
     Backend, Bounds, Limits, Memory, RedisBackend, RedisBroker, RedisLimits, Service, Settings,
 };
-use c10m_engine::server::{self, Broker, IoMode, Routes, ServerConfig, apps};
+use c10m_engine::server::{self, Broker, Handle, IoMode, Routes, ServerConfig, apps};
+use c10m_signaling::{IceConfig, Limits as SignalingLimits, Signaling};
 use clap::Args;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
@@ -191,6 +192,28 @@ pub struct ServeArgs {
     #[arg(long, env = "C10M_PRESENCE_TTL_MS", value_name = "MS", value_parser = whole!(u64))]
     pub presence_ttl_ms: Option<u64>,
 
+    /// Signaling (/signal/v1): a STUN URL handed to participants (repeatable)
+    #[arg(long, env = "C10M_STUN_URL", value_name = "URL", value_delimiter = ',')]
+    pub stun_url: Vec<String>,
+
+    /// Signaling: a TURN URL handed to participants with REST credentials (repeatable; needs
+    /// --turn-secret)
+    #[arg(long, env = "C10M_TURN_URL", value_name = "URL", value_delimiter = ',')]
+    pub turn_url: Vec<String>,
+
+    /// Signaling: the secret shared with the TURN server (coturn's static-auth-secret)
+    #[arg(
+        long,
+        env = "C10M_TURN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub turn_secret: Option<String>,
+
+    /// Signaling: how long TURN credentials last
+    #[arg(long, env = "C10M_TURN_TTL_SECS", value_name = "SECS", value_parser = whole!(u64))]
+    pub turn_ttl_secs: Option<u64>,
+
     /// I/O backend: edge-triggered epoll, io_uring, or io_uring when the kernel offers it and
     /// epoll otherwise
     #[arg(long, env = "C10M_IO", value_name = "BACKEND", value_parser = io_mode())]
@@ -289,7 +312,17 @@ impl ServeArgs {
             history_size,
             history_ttl_ms,
             presence_ttl_ms,
+            turn_ttl_secs,
         );
+        if !self.stun_url.is_empty() {
+            c.stun_url = self.stun_url.clone();
+        }
+        if !self.turn_url.is_empty() {
+            c.turn_url = self.turn_url.clone();
+        }
+        if self.turn_secret.is_some() {
+            c.turn_secret = self.turn_secret.clone();
+        }
         if self.metrics.is_some() {
             c.metrics = self.metrics;
         }
@@ -353,17 +386,21 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         size: config.history_size,
         ttl_ms: config.history_ttl_ms,
     };
-    let (service, state) = match &config.broker {
-        None => (
-            Service::new(settings, verifier, move |handle| {
-                let limits = Limits {
-                    history,
-                    ..Limits::default()
-                };
-                Arc::new(Memory::new(handle, limits)) as Arc<dyn Backend>
-            }),
-            "in memory",
-        ),
+    // One backend for the client protocol and signaling, made once the server runs.
+    type Maker = Arc<dyn Fn(Handle) -> Arc<dyn Backend> + Send + Sync>;
+    let (make, state): (Maker, &str) = match &config.broker {
+        None => {
+            let made: Arc<OnceLock<Arc<dyn Backend>>> = Arc::default();
+            let limits = Limits {
+                history,
+                ..Limits::default()
+            };
+            let make = move |handle: Handle| {
+                made.get_or_init(|| Arc::new(Memory::new(handle, limits)))
+                    .clone()
+            };
+            (Arc::new(make), "in memory")
+        }
         Some(url) => match RedisBackend::new(
             url,
             RedisLimits {
@@ -374,9 +411,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             },
         ) {
             Ok(backend) => (
-                Service::new(settings, verifier, move |_| {
-                    backend.clone() as Arc<dyn Backend>
-                }),
+                Arc::new(move |_: Handle| backend.clone() as Arc<dyn Backend>),
                 "in Redis",
             ),
             Err(e) => {
@@ -384,10 +419,25 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             }
         },
     };
+    let service = {
+        let make = make.clone();
+        Service::new(settings, verifier, move |h| make(h))
+    };
+    let ice = IceConfig {
+        stun: config.stun_url.clone(),
+        turn: config.turn_url.clone(),
+        turn_secret: config.turn_secret.clone(),
+        turn_ttl_secs: config.turn_ttl_secs,
+    };
+    if !ice.turn.is_empty() && ice.turn_secret.is_none() {
+        return usage_error("--turn-url needs --turn-secret (REST credentials)");
+    }
+    let signaling = Signaling::new(SignalingLimits::default(), ice, move |h| make(h));
     let routes = Routes::new()
         .route("/echo", |_| Box::new(apps::Echo))
         .route("/pubsub", |_| Box::new(apps::PubSub))
-        .route("/connection/v1", service.app());
+        .route("/connection/v1", service.app())
+        .route("/signal/v1", signaling.app());
     let drain_ms = config.drain_timeout_ms;
     let shards = config.shard_count();
     let listen = config.listen;
@@ -418,6 +468,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     println!("c10m: backend: {}", handle.backend());
     println!("c10m: broker: {broker_line}");
     println!("c10m: client protocol on ws://{addr}/connection/v1 ({tokens}, state {state})");
+    println!("c10m: signaling on ws://{addr}/signal/v1");
     if let Some(m) = handle.metrics_addr() {
         println!("c10m: metrics on http://{m}/metrics, health on http://{m}/health");
     }

@@ -140,6 +140,16 @@ pub struct ServerConfig {
     /// The client protocol across nodes: how long a presence or user entry lives unless its
     /// node refreshes it (a killed node's entries expire within this), ms.
     pub presence_ttl_ms: u64,
+    /// Signaling (`/signal/v1`): STUN URLs handed to participants at join. Read by the `c10m`
+    /// binary.
+    pub stun_url: Vec<String>,
+    /// Signaling: TURN URLs handed to participants with REST credentials (needs
+    /// `turn_secret`). Read by the `c10m` binary.
+    pub turn_url: Vec<String>,
+    /// Signaling: the secret shared with the TURN server (coturn `static-auth-secret`).
+    pub turn_secret: Option<String>,
+    /// Signaling: how long TURN credentials last, seconds.
+    pub turn_ttl_secs: u64,
     /// The I/O backend.
     pub io: IoMode,
     /// io_uring: provided buffers per shard (a power of two, at most [`MAX_RING_BUFFERS`]).
@@ -190,6 +200,10 @@ impl Default for ServerConfig {
             history_size: 100,
             history_ttl_ms: 300_000,
             presence_ttl_ms: 30_000,
+            stun_url: Vec::new(),
+            turn_url: Vec::new(),
+            turn_secret: None,
+            turn_ttl_secs: 86_400,
             io: IoMode::default(),
             ring_buffers: None,
             ring_buffer_size: 16 * 1024,

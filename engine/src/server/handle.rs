@@ -46,6 +46,11 @@ impl Handle {
         self.shared.peers.len() as u16
     }
 
+    /// Whether a broker carries publishes to other processes (else the process is its own).
+    pub fn has_broker(&self) -> bool {
+        self.shared.broker.is_some()
+    }
+
     /// The application serving `path`.
     pub fn app(&self, path: &str) -> Option<AppId> {
         let i = self.shared.paths.iter().position(|p| p == path)?;

@@ -1,0 +1,414 @@
+//! Rooms over the engine (`/signal/v1`): join with a name, learn who is there and which ICE
+//! servers to use, hear who joins and leaves, and relay offers, answers and candidates to a
+//! participant by id. Membership is the cluster backend's presence (exact on one node, shared
+//! through Redis across nodes); room events go through the engine topic `sig ROOM`, and a relay
+//! goes straight to the participant's connection when it is in this process (any shard), else
+//! through its own topic `sigp ID` and the broker.
+//!
+//! Messages, one JSON object per text frame (docs/SIGNALING.md):
+//!
+//! ```text
+//! -> {"type":"join","room":"R"}
+//! <- {"type":"joined","id":ME,"room":"R","participants":["A","B"],"ice_servers":[...]}
+//! <- {"type":"participant-joined","id":"C"}        (everyone in the room, the joiner too)
+//! -> {"type":"offer","to":"A","sdp":"..."}          (also "answer", "candidate")
+//! <- {"type":"offer","from":ME,"sdp":"..."}          (at A: the message, "to" replaced)
+//! -> {"type":"leave"}
+//! <- {"type":"left"}                                 (to the leaver)
+//! <- {"type":"participant-left","id":"C"}            (to the others)
+//! <- {"type":"error","code":N,"message":"..."}
+//! ```
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use c10m_cluster::protocol::valid_name;
+use c10m_cluster::{Backend, Done, Outcome, Present};
+use c10m_engine::proto::handshake::Request;
+use c10m_engine::proto::{CloseCode, Message};
+use c10m_engine::server::{App, Closed, ConnId, Ctx, Handle, SharedFrame};
+use serde_json::{Map, Value};
+
+use crate::ice::IceConfig;
+
+/// Limits of the signaling service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Participants per room (a join past it gets error 3, `room full`). Checked against the
+    /// room's presence before joining: two racing joiners may pass it by one.
+    pub max_participants: usize,
+    /// Largest signaling message, bytes (an SDP with many candidates fits in a few KiB).
+    pub max_message: usize,
+    /// Malformed messages a connection may send before it is closed with 3501.
+    pub max_errors: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_participants: 50,
+            max_message: 64 << 10,
+            max_errors: 100,
+        }
+    }
+}
+
+/// Error codes sent to clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalError {
+    /// Not JSON, not an object, or no `type`.
+    BadMessage = 1,
+    /// A type this service does not know.
+    UnknownType = 2,
+    /// The room is full.
+    RoomFull = 3,
+    /// A room or participant name out of bounds.
+    BadName = 4,
+    /// `join` while in a room.
+    AlreadyJoined = 5,
+    /// A relay or `leave` while in no room.
+    NotJoined = 6,
+    /// A relay to a participant that is not in the room.
+    NoSuchParticipant = 7,
+    /// Larger than the message limit.
+    TooLarge = 8,
+    /// The backend (Redis) is unreachable.
+    Unavailable = 100,
+}
+
+impl SignalError {
+    fn message(self) -> &'static str {
+        match self {
+            SignalError::BadMessage => "bad message",
+            SignalError::UnknownType => "unknown type",
+            SignalError::RoomFull => "room full",
+            SignalError::BadName => "bad room or participant name",
+            SignalError::AlreadyJoined => "already in a room",
+            SignalError::NotJoined => "not in a room",
+            SignalError::NoSuchParticipant => "no such participant in this room",
+            SignalError::TooLarge => "message too large",
+            SignalError::Unavailable => "unavailable, retry later",
+        }
+    }
+
+    fn json(self) -> String {
+        format!(
+            "{{\"type\":\"error\",\"code\":{},\"message\":\"{}\"}}",
+            self as u16,
+            self.message()
+        )
+    }
+}
+
+/// Request tag of the presence read that completes a join.
+const JOIN: u64 = 1;
+
+/// What the shards' signaling apps share.
+pub struct Signaling {
+    limits: Limits,
+    ice: IceConfig,
+    make_backend: Box<dyn Fn(Handle) -> Arc<dyn Backend> + Send + Sync>,
+    backend: OnceLock<Arc<dyn Backend>>,
+    node: String,
+    /// This process's participants: id -> (connection, room).
+    local: Mutex<HashMap<String, (ConnId, String)>>,
+}
+
+impl std::fmt::Debug for Signaling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signaling")
+            .field("limits", &self.limits)
+            .field("ice", &self.ice)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signaling {
+    /// A signaling service whose membership lives in the backend `make_backend` makes once the
+    /// server runs (the same backend as the client protocol's, or its own).
+    pub fn new(
+        limits: Limits,
+        ice: IceConfig,
+        make_backend: impl Fn(Handle) -> Arc<dyn Backend> + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Signaling {
+            limits,
+            ice,
+            make_backend: Box::new(make_backend),
+            backend: OnceLock::new(),
+            node: c10m_cluster::new_node_id(),
+            local: Mutex::default(),
+        })
+    }
+
+    /// The app factory for [`Routes::route`](c10m_engine::server::Routes::route).
+    pub fn app(self: &Arc<Self>) -> impl Fn(u16) -> Box<dyn App> + Send + Sync + 'static {
+        let service = self.clone();
+        move |_| {
+            Box::new(RoomsApp {
+                service: service.clone(),
+                done: None,
+            })
+        }
+    }
+
+    fn backend(&self, handle: &Handle) -> &Arc<dyn Backend> {
+        self.backend
+            .get_or_init(|| (self.make_backend)(handle.clone()))
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, (ConnId, String)>> {
+        self.local.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A connection's state.
+#[derive(Debug, Default)]
+struct Participant {
+    id: String,
+    room: Option<String>,
+    /// A join waiting for the room's presence.
+    joining: Option<String>,
+    errors: u32,
+}
+
+fn room_channel(room: &str) -> String {
+    format!("sig:{room}")
+}
+
+fn room_topic(room: &str) -> String {
+    format!("sig {room}")
+}
+
+fn participant_topic(id: &str) -> String {
+    format!("sigp {id}")
+}
+
+/// The app on one shard.
+pub struct RoomsApp {
+    service: Arc<Signaling>,
+    done: Option<Done>,
+}
+
+impl std::fmt::Debug for RoomsApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomsApp").finish_non_exhaustive()
+    }
+}
+
+impl RoomsApp {
+    fn done(&mut self, ctx: &Ctx<'_>) -> Done {
+        self.done
+            .get_or_insert_with(|| Done {
+                handle: ctx.handle(),
+                app: ctx.app_id(),
+            })
+            .clone()
+    }
+
+    fn backend(&self, ctx: &Ctx<'_>) -> Arc<dyn Backend> {
+        self.service.backend(&ctx.handle()).clone()
+    }
+
+    fn fail(&mut self, ctx: &mut Ctx<'_>, id: ConnId, e: SignalError) {
+        let _ = ctx.send_text(id, &e.json());
+        let max = self.service.limits.max_errors;
+        if let Some(p) = ctx.state::<Participant>(id) {
+            p.errors += 1;
+            if p.errors > max {
+                let _ = ctx.close(id, CloseCode(3501), "too many bad messages");
+            }
+        }
+    }
+
+    fn on_text(&mut self, ctx: &mut Ctx<'_>, id: ConnId, text: &str) {
+        let Ok(Value::Object(mut msg)) = serde_json::from_str::<Value>(text) else {
+            return self.fail(ctx, id, SignalError::BadMessage);
+        };
+        let Some(kind) = msg.get("type").and_then(Value::as_str).map(str::to_owned) else {
+            return self.fail(ctx, id, SignalError::BadMessage);
+        };
+        match kind.as_str() {
+            "join" => {
+                let Some(room) = msg
+                    .get("room")
+                    .and_then(Value::as_str)
+                    .filter(|r| valid_name(r))
+                else {
+                    return self.fail(ctx, id, SignalError::BadName);
+                };
+                let room = room.to_owned();
+                let Some(p) = ctx.state::<Participant>(id) else {
+                    return;
+                };
+                if p.room.is_some() || p.joining.is_some() {
+                    return self.fail(ctx, id, SignalError::AlreadyJoined);
+                }
+                p.joining = Some(room.clone());
+                let done = self.done(ctx);
+                self.backend(ctx)
+                    .presence(&done, id, JOIN, &room_channel(&room));
+            }
+            "leave" => {
+                if self.leave(ctx, id) {
+                    let _ = ctx.send_text(id, "{\"type\":\"left\"}");
+                } else {
+                    self.fail(ctx, id, SignalError::NotJoined);
+                }
+            }
+            "offer" | "answer" | "candidate" => self.relay(ctx, id, &mut msg),
+            _ => self.fail(ctx, id, SignalError::UnknownType),
+        }
+    }
+
+    fn relay(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: &mut Map<String, Value>) {
+        let Some(to) = msg.remove("to").and_then(|v| v.as_str().map(str::to_owned)) else {
+            return self.fail(ctx, id, SignalError::NoSuchParticipant);
+        };
+        let Some((me, room)) = ctx
+            .state::<Participant>(id)
+            .and_then(|p| Some((p.id.clone(), p.room.clone()?)))
+        else {
+            return self.fail(ctx, id, SignalError::NotJoined);
+        };
+        msg.insert("from".into(), Value::String(me));
+        let text = Value::Object(std::mem::take(msg)).to_string();
+        let target = self.service.local().get(&to).cloned();
+        match target {
+            // In this process: straight to its connection (mail when it is on another shard).
+            Some((conn, their_room)) if their_room == room => {
+                if ctx.send_text(conn, &text).is_err() {
+                    self.fail(ctx, id, SignalError::NoSuchParticipant);
+                }
+            }
+            Some(_) => self.fail(ctx, id, SignalError::NoSuchParticipant),
+            // Perhaps on another node: its own topic, through the broker.
+            None if ctx.handle().has_broker() && valid_name(&to) => {
+                ctx.publish(&participant_topic(&to), &SharedFrame::text(&text));
+            }
+            None => self.fail(ctx, id, SignalError::NoSuchParticipant),
+        }
+    }
+
+    /// Leaves the room, if in one: presence, topics, the others told. False if in none.
+    fn leave(&mut self, ctx: &mut Ctx<'_>, id: ConnId) -> bool {
+        let Some(p) = ctx.state::<Participant>(id) else {
+            return false;
+        };
+        let Some(room) = p.room.take() else {
+            return false;
+        };
+        let me = p.id.clone();
+        self.service.local().remove(&me);
+        self.backend(ctx).leave(&room_channel(&room), &me);
+        let _ = ctx.unsubscribe(id, &room_topic(&room));
+        let _ = ctx.unsubscribe(id, &participant_topic(&me));
+        let left = format!(
+            "{{\"type\":\"participant-left\",\"id\":{}}}",
+            Value::String(me)
+        );
+        ctx.publish(&room_topic(&room), &SharedFrame::text(&left));
+        true
+    }
+
+    /// The room's presence came back: join if there is room.
+    fn complete_join(&mut self, ctx: &mut Ctx<'_>, id: ConnId, present: Vec<Present>) {
+        let Some(p) = ctx.state::<Participant>(id) else {
+            return;
+        };
+        let Some(room) = p.joining.take() else {
+            return;
+        };
+        if present.len() >= self.service.limits.max_participants {
+            return self.fail(ctx, id, SignalError::RoomFull);
+        }
+        p.room = Some(room.clone());
+        let me = p.id.clone();
+        self.service.local().insert(me.clone(), (id, room.clone()));
+        self.backend(ctx).join(
+            &room_channel(&room),
+            &Present {
+                client: me.clone(),
+                user: String::new(),
+            },
+        );
+        let _ = ctx.subscribe(id, &room_topic(&room));
+        let _ = ctx.subscribe(id, &participant_topic(&me));
+        let others: Vec<Value> = present
+            .into_iter()
+            .filter(|p| p.client != me)
+            .map(|p| Value::String(p.client))
+            .collect();
+        let ice = self
+            .service
+            .ice
+            .servers_json(&me, c10m_cluster::token::now_secs());
+        let joined = format!(
+            "{{\"type\":\"joined\",\"id\":{},\"room\":{},\"participants\":{},\"ice_servers\":{ice}}}",
+            Value::String(me.clone()),
+            Value::String(room.clone()),
+            Value::Array(others)
+        );
+        let _ = ctx.send_text(id, &joined);
+        let event = format!(
+            "{{\"type\":\"participant-joined\",\"id\":{}}}",
+            Value::String(me)
+        );
+        ctx.publish(&room_topic(&room), &SharedFrame::text(&event));
+    }
+}
+
+impl App for RoomsApp {
+    fn on_start(&mut self, ctx: &mut Ctx<'_>) {
+        let _ = self.backend(ctx);
+        let _ = self.done(ctx);
+    }
+
+    fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId, _: &Request<'_>) {
+        let me = format!("{}-{:x}", self.service.node, id.as_u64());
+        let _ = ctx.set_state(
+            id,
+            Participant {
+                id: me,
+                ..Participant::default()
+            },
+        );
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
+        if message.as_bytes().len() > self.service.limits.max_message {
+            return self.fail(ctx, id, SignalError::TooLarge);
+        }
+        match std::str::from_utf8(message.as_bytes()) {
+            Ok(text) => self.on_text(ctx, id, text),
+            Err(_) => self.fail(ctx, id, SignalError::BadMessage),
+        }
+    }
+
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, _: Closed) {
+        self.leave(ctx, id);
+    }
+
+    fn on_post(&mut self, ctx: &mut Ctx<'_>, payload: Box<dyn Any + Send>) {
+        let Ok(outcome) = payload.downcast::<Outcome>() else {
+            return;
+        };
+        if let Outcome::Presence {
+            conn,
+            id: JOIN,
+            result,
+        } = *outcome
+        {
+            match result {
+                Ok(present) => self.complete_join(ctx, conn, present),
+                Err(_) => {
+                    if let Some(p) = ctx.state::<Participant>(conn) {
+                        p.joining = None;
+                    }
+                    self.fail(ctx, conn, SignalError::Unavailable);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Rooms on one node (two shards, in-memory membership) over real sockets: join, the
+//! participant list and ICE servers, join and leave events, offer/answer/candidate relay by id
+//! across shards, and bad input answered with clear errors.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use c10m_cluster::{Backend, Limits as MemoryLimits, Memory};
+use c10m_engine::server::{self, Routes, ServerConfig, ServerHandle};
+use c10m_signaling::{IceConfig, Limits, Signaling};
+use serde_json::{Value, json};
+use tungstenite::Message;
+
+type Ws = tungstenite::WebSocket<TcpStream>;
+
+fn start(limits: Limits) -> ServerHandle {
+    let ice = IceConfig {
+        stun: vec!["stun:127.0.0.1:3478".into()],
+        turn: vec!["turn:127.0.0.1:3478?transport=udp".into()],
+        turn_secret: Some("turn-secret".into()),
+        turn_ttl_secs: 600,
+    };
+    let signaling = Signaling::new(limits, ice, |handle| {
+        Arc::new(Memory::new(handle, MemoryLimits::default())) as Arc<dyn Backend>
+    });
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shards: 2,
+        drain_timeout_ms: 1_000,
+        ..ServerConfig::default()
+    };
+    server::start(config, Routes::new().route("/signal/v1", signaling.app())).unwrap()
+}
+
+fn client(server: &ServerHandle) -> Ws {
+    let addr = server.local_addr();
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    tungstenite::client(format!("ws://{addr}/signal/v1"), stream)
+        .unwrap()
+        .0
+}
+
+fn next(ws: &mut Ws) -> Value {
+    loop {
+        if let Message::Text(t) = ws.read().unwrap() {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+fn send(ws: &mut Ws, v: Value) {
+    ws.send(Message::text(v.to_string())).unwrap();
+}
+
+/// Joins `room`; returns (my id, the others already there). Skips our own joined event.
+fn join(ws: &mut Ws, room: &str) -> (String, Vec<String>) {
+    send(ws, json!({"type":"join","room":room}));
+    let joined = next(ws);
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let me = joined["id"].as_str().unwrap().to_string();
+    let others = joined["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let own = next(ws);
+    assert_eq!(
+        (own["type"].as_str(), own["id"].as_str()),
+        (Some("participant-joined"), Some(me.as_str()))
+    );
+    (me, others)
+}
+
+#[test]
+fn participants_see_each_other_and_relay_offers_answers_and_candidates() {
+    let server = start(Limits::default());
+    let (mut a, mut b, mut c) = (client(&server), client(&server), client(&server));
+    let (ida, others) = join(&mut a, "room1");
+    assert!(others.is_empty());
+    let (idb, others) = join(&mut b, "room1");
+    assert_eq!(others, std::slice::from_ref(&ida));
+    assert_eq!(next(&mut a), json!({"type":"participant-joined","id":idb}));
+    let (idc, mut others) = join(&mut c, "room1");
+    others.sort();
+    let mut expected = vec![ida.clone(), idb.clone()];
+    expected.sort();
+    assert_eq!(others, expected);
+    for ws in [&mut a, &mut b] {
+        assert_eq!(next(ws), json!({"type":"participant-joined","id":idc}));
+    }
+
+    send(&mut a, json!({"type":"offer","to":idb,"sdp":"v=0 offer"}));
+    assert_eq!(
+        next(&mut b),
+        json!({"type":"offer","from":ida,"sdp":"v=0 offer"})
+    );
+    send(&mut b, json!({"type":"answer","to":ida,"sdp":"v=0 answer"}));
+    assert_eq!(
+        next(&mut a),
+        json!({"type":"answer","from":idb,"sdp":"v=0 answer"})
+    );
+    for i in 0..20 {
+        send(
+            &mut c,
+            json!({"type":"candidate","to":ida,"candidate":{"n":i}}),
+        );
+    }
+    for i in 0..20 {
+        assert_eq!(next(&mut a)["candidate"]["n"], i, "candidates in order");
+    }
+
+    send(&mut c, json!({"type":"leave"}));
+    assert_eq!(next(&mut c), json!({"type":"left"}));
+    for ws in [&mut a, &mut b] {
+        assert_eq!(next(ws), json!({"type":"participant-left","id":idc}));
+    }
+    // A closed connection leaves too.
+    drop(b);
+    assert_eq!(next(&mut a), json!({"type":"participant-left","id":idb}));
+}
+
+#[test]
+fn joiners_get_ice_servers_with_turn_credentials() {
+    let server = start(Limits::default());
+    let mut a = client(&server);
+    send(&mut a, json!({"type":"join","room":"r"}));
+    let joined = next(&mut a);
+    let ice = &joined["ice_servers"];
+    assert_eq!(ice[0]["urls"][0], "stun:127.0.0.1:3478");
+    let username = ice[1]["username"].as_str().unwrap();
+    let (expiry, id) = username.split_once(':').unwrap();
+    assert_eq!(id, joined["id"].as_str().unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!(expiry > now && expiry <= now + 601, "{expiry} vs {now}");
+    let (_, expected) = c10m_signaling::turn_credentials("turn-secret", id, expiry);
+    assert_eq!(ice[1]["credential"], expected);
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_rooms_have_a_limit() {
+    let server = start(Limits {
+        max_participants: 2,
+        max_message: 1024,
+        max_errors: 8,
+    });
+    let mut a = client(&server);
+    let err = |ws: &mut Ws| next(ws)["code"].as_u64().unwrap();
+    send(&mut a, json!({"type":"offer","to":"x","sdp":""}));
+    assert_eq!(err(&mut a), 6, "relay before joining");
+    a.send(Message::text("not json")).unwrap();
+    assert_eq!(err(&mut a), 1);
+    send(&mut a, json!({"type":"dance"}));
+    assert_eq!(err(&mut a), 2);
+    send(&mut a, json!({"type":"join","room":""}));
+    assert_eq!(err(&mut a), 4);
+    let (ida, _) = join(&mut a, "small");
+    send(&mut a, json!({"type":"join","room":"other"}));
+    assert_eq!(err(&mut a), 5);
+    send(&mut a, json!({"type":"offer","to":"nobody","sdp":""}));
+    assert_eq!(err(&mut a), 7, "an absent participant");
+    let mut b = client(&server);
+    let (idb, _) = join(&mut b, "small");
+    assert_eq!(next(&mut a)["id"], idb);
+    let mut c = client(&server);
+    send(&mut c, json!({"type":"join","room":"small"}));
+    assert_eq!(err(&mut c), 3, "room full");
+    // A participant of another room cannot be reached.
+    let (_, _) = join(&mut c, "elsewhere");
+    send(&mut c, json!({"type":"offer","to":ida,"sdp":""}));
+    assert_eq!(err(&mut c), 7);
+    send(
+        &mut c,
+        json!({"type":"offer","to":idb,"sdp":"x".repeat(2000)}),
+    );
+    assert_eq!(err(&mut c), 8, "too large");
+    // Past the error budget: closed with 3501.
+    let code = loop {
+        c.send(Message::text("{")).unwrap();
+        match c.read() {
+            Ok(Message::Close(Some(f))) => break u16::from(f.code),
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(code, 3501);
+}
