@@ -94,14 +94,21 @@ impl Harness {
 
     /// A new connection, as if just accepted.
     pub fn connect(&mut self) -> Client {
+        self.try_connect().expect("room in the shard")
+    }
+
+    /// A new connection; `Err` with the peer's end when the shard refused it.
+    pub fn try_connect(&mut self) -> Result<Client, UnixStream> {
         let (ours, theirs) = UnixStream::pair().expect("socketpair");
         ours.set_nonblocking(true).expect("nonblocking");
         theirs.set_nonblocking(true).expect("nonblocking");
         // The shard only reads, writes, shuts down and asks for the peer's address (which a
         // Unix socket does not have: `None`), all of which work on any stream socket.
         let sock = TcpStream::from(OwnedFd::from(ours));
-        let slot = self.shard.adopt(sock).expect("room in the shard");
-        Client { slot, sock: theirs }
+        match self.shard.adopt(sock) {
+            Some(slot) => Ok(Client { slot, sock: theirs }),
+            None => Err(theirs),
+        }
     }
 
     /// A connection with its opening handshake done; the peer has read the 101.

@@ -38,6 +38,9 @@ pub struct ShardStats {
     pub handshake_failures: AtomicU64,
     /// accept() errors (EMFILE, ENFILE...).
     pub accept_errors: AtomicU64,
+    /// Connections refused because the shard was full (`max_connections_per_shard`): answered
+    /// 503 and closed.
+    pub refused: AtomicU64,
     /// Messages received.
     pub messages_in: AtomicU64,
     /// Messages sent (a broadcast counts once per recipient).
@@ -120,6 +123,12 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
         "counter",
         "accept() failures (EMFILE, ENFILE...).",
         &|s| s.accept_errors.load(Relaxed),
+    );
+    family(
+        "refused_total",
+        "counter",
+        "Connections refused with 503 because the shard held max_connections_per_shard.",
+        &|s| s.refused.load(Relaxed),
     );
     family("messages_in_total", "counter", "Messages received.", &|s| {
         s.messages_in.load(Relaxed)

@@ -7,7 +7,7 @@
 //! wake-up; call [`Shard::end_of_iteration`] (timers, gathered output, reaping).
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write as _};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -38,6 +38,10 @@ use super::write::{Io, Sink};
 use crate::proto::handshake::{self, Accept, Limits};
 use crate::proto::{CloseCode, Connection, Error, Event, HandshakeError, Read, State, TimeoutKind};
 
+/// The answer to a connection the shard has no room for.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\
+Retry-After: 1\r\nConnection: close\r\n\r\n";
+
 /// How long accept pauses after EMFILE/ENFILE before trying again.
 pub const ACCEPT_BACKOFF_MS: u64 = 100;
 
@@ -62,6 +66,9 @@ pub struct Processed {
     /// The opening handshake completed.
     pub opened: bool,
 }
+
+/// The least a partial frame's buffer grows by.
+const GROW_STEP: usize = 64 << 10;
 
 /// Batches read from one UDP socket per readiness report before others get a turn.
 const UDP_TURNS: usize = 8;
@@ -157,9 +164,11 @@ impl Shard {
         let stats = &self.core.io.stats;
         ShardStats::add(&stats.accept_errors, 1);
         if stats.accept_errors.load(Ordering::Relaxed) == 1 {
-            eprintln!(
-                "c10m: shard {}: accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF_MS} ms at a time",
-                self.core.shard
+            tracing::warn!(
+                shard = self.core.shard,
+                error = %e,
+                backoff_ms = ACCEPT_BACKOFF_MS,
+                "accept failed; pausing accepts, a backoff at a time"
             );
         }
         self.accept_paused_until = Some(self.core.now + ACCEPT_BACKOFF_MS);
@@ -170,6 +179,18 @@ impl Shard {
     pub fn adopt(&mut self, sock: TcpStream) -> Option<usize> {
         let io = &mut self.core.io;
         if io.conns.len() >= self.core.config.max_connections_per_shard {
+            // Refused before any state is allocated for it, with an answer the client (or a
+            // load balancer) can act on; one attempt to write it, never a wait.
+            ShardStats::add(&io.stats.refused, 1);
+            if io.stats.refused.load(Ordering::Relaxed) == 1 {
+                tracing::warn!(
+                    shard = self.core.shard,
+                    limit = self.core.config.max_connections_per_shard,
+                    "shard full: refusing connections with 503 (counted in c10m_refused_total)"
+                );
+            }
+            let _ = sock.set_nonblocking(true);
+            let _ = (&sock).write(REFUSED);
             return None;
         }
         let _ = sock.set_nodelay(true);
@@ -391,14 +412,19 @@ impl Shard {
             return done;
         }
         let tail_len = input.len() - at;
+        // Room for the announced frame, but never more than twice what has arrived (plus
+        // a read's worth): a 14-byte header announcing 16 MiB must not reserve 16 MiB before
+        // any of it is sent. The buffer grows with the bytes instead.
+        let room = |have: usize| want.min(have.saturating_mul(2).max(GROW_STEP));
         if !was_carried {
-            let mut tail = Vec::with_capacity(want.max(tail_len));
+            let mut tail = Vec::with_capacity(room(tail_len).max(tail_len));
             tail.extend_from_slice(&input[at..]);
             conn.rbuf = tail;
         } else {
             carried.drain(..at);
-            if want > carried.capacity() {
-                carried.reserve_exact(want - carried.len());
+            let target = room(carried.len());
+            if target > carried.capacity() {
+                carried.reserve_exact(target - carried.len());
             }
             conn.rbuf = carried;
         }

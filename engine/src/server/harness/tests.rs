@@ -311,3 +311,65 @@ fn a_deferred_upgrade_is_refused_with_the_apps_status() {
     assert!(!h.holds(&c));
     assert_eq!(closed(&h, Why::HandshakeFailed), 1);
 }
+
+#[test]
+fn a_connection_past_the_shard_limit_gets_503_and_is_counted() {
+    let mut h = Harness::new(
+        ServerConfig {
+            max_connections_per_shard: 1,
+            ..config()
+        },
+        || Box::new(Recorder(Log::default())),
+    );
+    let _first = h.connect();
+    let mut refused = h.try_connect().err().expect("refused");
+    let mut answer = String::new();
+    use std::io::Read;
+    refused.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    assert_eq!(h.stat(|s: &ShardStats| &s.refused), 1);
+    assert_eq!(
+        h.stat(|s: &ShardStats| &s.connections),
+        1,
+        "no state kept for it"
+    );
+}
+
+#[test]
+fn a_huge_announced_frame_reserves_memory_only_as_its_bytes_arrive() {
+    let (mut h, _) = recorder();
+    let (mut c, _) = h.open();
+    // A masked binary frame announcing 16 MiB - 1, then 10 bytes of it.
+    let len: u64 = (16 << 20) - 1;
+    let mut head = vec![0x82, 0xFF];
+    head.extend_from_slice(&len.to_be_bytes());
+    head.extend_from_slice(&[0, 0, 0, 0]);
+    head.extend_from_slice(&[7u8; 10]);
+    c.write(&head);
+    h.pump(&c);
+    let slot = c.slot;
+    let capacity = |h: &Harness| h.shard.core.io.conns[slot].rbuf.capacity();
+    assert!(h.holds(&c));
+    assert!(
+        capacity(&h) <= 128 << 10,
+        "reserved {} bytes for 24 received",
+        capacity(&h)
+    );
+    // As bytes come, the buffer follows them, never far ahead.
+    let mut sent = head.len();
+    for _ in 0..20 {
+        let chunk = vec![7u8; 100_000];
+        c.write(&chunk);
+        sent += chunk.len();
+        h.pump(&c);
+        let cap = capacity(&h);
+        assert!(
+            cap <= 2 * sent + (64 << 10),
+            "{cap} reserved for {sent} received"
+        );
+    }
+    assert!(h.holds(&c));
+}
