@@ -541,3 +541,31 @@ fn data_and_fin_in_one_burst_are_both_seen() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn a_binary_publish_with_invalid_utf8_reaches_subscribers_as_binary() {
+    let server = start(test_config());
+    let addr = server.local_addr();
+    let mut sub = connect(addr, "/pubsub?topic=t");
+    let mut other = connect(addr, "/pubsub?topic=t");
+    let mut publisher = connect(addr, "/pubsub");
+    // Subscriptions in place: a round trip on each.
+    for ws in [&mut sub, &mut other, &mut publisher] {
+        ws.send(Message::text("sub sync")).unwrap();
+        assert_eq!(ws.read().unwrap(), Message::text("ok sub sync"));
+    }
+    let mut payload = b"pub t ".to_vec();
+    payload.extend_from_slice(&[0xff, 0xfe, 0x00]);
+    publisher.send(Message::binary(payload)).unwrap();
+    publisher.send(Message::text("pub t fine")).unwrap();
+    for ws in [&mut sub, &mut other] {
+        // As text, tungstenite (like a browser) would fail the connection with 1007 here.
+        assert_eq!(
+            ws.read().unwrap(),
+            Message::binary(b"msg t \xff\xfe\x00".to_vec())
+        );
+        assert_eq!(ws.read().unwrap(), Message::text("msg t fine"));
+    }
+    server.shutdown();
+    server.join().unwrap();
+}

@@ -106,9 +106,16 @@ impl SharedFrame {
         Self::encode(op, msg.as_bytes())
     }
 
-    /// A text frame made of several parts, concatenated once (`msg topic payload`).
+    /// A text frame made of several parts, concatenated once (`msg topic payload`). The
+    /// parts must make valid UTF-8 together (RFC 6455 section 5.6); a receiver closes with 1007
+    /// otherwise.
     pub fn text_parts(parts: &[&[u8]]) -> Self {
         Self::encode_parts(OpCode::Text, parts)
+    }
+
+    /// A binary frame made of several parts, concatenated once.
+    pub fn binary_parts(parts: &[&[u8]]) -> Self {
+        Self::encode_parts(OpCode::Binary, parts)
     }
 
     fn encode(op: OpCode, payload: &[u8]) -> Self {

@@ -2,7 +2,8 @@
 //!
 //! ## The `/pubsub` protocol
 //!
-//! Text commands, one per message (binary messages are parsed the same way):
+//! Text commands, one per message (binary messages are parsed the same way, and a binary `pub`
+//! is relayed to subscribers as a binary message):
 //!
 //! | client sends              | effect                                                     |
 //! |---------------------------|------------------------------------------------------------|
@@ -90,7 +91,15 @@ impl App for PubSub {
                     let _ = ctx.send_text(id, "err invalid topic");
                     return;
                 }
-                let frame = SharedFrame::text_parts(&[b"msg ", topic, b" ", payload]);
+                // A text message was checked to be UTF-8 by the protocol core; a binary one may
+                // not be, so it is relayed as binary (as text, browsers would close with 1007
+                // and one client could empty a topic).
+                let parts: [&[u8]; 4] = [b"msg ", topic, b" ", payload];
+                let frame = if message.is_text() {
+                    SharedFrame::text_parts(&parts)
+                } else {
+                    SharedFrame::binary_parts(&parts)
+                };
                 let topic = std::str::from_utf8(topic).unwrap_or_default();
                 ctx.publish(topic, &frame);
             }
