@@ -268,7 +268,17 @@ impl ClientApp {
                         }
                     }
                     Ok(_) => self.read_for_subscribe(ctx, id, n, &channel, cmd.since),
-                    Err(_) => {}
+                    Err(_) => {
+                        // The engine's limits (per connection, per shard) refused it.
+                        let client = ctx.state::<Session>(id).map(|s| {
+                            s.subs.retain(|c| *c != channel);
+                            s.client.clone()
+                        });
+                        if let Some(client) = client {
+                            self.backend(ctx).leave(&channel, &client);
+                        }
+                        self.fail(ctx, id, n, ErrorCode::TooManySubscriptions);
+                    }
                 }
             }
             "unsubscribe" => {

@@ -569,3 +569,35 @@ fn a_binary_publish_with_invalid_utf8_reaches_subscribers_as_binary() {
     server.shutdown();
     server.join().unwrap();
 }
+
+#[test]
+fn subscriptions_are_capped_per_connection_and_counted() {
+    let server = start(ServerConfig {
+        max_subscriptions_per_connection: 100,
+        ..test_config()
+    });
+    let addr = server.local_addr();
+    let mut ws = connect(addr, "/pubsub");
+    for i in 0..100 {
+        ws.send(Message::text(format!("sub t{i}"))).unwrap();
+    }
+    for i in 0..100 {
+        assert_eq!(ws.read().unwrap(), Message::text(format!("ok sub t{i}")));
+    }
+    ws.send(Message::text("sub one-too-many")).unwrap();
+    assert_eq!(
+        ws.read().unwrap(),
+        Message::text("err too many subscriptions")
+    );
+    // Still subscribed to what it had, still served.
+    ws.send(Message::text("pub t42 hi")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("msg t42 hi"));
+    let refused: u64 = server
+        .stats()
+        .iter()
+        .map(|s| s.subscriptions_refused.load(Relaxed))
+        .sum();
+    assert_eq!(refused, 1);
+    server.shutdown();
+    server.join().unwrap();
+}

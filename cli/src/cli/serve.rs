@@ -134,6 +134,19 @@ pub struct ServeArgs {
     )]
     pub max_connections_per_shard: Option<usize>,
 
+    /// Topics one connection may subscribe to (past it: refused, counted)
+    #[arg(
+        long,
+        env = "C10M_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        value_name = "N",
+        value_parser = count!(usize)
+    )]
+    pub max_subscriptions_per_connection: Option<usize>,
+
+    /// Topics one shard may hold (past it: a subscribe to a new topic is refused, counted)
+    #[arg(long, env = "C10M_MAX_TOPICS_PER_SHARD", value_name = "N", value_parser = count!(usize))]
+    pub max_topics_per_shard: Option<usize>,
+
     /// On SIGTERM/SIGINT, time to close connections with 1001
     #[arg(long, env = "C10M_DRAIN_TIMEOUT_MS", value_name = "MS", value_parser = whole!(u64))]
     pub drain_timeout_ms: Option<u64>,
@@ -303,6 +316,8 @@ impl ServeArgs {
             close_timeout_ms,
             write_queue_limit,
             max_connections_per_shard,
+            max_subscriptions_per_connection,
+            max_topics_per_shard,
             drain_timeout_ms,
             read_buffer_size,
             timer_tick_ms,

@@ -171,6 +171,8 @@ pub enum SendError {
     Gone,
     /// The connection is closing; no more data may be sent.
     Closing,
+    /// A limit refused it (`max_subscriptions_per_connection`, `max_topics_per_shard`).
+    Limit,
 }
 
 /// A WebSocket application. One instance per shard, created by the factory given to the

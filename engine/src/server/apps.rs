@@ -20,7 +20,7 @@
 //! confirmed it upstream. A subscription from the query string is not confirmed: a client that
 //! must know when it is live everywhere subscribes with `sub`.
 
-use super::{App, ConnId, Ctx, SharedFrame, Subscribed};
+use super::{App, ConnId, Ctx, SendError, SharedFrame, Subscribed};
 use crate::proto::Message;
 use crate::proto::handshake::Request;
 
@@ -123,6 +123,9 @@ impl App for PubSub {
                             if let Some(w) = ctx.state::<Waiting>(id) {
                                 w.0.push(topic.to_owned());
                             }
+                        }
+                        Err(SendError::Limit) => {
+                            let _ = ctx.send_text(id, "err too many subscriptions");
                         }
                         Err(_) => {}
                     }

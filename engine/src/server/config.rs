@@ -121,6 +121,11 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Plain-HTTP address for `/metrics` (Prometheus) and `/health`; none by default.
     pub metrics: Option<SocketAddr>,
+    /// Topics one connection may subscribe to; past it a subscribe is refused (counted).
+    pub max_subscriptions_per_connection: usize,
+    /// Topics one shard may hold (each costs its name and a subscriber list); past it a
+    /// subscribe to a new topic is refused (counted).
+    pub max_topics_per_shard: usize,
     /// Where publishes cross processes: `redis://HOST:PORT[/DB]`; none (the default) keeps
     /// them in this process. The engine does not read it: the `c10m` binary builds the broker
     /// from it and hands it to [`start_with_broker`](super::start_with_broker).
@@ -194,6 +199,8 @@ impl Default for ServerConfig {
             timer_tick_ms: 100,
             allowed_origins: Vec::new(),
             metrics: None,
+            max_subscriptions_per_connection: 1024,
+            max_topics_per_shard: 1_000_000,
             broker: None,
             token_hs256_secret: None,
             token_rs256_key: None,

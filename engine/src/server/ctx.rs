@@ -131,8 +131,17 @@ impl Ctx<'_> {
             slot: slot as u32,
             generation: conn.generation,
         };
-        if !core.topics.subscribe(topic, sub, &mut conn.topics) {
-            return Ok(Subscribed::Already);
+        let limits = (
+            core.config.max_subscriptions_per_connection,
+            core.config.max_topics_per_shard,
+        );
+        match core.topics.subscribe(topic, sub, &mut conn.topics, limits) {
+            Ok(true) => {}
+            Ok(false) => return Ok(Subscribed::Already),
+            Err(_) => {
+                ShardStats::add(&core.io.stats.subscriptions_refused, 1);
+                return Err(SendError::Limit);
+            }
         }
         core.sync_topics();
         if core.handle.shared.registry.is_live(topic) {

@@ -38,6 +38,8 @@ pub struct ShardStats {
     pub handshake_failures: AtomicU64,
     /// accept() errors (EMFILE, ENFILE...).
     pub accept_errors: AtomicU64,
+    /// Subscriptions refused by `max_subscriptions_per_connection` or `max_topics_per_shard`.
+    pub subscriptions_refused: AtomicU64,
     /// Connections refused because the shard was full (`max_connections_per_shard`): answered
     /// 503 and closed.
     pub refused: AtomicU64,
@@ -123,6 +125,12 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
         "counter",
         "accept() failures (EMFILE, ENFILE...).",
         &|s| s.accept_errors.load(Relaxed),
+    );
+    family(
+        "subscriptions_refused_total",
+        "counter",
+        "Subscriptions refused by max_subscriptions_per_connection or max_topics_per_shard.",
+        &|s| s.subscriptions_refused.load(Relaxed),
     );
     family(
         "refused_total",

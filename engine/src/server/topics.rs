@@ -54,11 +54,43 @@ pub struct Moved {
     pub index: u32,
 }
 
+/// A subscription refused by a limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Full {
+    /// The connection holds `max_subscriptions_per_connection` already.
+    Connection,
+    /// The shard holds `max_topics_per_shard` topics already (and this would be a new one).
+    Shard,
+}
+
+/// Where `topic` is, or would go, in a membership list sorted by topic id.
+fn search(membership: &[Membership], topic: u32) -> Result<usize, usize> {
+    membership.binary_search_by_key(&topic, |m| m.topic)
+}
+
 impl Topics {
-    /// Subscribes `sub` to `name`; false when it already was.
-    pub fn subscribe(&mut self, name: &str, sub: Sub, membership: &mut Vec<Membership>) -> bool {
-        let id = match self.by_name.get(name) {
-            Some(&id) => id,
+    /// Subscribes `sub` to `name`; `Ok(false)` when it already was. A connection's membership
+    /// list is kept sorted by topic id, so the check is a binary search, and both the list and
+    /// the shard's topics are bounded (`limits`: per connection, per shard).
+    pub fn subscribe(
+        &mut self,
+        name: &str,
+        sub: Sub,
+        membership: &mut Vec<Membership>,
+        limits: (usize, usize),
+    ) -> Result<bool, Full> {
+        let existing = self.by_name.get(name).copied();
+        let at = match existing.map(|id| search(membership, id)) {
+            Some(Ok(_)) => return Ok(false),
+            Some(Err(at)) => Some(at),
+            None => None,
+        };
+        if membership.len() >= limits.0 {
+            return Err(Full::Connection);
+        }
+        let id = match existing {
+            Some(id) => id,
+            None if self.topics.len() >= limits.1 => return Err(Full::Shard),
             None => {
                 let name: Arc<str> = Arc::from(name);
                 let id = self.topics.insert(Topic {
@@ -70,16 +102,17 @@ impl Topics {
                 id
             }
         };
-        if membership.iter().any(|m| m.topic == id) {
-            return false;
-        }
+        let at = at.unwrap_or_else(|| search(membership, id).unwrap_or_else(|e| e));
         let subs = &mut self.topics[id as usize].subs;
-        membership.push(Membership {
-            topic: id,
-            index: subs.len() as u32,
-        });
+        membership.insert(
+            at,
+            Membership {
+                topic: id,
+                index: subs.len() as u32,
+            },
+        );
         subs.push(sub);
-        true
+        Ok(true)
     }
 
     /// Unsubscribes the owner of `membership` from `name`. Returns `None` when it was not
@@ -90,8 +123,8 @@ impl Topics {
         membership: &mut Vec<Membership>,
     ) -> Option<Option<Moved>> {
         let &id = self.by_name.get(name)?;
-        let pos = membership.iter().position(|m| m.topic == id)?;
-        let m = membership.swap_remove(pos);
+        let pos = search(membership, id).ok()?;
+        let m = membership.remove(pos);
         Some(self.remove_at(m))
     }
 
@@ -129,7 +162,7 @@ impl Topics {
     pub fn contains(&self, name: &str, membership: &[Membership]) -> bool {
         self.by_name
             .get(name)
-            .is_some_and(|id| membership.iter().any(|m| m.topic == *id))
+            .is_some_and(|id| search(membership, *id).is_ok())
     }
 
     /// The topics gained and lost since the last call, in order.
@@ -154,8 +187,8 @@ impl Topics {
 
 /// Applies a [`Moved`] to the moved subscriber's membership list.
 pub fn fix_membership(membership: &mut [Membership], moved: Moved) {
-    if let Some(m) = membership.iter_mut().find(|m| m.topic == moved.topic) {
-        m.index = moved.index;
+    if let Ok(i) = search(membership, moved.topic) {
+        membership[i].index = moved.index;
     }
 }
 
@@ -163,28 +196,72 @@ pub fn fix_membership(membership: &mut [Membership], moved: Moved) {
 mod tests {
     use super::*;
 
+    const NO_LIMIT: (usize, usize) = (usize::MAX, usize::MAX);
+
+    fn sub(slot: u32) -> Sub {
+        Sub {
+            slot,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn memberships_stay_sorted_and_bounded() {
+        let mut t = Topics::default();
+        let mut m = Vec::new();
+        for i in (0..50).rev() {
+            assert_eq!(
+                t.subscribe(&format!("t{i}"), sub(0), &mut m, (50, 1000)),
+                Ok(true)
+            );
+        }
+        assert!(
+            m.windows(2).all(|w| w[0].topic < w[1].topic),
+            "sorted by topic id"
+        );
+        assert!(t.contains("t7", &m));
+        assert_eq!(
+            t.subscribe("t7", sub(0), &mut m, (50, 1000)),
+            Ok(false),
+            "already"
+        );
+        assert_eq!(
+            t.subscribe("t50", sub(0), &mut m, (50, 1000)),
+            Err(Full::Connection)
+        );
+        assert!(
+            t.subscribers("t50").is_empty(),
+            "no topic made for a refused one"
+        );
+        let mut other = Vec::new();
+        assert_eq!(
+            t.subscribe("new", sub(1), &mut other, (50, 50)),
+            Err(Full::Shard)
+        );
+        assert_eq!(
+            t.subscribe("t3", sub(1), &mut other, (50, 50)),
+            Ok(true),
+            "an existing topic"
+        );
+        assert!(t.unsubscribe("t7", &mut m).is_some());
+        assert!(!t.contains("t7", &m));
+        assert!(m.windows(2).all(|w| w[0].topic < w[1].topic));
+    }
+
     #[test]
     fn subscribe_unsubscribe_and_index_fixups() {
         let mut t = Topics::default();
         let mut members: Vec<Vec<Membership>> = vec![Vec::new(); 4];
         for slot in 0..4u32 {
-            assert!(t.subscribe(
-                "news",
-                Sub {
-                    slot,
-                    generation: 1
-                },
-                &mut members[slot as usize]
-            ));
+            assert_eq!(
+                t.subscribe("news", sub(slot), &mut members[slot as usize], NO_LIMIT),
+                Ok(true)
+            );
         }
-        assert!(!t.subscribe(
-            "news",
-            Sub {
-                slot: 0,
-                generation: 1
-            },
-            &mut members[0]
-        ));
+        assert_eq!(
+            t.subscribe("news", sub(0), &mut members[0], NO_LIMIT),
+            Ok(false)
+        );
         assert_eq!(t.subscribers("news").len(), 4);
         // Slot 0 leaves; slot 3 moves into index 0.
         let moved = t.unsubscribe("news", &mut members[0]).unwrap().unwrap();
