@@ -147,6 +147,11 @@ pub struct ServeArgs {
     #[arg(long, env = "C10M_MAX_TOPICS_PER_SHARD", value_name = "N", value_parser = count!(usize))]
     pub max_topics_per_shard: Option<usize>,
 
+    /// Mail one shard may have queued (publishes, sends, posts); past it such mail is dropped
+    /// and counted
+    #[arg(long, env = "C10M_MAILBOX_LIMIT", value_name = "N", value_parser = count!(usize))]
+    pub mailbox_limit: Option<usize>,
+
     /// On SIGTERM/SIGINT, time to close connections with 1001
     #[arg(long, env = "C10M_DRAIN_TIMEOUT_MS", value_name = "MS", value_parser = whole!(u64))]
     pub drain_timeout_ms: Option<u64>,
@@ -318,6 +323,7 @@ impl ServeArgs {
             max_connections_per_shard,
             max_subscriptions_per_connection,
             max_topics_per_shard,
+            mailbox_limit,
             drain_timeout_ms,
             read_buffer_size,
             timer_tick_ms,

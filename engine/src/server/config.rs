@@ -126,6 +126,9 @@ pub struct ServerConfig {
     /// Topics one shard may hold (each costs its name and a subscriber list); past it a
     /// subscribe to a new topic is refused (counted).
     pub max_topics_per_shard: usize,
+    /// Mail (publishes, sends, posts from other shards and threads) one shard may have queued;
+    /// past it such mail is dropped and counted (`c10m_mail_dropped_total`).
+    pub mailbox_limit: usize,
     /// Where publishes cross processes: `redis://HOST:PORT[/DB]`; none (the default) keeps
     /// them in this process. The engine does not read it: the `c10m` binary builds the broker
     /// from it and hands it to [`start_with_broker`](super::start_with_broker).
@@ -201,6 +204,7 @@ impl Default for ServerConfig {
             metrics: None,
             max_subscriptions_per_connection: 1024,
             max_topics_per_shard: 1_000_000,
+            mailbox_limit: 1_000_000,
             broker: None,
             token_hs256_secret: None,
             token_rs256_key: None,
@@ -441,6 +445,7 @@ impl ServerConfig {
             at_most(key, ms, MAX_MILLIS)?;
         }
         at_least("timer_tick_ms", self.timer_tick_ms, 1)?;
+        at_least("mailbox_limit", self.mailbox_limit, 1)?;
         at_most("history_size", self.history_size, 1_000_000)?;
         // Entries are refreshed every third of it, in whole milliseconds.
         at_least("presence_ttl_ms", self.presence_ttl_ms, 3)?;

@@ -14,7 +14,6 @@ use std::net::TcpStream;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::channel;
 use std::time::Instant;
 
@@ -61,11 +60,7 @@ impl Harness {
         let routes = Routes::new().route("/", move |_| app());
         let handle = Handle {
             shared: Arc::new(Shared {
-                peers: vec![Peer {
-                    tx,
-                    waker: Waker::EventFd(waker),
-                    pending: AtomicBool::new(false),
-                }],
+                peers: vec![Peer::new(tx, Waker::EventFd(waker), config.mailbox_limit)],
                 registry: Registry::new(false),
                 broker: None,
                 paths: routes.paths().map(str::to_owned).collect(),

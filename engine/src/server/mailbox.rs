@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 
 use super::app::SharedFrame;
@@ -89,12 +89,53 @@ pub struct Peer {
     pub waker: Waker,
     /// A wake is already pending: further mail needs no extra syscall.
     pub pending: AtomicBool,
+    /// Mail posted and not read yet.
+    pub queued: AtomicUsize,
+    /// Past this many queued, data mail (publishes, sends, posts) is dropped and counted: a
+    /// shard that cannot keep up must not make the others hold unbounded memory for it.
+    /// Control mail (closes, upgrade answers, confirmations, shutdown) always goes through.
+    pub limit: usize,
+    /// Data mail dropped at the limit.
+    pub dropped: AtomicU64,
 }
 
 impl Peer {
-    /// Posts `mail` and wakes the shard unless a wake is already pending.
+    /// A shard's mailbox entry.
+    pub fn new(tx: Sender<Mail>, waker: Waker, limit: usize) -> Self {
+        Peer {
+            tx,
+            waker,
+            pending: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
+            limit,
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Posts `mail` and wakes the shard unless a wake is already pending. Data mail past the
+    /// limit is dropped (and counted) instead.
     pub fn send(&self, mail: Mail) {
-        if self.tx.send(mail).is_ok() && !self.pending.swap(true, Ordering::AcqRel) {
+        let data = matches!(
+            mail,
+            Mail::Publish { .. } | Mail::Send { .. } | Mail::Post { .. }
+        );
+        if data && self.queued.load(Ordering::Relaxed) >= self.limit {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(mail).is_err() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        if !self.pending.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
+    }
+
+    /// Wakes the shard (it has mail left over from a budgeted read).
+    pub fn wake(&self) {
+        if !self.pending.swap(true, Ordering::AcqRel) {
             self.waker.wake();
         }
     }

@@ -38,6 +38,8 @@ pub struct ShardStats {
     pub handshake_failures: AtomicU64,
     /// accept() errors (EMFILE, ENFILE...).
     pub accept_errors: AtomicU64,
+    /// Mail to this shard dropped at `mailbox_limit` (publishes, sends, posts).
+    pub mail_dropped: AtomicU64,
     /// Subscriptions refused by `max_subscriptions_per_connection` or `max_topics_per_shard`.
     pub subscriptions_refused: AtomicU64,
     /// Connections refused because the shard was full (`max_connections_per_shard`): answered
@@ -125,6 +127,12 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
         "counter",
         "accept() failures (EMFILE, ENFILE...).",
         &|s| s.accept_errors.load(Relaxed),
+    );
+    family(
+        "mail_dropped_total",
+        "counter",
+        "Publishes, sends and posts to this shard dropped because its mailbox held mailbox_limit.",
+        &|s| s.mail_dropped.load(Relaxed),
     );
     family(
         "subscriptions_refused_total",

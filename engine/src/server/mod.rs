@@ -45,7 +45,6 @@ pub mod apps;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -266,11 +265,7 @@ pub fn start_with_broker(
             polls.push(Some(poll));
             ShardWaker::Mio(waker)
         };
-        peers.push(Peer {
-            tx,
-            waker,
-            pending: AtomicBool::new(false),
-        });
+        peers.push(Peer::new(tx, waker, config.mailbox_limit));
         inboxes.push(rx);
     }
     let handle = Handle {

@@ -67,6 +67,9 @@ pub struct Processed {
     pub opened: bool,
 }
 
+/// Mail handled per loop iteration before connections get their turn again.
+const MAIL_PER_ITERATION: usize = 4096;
+
 /// The least a partial frame's buffer grows by.
 const GROW_STEP: usize = 64 << 10;
 
@@ -556,7 +559,25 @@ impl Shard {
     /// Handles everything in the mailbox (the backend was woken).
     pub fn read_mail(&mut self) {
         self.core.me().pending.store(false, Ordering::Release);
+        let dropped = self.core.me().dropped.load(Ordering::Relaxed);
+        ShardStats::set(&self.core.io.stats.mail_dropped, dropped);
+        let mut budget = MAIL_PER_ITERATION;
         while let Ok(mail) = self.mail.try_recv() {
+            self.core.me().queued.fetch_sub(1, Ordering::Relaxed);
+            budget -= 1;
+            if budget == 0 {
+                // The rest waits for the next iteration (connections get their turn first);
+                // the loop will not sleep, it has woken itself.
+                self.core.me().wake();
+                self.handle_mail(mail);
+                break;
+            }
+            self.handle_mail(mail);
+        }
+    }
+
+    fn handle_mail(&mut self, mail: Mail) {
+        {
             match mail {
                 Mail::Publish { topic, frame } => {
                     self.core.publish_local(&topic, &frame);

@@ -373,3 +373,56 @@ fn a_huge_announced_frame_reserves_memory_only_as_its_bytes_arrive() {
     }
     assert!(h.holds(&c));
 }
+
+#[test]
+fn a_full_mailbox_drops_data_mail_and_counts_it_but_never_control_mail() {
+    let mut h = Harness::new(
+        ServerConfig {
+            mailbox_limit: 10,
+            ..config()
+        },
+        || Box::new(Recorder(Log::default())),
+    );
+    let (mut c, id) = h.open();
+    let handle = h.shard.core.handle.clone();
+    for i in 0..100 {
+        let _ = handle.send_text(id, &format!("m{i}"));
+    }
+    // A close is control mail: it goes through past the limit.
+    handle
+        .close(id, crate::proto::CloseCode(4000), "bye")
+        .unwrap();
+    h.tick();
+    let got = frames(&c.read_all());
+    let texts: Vec<_> = got.iter().filter(|(op, _)| *op == OpCode::Text).collect();
+    assert_eq!(texts.len(), 10, "the first ten, then dropped");
+    assert_eq!(texts[9].1, b"m9");
+    assert_eq!(got.last().unwrap().0, OpCode::Close);
+    assert_eq!(h.stat(|s: &ShardStats| &s.mail_dropped), 90);
+}
+
+#[test]
+fn mail_is_read_with_a_budget_per_iteration() {
+    let (mut h, _) = recorder();
+    let (mut c, id) = h.open();
+    let handle = h.shard.core.handle.clone();
+    for i in 0..5_000 {
+        handle.send_text(id, &format!("{i}")).unwrap();
+    }
+    h.tick();
+    assert_eq!(frames(&c.read_all()).len(), 4096, "one iteration's budget");
+    assert!(
+        h.shard
+            .core
+            .me()
+            .pending
+            .load(std::sync::atomic::Ordering::Acquire),
+        "woke itself"
+    );
+    h.tick();
+    assert_eq!(
+        frames(&c.read_all()).len(),
+        5_000 - 4096,
+        "the rest next iteration"
+    );
+}
