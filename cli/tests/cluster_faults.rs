@@ -6,21 +6,21 @@
 
 mod support;
 
+#[path = "../../cluster/tests/support/client.rs"]
+mod client;
 #[path = "../../cluster/tests/support/redis.rs"]
 mod redis_server;
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use client::{Ws, call, next};
 use redis_server::Redis;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::KillOnDrop;
-use tungstenite::Message;
 
 const SECRET: &str = "fault-secret";
 const TTL_MS: u64 = 1_500;
-type Ws = tungstenite::WebSocket<TcpStream>;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -41,55 +41,19 @@ fn node(redis: &Redis) -> (KillOnDrop, SocketAddr) {
     (process, addr)
 }
 
-fn token(user: &str) -> String {
-    #[derive(serde::Serialize)]
-    struct Claims<'a> {
-        sub: &'a str,
-        exp: u64,
-    }
-    encode(
-        &Header::new(Algorithm::HS256),
-        &Claims {
-            sub: user,
-            exp: now_ms() / 1000 + 3600,
-        },
-        &EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
-    )
-    .unwrap()
-}
-
 fn connect(addr: SocketAddr, user: &str) -> (Ws, String) {
     let stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let url = format!("ws://{addr}/connection/v1?token={}", token(user));
+    let url = format!(
+        "ws://{addr}/connection/v1?token={}",
+        client::token(SECRET.as_bytes(), user, 3600)
+    );
     let (mut ws, _) = tungstenite::client(url, stream).unwrap();
     let connected = next(&mut ws);
     let client = connected["client"].as_str().unwrap().to_string();
     (ws, client)
-}
-
-fn next(ws: &mut Ws) -> Value {
-    loop {
-        if let Message::Text(t) = ws.read().unwrap() {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v["type"] != "ping" {
-                return v;
-            }
-        }
-    }
-}
-
-fn call(ws: &mut Ws, cmd: Value) -> Value {
-    let id = cmd["id"].as_u64().unwrap();
-    ws.send(Message::text(cmd.to_string())).unwrap();
-    loop {
-        let v = next(ws);
-        if v["id"].as_u64() == Some(id) {
-            return v;
-        }
-    }
 }
 
 fn present(ws: &mut Ws, n: u64) -> Vec<String> {

@@ -5,43 +5,16 @@
 
 mod support;
 
+#[path = "../../cluster/tests/support/client.rs"]
+mod client;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
-use serde_json::{Value, json};
+use client::next;
+use serde_json::json;
 use tungstenite::Message;
-
-fn token(secret: &[u8], user: &str) -> String {
-    #[derive(serde::Serialize)]
-    struct Claims<'a> {
-        sub: &'a str,
-        exp: u64,
-    }
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    encode(
-        &Header::new(Algorithm::HS256),
-        &Claims { sub: user, exp },
-        &EncodingKey::from_secret(secret).unwrap(),
-    )
-    .unwrap()
-}
-
-fn next(ws: &mut tungstenite::WebSocket<TcpStream>) -> Value {
-    loop {
-        if let Message::Text(t) = ws.read().unwrap() {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v["type"] != "ping" {
-                return v;
-            }
-        }
-    }
-}
 
 #[test]
 fn the_binary_serves_the_client_protocol_with_tokens_from_the_environment() {
@@ -76,7 +49,10 @@ fn the_binary_serves_the_client_protocol_with_tokens_from_the_environment() {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let url = format!("ws://{addr}/connection/v1?token={}", token(b"s3cret", user));
+        let url = format!(
+            "ws://{addr}/connection/v1?token={}",
+            client::token(b"s3cret", user, 3600)
+        );
         let (mut ws, _) = tungstenite::client(url, stream).unwrap();
         let connected = next(&mut ws);
         assert_eq!(connected["user"], user);

@@ -12,12 +12,18 @@ use std::time::Duration;
 use c10m_cluster::token::{Verifier, now_secs};
 use c10m_cluster::{Limits, Memory, Service, Settings};
 use c10m_engine::server::{self, Routes, ServerConfig, ServerHandle};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use serde_json::{Value, json};
 use tungstenite::Message;
 
 const SECRET: &[u8] = b"test-secret";
-type Ws = tungstenite::WebSocket<TcpStream>;
+#[path = "support/client.rs"]
+mod client;
+
+use client::{Ws, next};
+
+fn token(user: &str, expires_in: i64) -> String {
+    client::token(SECRET, user, expires_in)
+}
 
 fn start(settings: Settings) -> ServerHandle {
     let service = Service::new(settings, Some(Verifier::hs256(SECRET).unwrap()), |handle| {
@@ -30,21 +36,6 @@ fn start(settings: Settings) -> ServerHandle {
         ..ServerConfig::default()
     };
     server::start(config, Routes::new().route("/connection/v1", service.app())).unwrap()
-}
-
-fn token(user: &str, expires_in: i64) -> String {
-    #[derive(serde::Serialize)]
-    struct Claims<'a> {
-        sub: &'a str,
-        exp: u64,
-    }
-    let exp = (now_secs() as i64 + expires_in) as u64;
-    encode(
-        &Header::new(Algorithm::HS256),
-        &Claims { sub: user, exp },
-        &EncodingKey::from_secret(SECRET).unwrap(),
-    )
-    .unwrap()
 }
 
 /// The HTTP status line of an upgrade with `query`.
@@ -74,22 +65,6 @@ fn connect(addr: SocketAddr, user: &str) -> (Ws, Value) {
     let connected = next(&mut ws);
     assert_eq!(connected["type"], "connected");
     (ws, connected)
-}
-
-/// The next JSON frame that is not a server ping.
-fn next(ws: &mut Ws) -> Value {
-    loop {
-        match ws.read().unwrap() {
-            Message::Text(t) => {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                if v["type"] != "ping" {
-                    return v;
-                }
-            }
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
 }
 
 /// Sends a command and returns its reply (pushes before it are collected into `pushes`).

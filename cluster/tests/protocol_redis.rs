@@ -5,6 +5,8 @@
 //! lost everything (new epoch) being told to recovering clients.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/client.rs"]
+mod client;
 #[path = "support/redis.rs"]
 mod redis_server;
 
@@ -12,16 +14,14 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use c10m_cluster::token::{Verifier, now_secs};
+use c10m_cluster::token::Verifier;
 use c10m_cluster::{RedisBackend, RedisBroker, RedisLimits, Service, Settings};
 use c10m_engine::server::{self, Broker, Routes, ServerConfig, ServerHandle};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use client::{Ws, call, next};
 use redis_server::Redis;
 use serde_json::{Value, json};
-use tungstenite::Message;
 
 const SECRET: &[u8] = b"cluster-secret";
-type Ws = tungstenite::WebSocket<TcpStream>;
 
 struct Node {
     server: Option<ServerHandle>,
@@ -74,58 +74,18 @@ impl Drop for Node {
     }
 }
 
-fn token(user: &str) -> String {
-    #[derive(serde::Serialize)]
-    struct Claims<'a> {
-        sub: &'a str,
-        exp: u64,
-    }
-    encode(
-        &Header::new(Algorithm::HS256),
-        &Claims {
-            sub: user,
-            exp: now_secs() + 3600,
-        },
-        &EncodingKey::from_secret(SECRET).unwrap(),
-    )
-    .unwrap()
-}
-
 fn connect(addr: SocketAddr, user: &str) -> Ws {
     let stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let url = format!("ws://{addr}/connection/v1?token={}", token(user));
+    let url = format!(
+        "ws://{addr}/connection/v1?token={}",
+        client::token(SECRET, user, 3600)
+    );
     let (mut ws, _) = tungstenite::client(url, stream).unwrap();
     assert_eq!(next(&mut ws)["type"], "connected");
     ws
-}
-
-fn next(ws: &mut Ws) -> Value {
-    loop {
-        match ws.read().unwrap() {
-            Message::Text(t) => {
-                let v: Value = serde_json::from_str(&t).unwrap();
-                if v["type"] != "ping" {
-                    return v;
-                }
-            }
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
-
-fn call(ws: &mut Ws, cmd: Value) -> Value {
-    let id = cmd["id"].as_u64().unwrap();
-    ws.send(Message::text(cmd.to_string())).unwrap();
-    loop {
-        let v = next(ws);
-        if v["id"].as_u64() == Some(id) {
-            return v;
-        }
-    }
 }
 
 fn offsets(reply: &Value) -> Vec<u64> {
