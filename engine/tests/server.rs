@@ -601,3 +601,43 @@ fn subscriptions_are_capped_per_connection_and_counted() {
     server.shutdown();
     server.join().unwrap();
 }
+
+#[test]
+fn plain_pages_are_served_on_the_websocket_port() {
+    let routes = Routes::new().route("/echo", |_| Box::new(apps::Echo)).page(
+        "/demo/",
+        "text/html; charset=utf-8",
+        "<h1>demo</h1>",
+    );
+    let server = server::start(test_config(), routes).unwrap();
+    let addr = server.local_addr();
+    let get = |request: &str| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    let page = get("GET /demo/?room=a HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
+    assert!(page.contains("Content-Type: text/html; charset=utf-8\r\n"));
+    assert!(page.ends_with("\r\n\r\n<h1>demo</h1>"), "{page}");
+    let head = get("HEAD /demo/ HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("Content-Length: 13\r\n"));
+    let other = get("GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        other.starts_with("HTTP/1.1 426"),
+        "not a page: still 426: {other}"
+    );
+    // The WebSocket routes are unchanged.
+    let mut ws = connect(addr, "/echo");
+    ws.send(Message::text("hi")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("hi"));
+    server.shutdown();
+    server.join().unwrap();
+}

@@ -14,6 +14,10 @@ pub fn handshake(data: &[u8]) {
     let limits = Limits {
         max_header_bytes: 1024,
     };
+    // The plain-page path: a path that is a prefix of the input's bytes, never a panic.
+    if let Some((path, _)) = handshake::plain_request(data) {
+        assert!(path.len() < data.len());
+    }
     match handshake::parse_request(data, limits) {
         Ok(Some((req, used))) => {
             assert!(used <= data.len());

@@ -33,11 +33,13 @@ pub enum Why {
     Io,
     /// The server is shutting down (1001 sent).
     Shutdown,
+    /// A plain HTTP request for a page was answered; there was no WebSocket.
+    Page,
 }
 
 impl Why {
     /// Every reason, for metrics.
-    pub const ALL: [Why; 9] = [
+    pub const ALL: [Why; 10] = [
         Why::PeerClosed,
         Why::LocalClosed,
         Why::ProtocolError,
@@ -47,6 +49,7 @@ impl Why {
         Why::SlowConsumer,
         Why::Io,
         Why::Shutdown,
+        Why::Page,
     ];
 
     /// The metrics label.
@@ -61,6 +64,7 @@ impl Why {
             Why::SlowConsumer => "slow_consumer",
             Why::Io => "io",
             Why::Shutdown => "shutdown",
+            Why::Page => "page",
         }
     }
 

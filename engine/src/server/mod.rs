@@ -68,9 +68,21 @@ use handle::Shared;
 use mailbox::{Peer, Waker as ShardWaker};
 use shard::Shard;
 
-/// Applications by request path.
+/// Applications by request path, and a few plain pages served on the same port.
 pub struct Routes {
     entries: Vec<(String, AppFactory)>,
+    pages: Vec<Page>,
+}
+
+/// A page answered to a plain `GET` (a demo, a client library): its path, type and body.
+#[derive(Clone, Debug)]
+pub struct Page {
+    /// The request path (exact; the query is ignored).
+    pub path: String,
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: bytes::Bytes,
 }
 
 impl Routes {
@@ -78,6 +90,7 @@ impl Routes {
     pub fn new() -> Self {
         Routes {
             entries: Vec::new(),
+            pages: Vec::new(),
         }
     }
 
@@ -89,6 +102,27 @@ impl Routes {
     ) -> Self {
         self.entries.push((path.to_owned(), Arc::new(factory)));
         self
+    }
+
+    /// Answers a plain `GET path` (or `HEAD`) with `body`. For small static files (a demo page, a
+    /// client library); the connection closes after the answer.
+    pub fn page(
+        mut self,
+        path: &str,
+        content_type: &'static str,
+        body: impl Into<bytes::Bytes>,
+    ) -> Self {
+        self.pages.push(Page {
+            path: path.to_owned(),
+            content_type,
+            body: body.into(),
+        });
+        self
+    }
+
+    /// The page served at `path`.
+    pub fn find_page(&self, path: &str) -> Option<&Page> {
+        self.pages.iter().find(|p| p.path == path)
     }
 
     /// The index of the app serving `path`.

@@ -739,6 +739,27 @@ fn handshake(
     let (request, used) = match handshake::parse_request(input, limits) {
         Ok(Some(parsed)) => parsed,
         Ok(None) => return Handshake::Wait,
+        Err(e @ (HandshakeError::NotUpgrade | HandshakeError::Method)) => {
+            // A plain GET (or HEAD) may be for one of the few pages served here.
+            let page = handshake::plain_request(input)
+                .and_then(|(path, head)| Some((routes.find_page(path)?, head)));
+            let Some((page, head)) = page else {
+                return refuse(core, e);
+            };
+            let out = &mut core.io.cork;
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Type: ");
+            out.extend_from_slice(page.content_type.as_bytes());
+            out.extend_from_slice(b"\r\nContent-Length: ");
+            out.extend_from_slice(page.body.len().to_string().as_bytes());
+            out.extend_from_slice(b"\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n");
+            if !head {
+                out.extend_from_slice(&page.body);
+            }
+            if let Some(c) = core.io.conns.get_mut(slot) {
+                c.ending = Some((Why::Page, CloseCode(1006)));
+            }
+            return Handshake::Refused;
+        }
         Err(e) => return refuse(core, e),
     };
     let Some(app) = routes.find(request.path()) else {

@@ -7,7 +7,9 @@ mod client;
 mod server;
 
 pub use client::{ClientHandshake, ClientRequest, Response};
-pub use server::{Accept, Header, Limits, Request, parse_request, write_accept, write_reject};
+pub use server::{
+    Accept, Header, Limits, Request, parse_request, plain_request, write_accept, write_reject,
+};
 
 use base64::Engine as _;
 use sha1::{Digest, Sha1};

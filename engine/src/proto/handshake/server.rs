@@ -97,6 +97,25 @@ impl<'a> Request<'a> {
     }
 }
 
+/// The path (before any `?`) of a complete, plain `GET` or `HEAD` request head at the start of
+/// `buf` (one that is not a WebSocket upgrade), and whether it was `HEAD`; `None` for anything
+/// else. Lets a server answer a few plain pages on its WebSocket port.
+pub fn plain_request(buf: &[u8]) -> Option<(&str, bool)> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut raw);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return None,
+    }
+    let head = match req.method? {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return None,
+    };
+    let target = req.path?;
+    Some((target.split_once('?').map_or(target, |(p, _)| p), head))
+}
+
 /// Parses an upgrade request from the bytes received so far.
 ///
 /// `Ok(None)`: the head is incomplete and within the size cap; read more. `Ok(Some((req, n)))`:
