@@ -48,4 +48,6 @@ scripts/test-tune.sh
 
 step "c10m cluster behind nginx (Redis, 3 nodes, kill -9 of one)"; scripts/test-cluster.sh
 
+step "demo room in headless Chromium (host candidates, then relayed through coturn)"; scripts/test-demo.sh
+
 step "all tests passed"

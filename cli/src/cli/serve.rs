@@ -25,6 +25,10 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
 use super::usage_error;
 
+/// The demo room page and its script, served at /demo/.
+const DEMO_HTML: &str = include_str!("../demo/index.html");
+const DEMO_JS: &str = include_str!("../demo/demo.js");
+
 /// Shown after `c10m serve --help`.
 const AFTER_HELP: &str = "\
 Every setting is a flag, an environment variable (C10M_ and its TOML key in capitals:
@@ -458,7 +462,9 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         .route("/echo", |_| Box::new(apps::Echo))
         .route("/pubsub", |_| Box::new(apps::PubSub))
         .route("/connection/v1", service.app())
-        .route("/signal/v1", signaling.app());
+        .route("/signal/v1", signaling.app())
+        .page("/demo/", "text/html; charset=utf-8", DEMO_HTML)
+        .page("/demo/demo.js", "text/javascript; charset=utf-8", DEMO_JS);
     let drain_ms = config.drain_timeout_ms;
     let shards = config.shard_count();
     let listen = config.listen;
@@ -489,7 +495,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     println!("c10m: backend: {}", handle.backend());
     println!("c10m: broker: {broker_line}");
     println!("c10m: client protocol on ws://{addr}/connection/v1 ({tokens}, state {state})");
-    println!("c10m: signaling on ws://{addr}/signal/v1");
+    println!("c10m: signaling on ws://{addr}/signal/v1, demo room on http://{addr}/demo/?room=NAME");
     if let Some(m) = handle.metrics_addr() {
         println!("c10m: metrics on http://{m}/metrics, health on http://{m}/health");
     }

@@ -1,0 +1,144 @@
+// The demo room (c10m serve's /demo/ over /signal/v1) in headless Chromium with fake camera and
+// microphone: three participants each decode both others' video and receive their audio, a
+// leaver's tile disappears, and twenty join/leave cycles of a fourth renegotiate cleanly.
+// Usage: node demo.mjs http://127.0.0.1:PORT [relay]
+// Exits 0 when every check holds, 1 otherwise (each failure printed).
+import { chromium } from "playwright-core";
+
+const base = process.argv[2];
+const relay = process.argv[3] === "relay";
+if (!base) {
+  console.error("usage: node demo.mjs http://HOST:PORT [relay]");
+  process.exit(2);
+}
+const room = `t${Date.now()}`;
+const url = `${base}/demo/?room=${room}&autojoin=1${relay ? "&relay=1" : ""}`;
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--autoplay-policy=no-user-gesture-required",
+  ],
+});
+
+let failed = 0;
+function check(ok, what) {
+  console.log(`${ok ? "ok  " : "FAIL"} ${what}`);
+  if (!ok) failed += 1;
+}
+
+// Decoded video frames and received audio bytes per remote participant of a page.
+async function media(page) {
+  return page.evaluate(async () => {
+    const out = {};
+    for (const v of document.querySelectorAll("video[data-remote]")) {
+      out[v.getAttribute("data-remote")] = { frames: v.getVideoPlaybackQuality().totalVideoFrames };
+    }
+    for (const [id, p] of window.c10mDemo.peers) {
+      const stats = await p.pc.getStats();
+      let audio = 0;
+      stats.forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "audio") audio += s.bytesReceived;
+      });
+      (out[id] ||= {}).audio = audio;
+    }
+    return out;
+  });
+}
+
+// Waits (bounded, 30 s) until `cond(page)` holds.
+async function until(page, what, cond) {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (await cond(page)) return true;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  check(false, `${what} (timed out)`);
+  return false;
+}
+
+try {
+  const pages = [];
+  for (let i = 0; i < 3; i++) {
+    const page = await browser.newPage();
+    page.on("pageerror", (e) => check(false, `page ${i} error: ${e.message}`));
+    await page.goto(url);
+    await until(page, `page ${i} joined`, (p) => p.evaluate(() => !!window.c10mDemo?.me));
+    pages.push(page);
+  }
+  // Everyone decodes both others' video, rising, and receives their audio.
+  for (const [i, page] of pages.entries()) {
+    await until(page, `page ${i} has two remote tiles`, async (p) =>
+      (await p.locator("video[data-remote]").count()) === 2);
+    const first = await media(page);
+    await until(page, `page ${i} decodes and hears both others`, async (p) => {
+      const now = await media(p);
+      const ids = Object.keys(now).filter((id) => now[id].frames !== undefined);
+      return ids.length === 2 && ids.every((id) =>
+        now[id].frames > (first[id]?.frames ?? 0) + 10 && now[id].audio > 0);
+    });
+    const a = await media(page);
+    await new Promise((r) => setTimeout(r, 2000));
+    const b = await media(page);
+    const rates = Object.keys(b).map((id) => ((b[id].frames - (a[id]?.frames ?? 0)) / 2).toFixed(1));
+    console.log(`     page ${i}: frames per second decoded from each remote: ${rates.join(", ")}`);
+    check(Object.keys(b).every((id) => b[id].frames > a[id].frames), `page ${i}: both remote videos keep decoding`);
+  }
+  if (relay) {
+    // Forced through TURN: every connection's selected pair uses a relayed local candidate.
+    const types = await pages[0].evaluate(async () => {
+      const out = [];
+      for (const [, p] of window.c10mDemo.peers) {
+        const stats = await p.pc.getStats();
+        let pair = null;
+        stats.forEach((s) => { if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
+        out.push(pair ? stats.get(pair.localCandidateId)?.candidateType : "none");
+      }
+      return out;
+    });
+    check(types.length === 2 && types.every((t) => t === "relay"), `media flows through TURN (local candidates: ${types.join(", ")})`);
+  }
+  // The third leaves: its tile disappears from the others.
+  const leaver = await pages[2].evaluate(() => window.c10mDemo.me);
+  await pages[2].evaluate(() => window.c10mDemo.leave());
+  for (const i of [0, 1]) {
+    await until(pages[i], `page ${i} drops the leaver's tile`, async (p) =>
+      (await p.locator(`video[data-remote="${leaver}"]`).count()) === 0);
+  }
+  check(true, "a leaver's tile disappears");
+  // Twenty join/leave cycles of a fourth participant: each time both others see it and it sees
+  // them decode, then it leaves and its tile goes.
+  const cycler = await browser.newPage();
+  cycler.on("pageerror", (e) => check(false, `cycler error: ${e.message}`));
+  let clean = 0;
+  for (let n = 0; n < 20; n++) {
+    await cycler.goto(url);
+    const ok = await until(cycler, `cycle ${n}: the fourth decodes both others`, async (p) => {
+      const m = await media(p);
+      const ids = Object.keys(m).filter((id) => m[id].frames > 0);
+      return ids.length === 2;
+    });
+    const id = await cycler.evaluate(() => window.c10mDemo.me);
+    await cycler.evaluate(() => window.c10mDemo.leave());
+    const gone = await until(pages[0], `cycle ${n}: its tile goes`, async (p) =>
+      (await p.locator(`video[data-remote="${id}"]`).count()) === 0);
+    if (ok && gone) clean += 1;
+  }
+  check(clean === 20, `twenty join/leave cycles renegotiated cleanly (${clean}/20)`);
+} catch (e) {
+  check(false, `exception: ${e.stack || e}`);
+} finally {
+  await browser.close();
+}
+process.exit(failed === 0 ? 0 : 1);
