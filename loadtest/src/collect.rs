@@ -3,6 +3,8 @@
 //! prints the progress line.
 
 use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +77,8 @@ pub struct Collector {
     pub ready: ReadyInfo,
     /// Sources that reported ready.
     pub ready_sources: usize,
+    /// When the drive phase starts (monotonic us), once decided; 0 until then.
+    go: Arc<AtomicU64>,
 }
 
 impl Collector {
@@ -107,7 +111,19 @@ impl Collector {
             quiet,
             ready: ReadyInfo::default(),
             ready_sources: 0,
+            go: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// The drive phase starts at `at_us` (monotonic).
+    pub fn going(&self, at_us: u64) {
+        self.go.store(at_us.max(1), Ordering::Release);
+    }
+
+    /// Where the go time appears once decided (0 until then), for whoever acts on it (the
+    /// failover's killer).
+    pub fn go_time(&self) -> Arc<AtomicU64> {
+        self.go.clone()
     }
 
     /// A load-generator process running already (this one), with `threads` event-loop
@@ -245,7 +261,9 @@ impl Sink for LocalSink<'_> {
 
     fn ready(&mut self, info: ReadyInfo, shared: &Shared) -> Result<(), Error> {
         self.collector.on_ready(&info);
-        shared.go(crate::sys::monotonic_us() + LOCAL_GO_DELAY_US);
+        let at = crate::sys::monotonic_us() + LOCAL_GO_DELAY_US;
+        shared.go(at);
+        self.collector.going(at);
         Ok(())
     }
 

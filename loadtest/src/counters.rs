@@ -103,6 +103,42 @@ pub struct Counters {
     pub gaps: Vec<Gap>,
     /// Broadcast: distinct gaps seen beyond the [`MAX_GAPS`] kept.
     pub gaps_dropped: u64,
+
+    /// Subscriptions the server confirmed (`ok sub T`, or a `v1` subscribe reply).
+    pub subscribed: u64,
+    /// v1: publishes the server acknowledged with an offset.
+    pub publish_acks: u64,
+    /// v1: publishes the server answered with an error.
+    pub publish_errors: u64,
+    /// v1: publications dropped because their offset had been handled already (live pushes
+    /// that arrived again in a recovery, or before the subscribe reply): the protocol's own
+    /// deduplication, not a fault.
+    pub offsets_skipped: u64,
+    /// v1: publications delivered from subscribe replies that bridged the gap since the
+    /// subscriber's position (recovered after a reconnect).
+    pub recovered: u64,
+    /// v1: resubscribes the server answered `recovered: false` (history trimmed, or a new
+    /// epoch).
+    pub recovery_refused: u64,
+
+    /// Failover: subscriber connections that dropped during the run (each reconnected, or tried).
+    pub drops: u64,
+    /// Failover: connection attempts to come back after a drop.
+    pub reconnect_attempts: u64,
+    /// Failover: attempts that failed (connect, handshake, or dropped before subscribing).
+    pub reconnect_failed: u64,
+    /// Failover: subscribers live again after a drop.
+    pub resubscribed: u64,
+    /// Failover: subscribers still away at the end of the run.
+    pub reconnect_gave_up: u64,
+    /// Failover: subscribers that dropped at least once (counted when they end).
+    pub subs_dropped: u64,
+    /// Failover: messages missed by subscribers that dropped (counted when they end).
+    pub lost_by_dropped: u64,
+    /// Failover: subscribers that dropped and missed something.
+    pub dropped_subs_with_loss: u64,
+    /// Failover: most messages one subscriber that dropped missed (max, not sum).
+    pub max_lost_per_dropped_sub: u64,
 }
 
 impl Counters {
@@ -182,6 +218,21 @@ impl Counters {
             max_missing_per_sub,
             gaps,
             gaps_dropped,
+            subscribed,
+            publish_acks,
+            publish_errors,
+            offsets_skipped,
+            recovered,
+            recovery_refused,
+            drops,
+            reconnect_attempts,
+            reconnect_failed,
+            resubscribed,
+            reconnect_gave_up,
+            subs_dropped,
+            lost_by_dropped,
+            dropped_subs_with_loss,
+            max_lost_per_dropped_sub,
         } = other;
         self.attempted += attempted;
         self.connected += connected;
@@ -223,6 +274,22 @@ impl Counters {
             self.gap(g.publisher, g.first_seq, g.len, g.subscribers);
         }
         self.gaps_dropped += gaps_dropped;
+        self.subscribed += subscribed;
+        self.publish_acks += publish_acks;
+        self.publish_errors += publish_errors;
+        self.offsets_skipped += offsets_skipped;
+        self.recovered += recovered;
+        self.recovery_refused += recovery_refused;
+        self.drops += drops;
+        self.reconnect_attempts += reconnect_attempts;
+        self.reconnect_failed += reconnect_failed;
+        self.resubscribed += resubscribed;
+        self.reconnect_gave_up += reconnect_gave_up;
+        self.subs_dropped += subs_dropped;
+        self.lost_by_dropped += lost_by_dropped;
+        self.dropped_subs_with_loss += dropped_subs_with_loss;
+        self.max_lost_per_dropped_sub =
+            self.max_lost_per_dropped_sub.max(*max_lost_per_dropped_sub);
     }
 
     /// Connections that ended for a reason other than the load generator closing them.

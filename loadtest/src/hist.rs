@@ -162,15 +162,19 @@ pub struct Hists {
     pub handshake: Hist,
     /// Echo round trip, or broadcast delivery (publish intent to receipt).
     pub latency: Hist,
+    /// Failover: a subscriber's time away, from its connection dropping to its subscription
+    /// being live again (on another node).
+    pub reconnect: Hist,
 }
 
 impl Hists {
-    /// Three empty histograms.
+    /// Empty histograms.
     pub fn new() -> Result<Self, HistError> {
         Ok(Hists {
             connect: Hist::new()?,
             handshake: Hist::new()?,
             latency: Hist::new()?,
+            reconnect: Hist::new()?,
         })
     }
 
@@ -178,7 +182,8 @@ impl Hists {
     pub fn merge(&mut self, other: &Hists) -> Result<(), HistError> {
         self.connect.merge(&other.connect)?;
         self.handshake.merge(&other.handshake)?;
-        self.latency.merge(&other.latency)
+        self.latency.merge(&other.latency)?;
+        self.reconnect.merge(&other.reconnect)
     }
 
     /// Takes the interval recorded so far.
@@ -187,6 +192,7 @@ impl Hists {
             connect: self.connect.take(),
             handshake: self.handshake.take(),
             latency: self.latency.take(),
+            reconnect: self.reconnect.take(),
         }
     }
 }
@@ -200,6 +206,8 @@ pub struct WireHists {
     pub handshake: String,
     /// [`Hists::latency`].
     pub latency: String,
+    /// [`Hists::reconnect`].
+    pub reconnect: String,
 }
 
 impl WireHists {
@@ -209,6 +217,7 @@ impl WireHists {
             connect: h.connect.to_base64()?,
             handshake: h.handshake.to_base64()?,
             latency: h.latency.to_base64()?,
+            reconnect: h.reconnect.to_base64()?,
         })
     }
 
@@ -218,6 +227,7 @@ impl WireHists {
             connect: Hist::from_base64(&self.connect)?,
             handshake: Hist::from_base64(&self.handshake)?,
             latency: Hist::from_base64(&self.latency)?,
+            reconnect: Hist::from_base64(&self.reconnect)?,
         })
     }
 }

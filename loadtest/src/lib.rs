@@ -26,6 +26,7 @@ pub mod collect;
 pub mod counters;
 pub mod cpu;
 pub mod error;
+pub mod failover;
 pub mod hist;
 pub mod logging;
 pub mod payload;
@@ -38,6 +39,7 @@ pub mod seqtrack;
 mod sys;
 pub mod sysmon;
 pub mod tick;
+pub mod v1;
 pub mod wire;
 pub mod worker;
 

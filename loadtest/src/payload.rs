@@ -14,7 +14,9 @@
 //!
 //! Broadcast (text, on `/pubsub`): the publisher sends `pub TOPIC P.SEQ.STAMP.xxxx` (padded
 //! with `x` to `size` payload bytes) and, once it is done, `pub TOPIC P.end.COUNT`; subscribers
-//! receive the same payload as `msg TOPIC ...`.
+//! receive the same payload as `msg TOPIC ...`. On `/connection/v1` the same payload is the
+//! publication's `data`, a JSON string (no character in it needs escaping):
+//! `{"id":N,"method":"publish","channel":"TOPIC","data":"P.SEQ.STAMP.xxxx"}`.
 
 use std::fmt::Write as _;
 
@@ -134,6 +136,35 @@ pub fn write_end(out: &mut String, topic: &str, publisher: u32, count: u64) {
     let _ = write!(out, "pub {topic} {publisher}.end.{count}");
 }
 
+/// Appends the `v1` publish command (id `id`) of a data message padded to `size` bytes.
+pub fn write_publish_v1(
+    out: &mut String,
+    topic: &str,
+    size: usize,
+    id: u64,
+    (publisher, seq, stamp_us): (u32, u64, u64),
+) {
+    out.clear();
+    let _ = write!(
+        out,
+        "{{\"id\":{id},\"method\":\"publish\",\"channel\":\"{topic}\",\"data\":\""
+    );
+    let start = out.len();
+    let _ = write!(out, "{publisher}.{seq}.{stamp_us}.");
+    let len = out.len() - start;
+    out.extend(std::iter::repeat_n('x', size.saturating_sub(len)));
+    out.push_str("\"}");
+}
+
+/// Appends the `v1` publish command (id `id`) of a publisher's end marker.
+pub fn write_end_v1(out: &mut String, topic: &str, id: u64, publisher: u32, count: u64) {
+    out.clear();
+    let _ = write!(
+        out,
+        "{{\"id\":{id},\"method\":\"publish\",\"channel\":\"{topic}\",\"data\":\"{publisher}.end.{count}\"}}"
+    );
+}
+
 /// Parses a broadcast payload (what follows `pub TOPIC ` or `msg TOPIC `).
 pub fn parse_payload(payload: &[u8]) -> Option<Published> {
     let text = std::str::from_utf8(payload).ok()?;
@@ -214,6 +245,32 @@ mod tests {
         write_publish(&mut s, "t", 1, 1, 2, 3);
         assert_eq!(s, "pub t 1.2.3.");
         assert!(parse_payload(b"1.2.3.").is_some());
+    }
+
+    #[test]
+    fn v1_commands_carry_the_same_payload_as_json_data() {
+        let mut s = String::new();
+        write_publish_v1(&mut s, "bench", 40, 9, (3, 17, 999));
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(
+            (v["id"].as_u64(), v["method"].as_str()),
+            (Some(9), Some("publish"))
+        );
+        assert_eq!(v["channel"], "bench");
+        let data = v["data"].as_str().unwrap();
+        assert_eq!(data.len(), 40);
+        assert_eq!(
+            parse_payload(data.as_bytes()),
+            Some(Published::Data {
+                publisher: 3,
+                seq: 17,
+                stamp_us: 999
+            })
+        );
+        write_end_v1(&mut s, "t", 10, 2, 50);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(v["data"], "2.end.50");
+        assert_eq!(v["id"], 10);
     }
 
     #[test]

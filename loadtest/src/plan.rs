@@ -3,14 +3,15 @@
 //!
 //! Connection `g` (a global index) binds source `sources[g % S]` and connects to target
 //! `targets[(g / S) % T]`, so every (source, target) pair carries about N / (S x T)
-//! connections. Publishers take the indices after the N regular connections.
+//! connections. Publishers take the indices after the N regular connections; publisher `j`
+//! connects to `publisher_targets[j % P]` (the subscribers' targets unless told otherwise).
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{EchoMode, Options, ScenarioKind};
+use crate::cli::{Backoff, EchoMode, Options, Protocol, ScenarioKind};
 
 /// File descriptors each worker process keeps for itself (epoll, pipes, stdio, /proc reads).
 pub const RESERVED_FDS: u64 = 64;
@@ -45,6 +46,12 @@ pub enum ScenarioPlan {
         topic: String,
         /// Messages per second per publisher.
         publish_rate: f64,
+        /// What subscribers and publishers speak.
+        protocol: Protocol,
+        /// Subscribers subscribe with a command and are ready once it is confirmed.
+        confirm: bool,
+        /// Failover: dropped subscribers reconnect, retrying with this backoff.
+        reconnect: Option<Backoff>,
     },
 }
 
@@ -57,8 +64,10 @@ pub struct Plan {
     pub procs: usize,
     /// What to do.
     pub scenario: ScenarioPlan,
-    /// Servers.
+    /// Servers (broadcast: the subscribers').
     pub targets: Vec<SocketAddr>,
+    /// The publishers' servers.
+    pub publisher_targets: Vec<SocketAddr>,
     /// Source addresses (empty: kernel's choice).
     pub sources: Vec<IpAddr>,
     /// Request path (broadcast subscribers add `?topic=`).
@@ -144,10 +153,17 @@ impl Plan {
         }
     }
 
-    /// Source and target of global connection index `g`.
+    /// Source and target of global connection index `g` (publishers: `total + id`).
     pub fn addrs(&self, g: u64) -> (Option<IpAddr>, SocketAddr) {
         let s = self.sources.len() as u64;
         let source = (s > 0).then(|| self.sources[(g % s) as usize]);
+        if g >= self.total && !self.publisher_targets.is_empty() {
+            let p = self.publisher_targets.len() as u64;
+            return (
+                source,
+                self.publisher_targets[((g - self.total) % p) as usize],
+            );
+        }
         let t = self.targets.len().max(1) as u64;
         let target = self.targets[((g / s.max(1)) % t) as usize];
         (source, target)
@@ -233,7 +249,7 @@ pub fn layout(o: &Options, fd_limit: u64, cores: usize, ports: u64) -> Result<La
         });
     }
     let pairs = (o.sources.len().max(1) * o.targets.len().max(1)) as u64;
-    let per_pair = total.div_ceil(pairs);
+    let per_pair = o.connections.div_ceil(pairs) + u64::from(o.publishers_if_any());
     if per_pair > ports {
         return Err(PlanError::PortsExhausted { per_pair, ports });
     }
@@ -269,10 +285,13 @@ pub fn plans(o: &Options, layout: Layout, epoch_us: u64) -> Vec<Plan> {
             size: o.size,
             mode: o.echo,
         },
-        ScenarioKind::Broadcast => ScenarioPlan::Broadcast {
+        ScenarioKind::Broadcast | ScenarioKind::Failover => ScenarioPlan::Broadcast {
             size: o.size,
             topic: o.topic.clone(),
             publish_rate: o.publish_rate,
+            protocol: o.protocol,
+            confirm: o.confirms_subscriptions(),
+            reconnect: (o.scenario == ScenarioKind::Failover).then_some(o.reconnect),
         },
     };
     let procs = layout.procs.max(1) as u64;
@@ -290,6 +309,7 @@ pub fn plans(o: &Options, layout: Layout, epoch_us: u64) -> Vec<Plan> {
                 procs: procs as usize,
                 scenario: scenario.clone(),
                 targets: o.targets.clone(),
+                publisher_targets: o.publisher_targets().to_vec(),
                 sources: o.sources.clone(),
                 path: o.path.clone(),
                 first,
@@ -447,6 +467,37 @@ mod tests {
             0,
         )[0];
         assert_eq!(no_sources.addrs(7).0, None);
+    }
+
+    #[test]
+    fn publishers_go_to_their_own_targets() {
+        let mut o = opts(ScenarioKind::Broadcast, 10);
+        o.publishers = 3;
+        o.targets = crate::cli::addrs::parse_targets("127.0.0.1:9001-9002").unwrap();
+        o.publisher_targets = crate::cli::addrs::parse_targets("127.0.0.1:9003-9004").unwrap();
+        let plan = &plans(
+            &o,
+            Layout {
+                procs: 1,
+                threads: 1,
+            },
+            0,
+        )[0];
+        let port = |g: u64| plan.addrs(g).1.port();
+        assert_eq!(
+            (0..4).map(port).collect::<Vec<_>>(),
+            [9001, 9002, 9001, 9002]
+        );
+        let pubs: Vec<u16> = (0..3).map(|id| port(plan.publisher_index(id))).collect();
+        assert_eq!(pubs, [9003, 9004, 9003]);
+        let ScenarioPlan::Broadcast {
+            confirm, reconnect, ..
+        } = &plan.scenario
+        else {
+            panic!("{:?}", plan.scenario)
+        };
+        assert!(*confirm, "subscribers and publishers on several servers");
+        assert_eq!(*reconnect, None, "only failover reconnects");
     }
 
     #[test]

@@ -145,9 +145,9 @@ pub fn run(
         collector.poll();
         if !go_sent && workers.iter().all(|w| w.ready) {
             go_sent = true;
-            let go = wire::line(&Down::Go {
-                at_us: sys::monotonic_us() + GO_DELAY_US,
-            })?;
+            let at_us = sys::monotonic_us() + GO_DELAY_US;
+            collector.going(at_us);
+            let go = wire::line(&Down::Go { at_us })?;
             for (i, w) in workers.iter_mut().enumerate().filter(|(_, w)| !w.eof) {
                 if let Some(s) = w.stdin.as_mut() {
                     // A worker that cannot be told is gone; its end of output follows and is

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::cli::{self, Command, Options};
+use crate::cli::{self, Command, Options, Problem, ScenarioKind, UsageError};
 use crate::collect::{Collector, LocalSink};
 use crate::error::{self, Error};
+use crate::failover::{self, Killer};
 use crate::plan;
 use crate::report::{self, Inputs, Report};
 use crate::sys;
@@ -27,6 +28,18 @@ fn ephemeral_ports() -> Option<u64> {
 /// Runs `options` and returns the report.
 pub fn run(options: &Options) -> Result<Report, Error> {
     options.validate()?;
+    // Failover: the node to kill must be one of the run's, checked before anything starts.
+    let node = match (options.scenario, options.kill_pid) {
+        (ScenarioKind::Failover, Some(pid)) => Some(
+            failover::node(pid, &options.targets, options.publisher_targets()).map_err(|e| {
+                Error::Usage(UsageError {
+                    flag: "--kill-pid".into(),
+                    problem: Problem::NotTheNode(e.to_string()),
+                })
+            })?,
+        ),
+        _ => None,
+    };
     let (fd_limit, _) = sys::raise_nofile().map_err(error::io("read the fd limit"))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let layout = plan::layout(
@@ -48,27 +61,17 @@ pub fn run(options: &Options) -> Result<Report, Error> {
         _ => 0,
     };
     collector.loadgen_running(std::process::id(), own_threads);
-    let totals =
-        if plans.len() == 1 {
-            let shared = Arc::new(Shared::default());
-            let mut sink = LocalSink {
-                collector: &mut collector,
-            };
-            let plan = plans.into_iter().next().ok_or(Error::Plan(
-                plan::PlanError::TooManyPerProcess {
-                    per_process: 0,
-                    limit: 0,
-                    need: 1,
-                },
-            ))?;
-            worker::run_process(plan, shared, &mut sink)?
-        } else {
-            let exe = match &options.worker_exe {
-                Some(p) => p.clone(),
-                None => std::env::current_exe().map_err(error::io("find this executable"))?,
-            };
-            crate::procs::run(&exe, plans, &mut collector, options.log_format)?
-        };
+    let killer = match node {
+        Some(n) => Some(
+            Killer::start(n, options.kill_at_ms(), collector.go_time())
+                .map_err(error::io("start the failover's killer thread"))?,
+        ),
+        None => None,
+    };
+    let totals = drive(options, plans, &mut collector);
+    // Whatever happened, the killer stops waiting before the run returns.
+    let kill = killer.map(Killer::finish);
+    let totals = totals?;
     collector.finish();
     Ok(Report::build(Inputs {
         options,
@@ -78,7 +81,36 @@ pub fn run(options: &Options) -> Result<Report, Error> {
         elapsed_s: started.elapsed().as_secs_f64(),
         warnings,
         cores,
+        kill: kill.as_ref(),
     }))
+}
+
+/// Runs the plans in this process (one) or in worker processes (more).
+fn drive(
+    options: &Options,
+    plans: Vec<plan::Plan>,
+    collector: &mut Collector,
+) -> Result<worker::Totals, Error> {
+    if plans.len() == 1 {
+        let shared = Arc::new(Shared::default());
+        let mut sink = LocalSink { collector };
+        let plan =
+            plans
+                .into_iter()
+                .next()
+                .ok_or(Error::Plan(plan::PlanError::TooManyPerProcess {
+                    per_process: 0,
+                    limit: 0,
+                    need: 1,
+                }))?;
+        worker::run_process(plan, shared, &mut sink)
+    } else {
+        let exe = match &options.worker_exe {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().map_err(error::io("find this executable"))?,
+        };
+        crate::procs::run(&exe, plans, collector, options.log_format)
+    }
 }
 
 /// Writes the text report (stdout, or stderr with `--json`), the JSON and the HTML file.

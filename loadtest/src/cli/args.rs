@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
-use super::options::{EchoMode, Options, ScenarioKind};
+use super::options::{EchoMode, Options, Protocol, ScenarioKind};
 use super::{Command, ParseError, Problem, addrs, values};
 
 /// Shown after a scenario's `--help`.
@@ -24,6 +24,8 @@ could not be carried out.";
 const AFTER_TOP_HELP: &str = "\
 Every scenario takes the same flags: c10m-loadtest <SCENARIO> --help lists them.
 Example: c10m-loadtest idle -n 1m --rate 20k --duration 60 --source-ips 127.0.0.2-127.0.0.254
+Across nodes (c10m serve --broker redis://...): c10m-loadtest broadcast
+  --subscriber-targets 127.0.0.1:9001-9002 --publisher-targets 127.0.0.1:9003
 
 Exit status: 0 when every connection opened and nothing was lost, mismatched or refused;
 1 when the run finished with failures (the report says which); 2 on bad usage; 3 when the run
@@ -95,8 +97,30 @@ enum Scenario {
     Echo(RunArgs),
     /// N subscribers on a /pubsub topic, --publishers P at --publish-rate each; deliveries/s,
     /// delivery latency (from the intended publish time), missing, duplicated and reordered
-    /// messages per subscriber
+    /// messages per subscriber. Across nodes: --subscriber-targets and --publisher-targets
     Broadcast(RunArgs),
+    /// A broadcast during which the node --kill-pid is killed (SIGKILL) at --kill-at; its
+    /// subscribers reconnect to the other --subscriber-targets with exponential backoff; how
+    /// long each was away, what it lost, and (--protocol v1) what it recovered
+    Failover(RunArgs),
+}
+
+/// `--protocol` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ProtocolArg {
+    /// The /pubsub text protocol.
+    Pubsub,
+    /// The client protocol /connection/v1.
+    V1,
+}
+
+impl From<ProtocolArg> for Protocol {
+    fn from(p: ProtocolArg) -> Self {
+        match p {
+            ProtocolArg::Pubsub => Protocol::Pubsub,
+            ProtocolArg::V1 => Protocol::V1,
+        }
+    }
 }
 
 /// Addresses from one `--target` value.
@@ -132,6 +156,15 @@ struct RunArgs {
     #[arg(long, alias = "targets", value_name = "ADDR[,ADDR]", value_parser = targets,
           help_heading = "Where and how many")]
     target: Option<Targets>,
+    /// Broadcast, failover: the subscribers' servers (instead of --target), spread as --target
+    #[arg(long, value_name = "ADDR[,ADDR]", value_parser = targets, conflicts_with = "target",
+          help_heading = "Where and how many")]
+    subscriber_targets: Option<Targets>,
+    /// Broadcast, failover: the publishers' servers (default: the subscribers'); publisher j
+    /// connects to the j-th, round-robin
+    #[arg(long, value_name = "ADDR[,ADDR]", value_parser = targets,
+          help_heading = "Where and how many")]
+    publisher_targets: Option<Targets>,
     /// Permit non-loopback targets and source addresses (refused otherwise)
     #[arg(long, help_heading = "Where and how many")]
     allow_remote: bool,
@@ -206,6 +239,36 @@ struct RunArgs {
     /// Broadcast: topic name, [A-Za-z0-9._-]{1,128} (default bench)
     #[arg(long, value_name = "T", help_heading = "Messages")]
     topic: Option<String>,
+    /// Broadcast: pubsub (the /pubsub text protocol) or v1 (the client protocol
+    /// /connection/v1, with offsets and recovery; the server must allow anonymous connections)
+    /// (default pubsub; the default --path follows)
+    #[arg(
+        long,
+        value_enum,
+        value_name = "P",
+        hide_possible_values = true,
+        help_heading = "Messages"
+    )]
+    protocol: Option<ProtocolArg>,
+    /// Broadcast: subscribe with a command and start publishing only once every subscription
+    /// is confirmed live in every process (always with more than one target, and with v1)
+    #[arg(long, help_heading = "Messages")]
+    confirm_subscriptions: bool,
+
+    /// Failover: the server process to kill with SIGKILL (it must listen on a subscriber
+    /// target, and on no publisher target)
+    #[arg(long, value_name = "PID", value_parser = values::pid, help_heading = "Failover")]
+    kill_pid: Option<u32>,
+    /// Failover: when to kill it, after publishing began (default: a third of --duration)
+    #[arg(long, value_name = "D", value_parser = values::duration_ms, help_heading = "Failover")]
+    kill_at: Option<u64>,
+    /// Failover: a dropped subscriber's first retry waits up to this; each further one twice
+    /// as long (full jitter) (default 1s)
+    #[arg(long, value_name = "D", value_parser = values::duration_ms, help_heading = "Failover")]
+    reconnect_base: Option<u64>,
+    /// Failover: the longest wait between retries (default 30s)
+    #[arg(long, value_name = "D", value_parser = values::duration_ms, help_heading = "Failover")]
+    reconnect_max: Option<u64>,
 
     /// Print the final report as JSON on stdout (the text report goes to stderr)
     #[arg(long, help_heading = "Output")]
@@ -229,13 +292,17 @@ impl RunArgs {
         // Counts past the field's type become its maximum, which validate() then refuses.
         let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         let mut o = Options::new(scenario);
-        if let Some(Targets(t)) = self.target {
+        if let Some(Targets(t)) = self.target.or(self.subscriber_targets) {
             o.targets = t;
+        }
+        if let Some(Targets(t)) = self.publisher_targets {
+            o.publisher_targets = t;
         }
         if let Some(Sources(s)) = self.source_ips {
             o.sources = s;
         }
         o.allow_remote = self.allow_remote;
+        let path_given = self.path.is_some();
         if let Some(p) = self.path {
             o.path = p;
         }
@@ -279,6 +346,17 @@ impl RunArgs {
         if let Some(t) = self.topic {
             o.topic = t;
         }
+        if let Some(p) = self.protocol {
+            o.protocol = p.into();
+            if !path_given && scenario.is_broadcast() {
+                o.path = o.protocol.default_path().into();
+            }
+        }
+        o.confirm_subscriptions = self.confirm_subscriptions;
+        o.kill_pid = self.kill_pid;
+        o.kill_at_ms = self.kill_at;
+        set(&mut o.reconnect.base_ms, self.reconnect_base);
+        set(&mut o.reconnect.max_ms, self.reconnect_max);
         o.json = self.json;
         o.html = self.html;
         if let Some(Pids(p)) = self.server_pid {
@@ -318,6 +396,7 @@ where
         Some(Scenario::Idle(a)) => (ScenarioKind::Idle, a),
         Some(Scenario::Echo(a)) => (ScenarioKind::Echo, a),
         Some(Scenario::Broadcast(a)) => (ScenarioKind::Broadcast, a),
+        Some(Scenario::Failover(a)) => (ScenarioKind::Failover, a),
         None if cli.worker => {
             return Ok(Command::Worker {
                 log_format: cli.log_format,
@@ -327,7 +406,7 @@ where
             // Only `--log-format` alone gets here (no arguments at all prints the help).
             return Err(ParseError::Clap(Cli::command().error(
                 clap::error::ErrorKind::MissingSubcommand,
-                "no scenario given (connect, idle, echo, broadcast)",
+                "no scenario given (connect, idle, echo, broadcast, failover)",
             )));
         }
     };

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use c10m_sysctl::CountError;
 
 pub use args::LogFormat;
-pub use options::{EchoMode, Options, ScenarioKind, valid_topic};
+pub use options::{Backoff, EchoMode, Options, Protocol, ScenarioKind, valid_topic};
 
 /// Most connections one run may open (all processes together).
 pub const MAX_CONNECTIONS: u64 = 10_000_000;
@@ -60,6 +60,8 @@ pub enum Problem {
     BadTopic(String),
     /// The flag conflicts with another.
     Conflict(&'static str),
+    /// Not a process this run may act on (failover's `--kill-pid`), and why.
+    NotTheNode(String),
 }
 
 impl fmt::Display for Problem {
@@ -87,6 +89,7 @@ impl fmt::Display for Problem {
             ),
             Problem::BadTopic(t) => write!(f, "bad topic {t:?}: use 1-128 of [A-Za-z0-9._-]"),
             Problem::Conflict(why) => write!(f, "{why}"),
+            Problem::NotTheNode(why) => write!(f, "not a node of this run: {why}"),
         }
     }
 }
@@ -360,6 +363,57 @@ mod tests {
             parse(args("echo -n 0")).unwrap_err().to_string(),
             "--connections: 0 is outside 1..=10000000"
         );
+    }
+
+    #[test]
+    fn cross_node_and_failover_flags() {
+        let o = run("broadcast --subscriber-targets 127.0.0.1:9001-9002 \
+             --publisher-targets 127.0.0.1:9003 --protocol v1");
+        assert_eq!(o.targets.len(), 2);
+        assert_eq!(
+            o.publisher_targets(),
+            ["127.0.0.1:9003".parse::<std::net::SocketAddr>().unwrap()]
+        );
+        assert_eq!(
+            (o.protocol, o.path.as_str()),
+            (Protocol::V1, "/connection/v1")
+        );
+        assert!(o.confirms_subscriptions(), "v1 and more than one target");
+        // One target: subscribed on open unless asked.
+        let one = run("broadcast --target 127.0.0.1:9001");
+        assert_eq!(one.publisher_targets(), one.targets.as_slice());
+        assert!(!one.confirms_subscriptions());
+        assert!(run("broadcast --confirm-subscriptions").confirms_subscriptions());
+        assert_eq!(run("broadcast --protocol v1 --path /x").path, "/x");
+        assert_eq!(run("echo --protocol v1").path, "/echo", "broadcast only");
+        assert_eq!(
+            refused("broadcast --target 127.0.0.1:1 --subscriber-targets 127.0.0.1:2").0,
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(
+            problem("broadcast --publisher-targets 10.0.0.1:80").0,
+            "--publisher-targets"
+        );
+        let f = run("failover --kill-pid 4242 --duration 6 --reconnect-base 100ms");
+        assert_eq!((f.kill_pid, f.kill_at_ms()), (Some(4242), 2_000));
+        assert_eq!(
+            (f.reconnect.base_ms, f.reconnect.max_ms, f.path.as_str()),
+            (100, 30_000, "/pubsub")
+        );
+        assert!(f.confirms_subscriptions());
+        assert_eq!(f.publishers_if_any(), 1);
+        assert_eq!(problem("failover").0, "--kill-pid");
+        assert_eq!(problem("failover --kill-pid 1").0, "--kill-pid");
+        assert_eq!(
+            problem("failover --kill-pid 9 --duration 3 --kill-at 3").0,
+            "--kill-at"
+        );
+        assert_eq!(
+            problem("failover --kill-pid 9 --reconnect-base 2s --reconnect-max 1s").0,
+            "--reconnect-max"
+        );
+        // The flags are accepted (and ignored) by a broadcast without a kill.
+        assert_eq!(run("broadcast --kill-at 1").kill_at_ms, Some(1_000));
     }
 
     #[test]

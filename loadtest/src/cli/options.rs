@@ -10,7 +10,7 @@ use super::{
     addrs,
 };
 
-/// The four scenarios.
+/// The five scenarios.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ScenarioKind {
@@ -22,6 +22,8 @@ pub enum ScenarioKind {
     Echo,
     /// Publish to subscribers.
     Broadcast,
+    /// Broadcast while one node is killed: its subscribers reconnect to the others.
+    Failover,
 }
 
 impl ScenarioKind {
@@ -32,7 +34,63 @@ impl ScenarioKind {
             ScenarioKind::Idle => "idle",
             ScenarioKind::Echo => "echo",
             ScenarioKind::Broadcast => "broadcast",
+            ScenarioKind::Failover => "failover",
         }
+    }
+
+    /// Whether it publishes to subscribers (broadcast and failover).
+    pub fn is_broadcast(self) -> bool {
+        matches!(self, ScenarioKind::Broadcast | ScenarioKind::Failover)
+    }
+}
+
+/// What subscribers and publishers speak.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// The built-in `/pubsub` text protocol (`sub`, `pub`, `msg`): no history, so a subscriber
+    /// that was away misses what was published meanwhile.
+    #[default]
+    Pubsub,
+    /// The client protocol `/connection/v1` (JSON; docs/PROTOCOL.md): offsets and epochs, and a
+    /// subscriber that comes back recovers what it missed from the channel's history. The
+    /// server must accept anonymous connections (no token key).
+    V1,
+}
+
+impl Protocol {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Pubsub => "pubsub",
+            Protocol::V1 => "v1",
+        }
+    }
+
+    /// The request path it is served on by `c10m serve`.
+    pub fn default_path(self) -> &'static str {
+        match self {
+            Protocol::Pubsub => "/pubsub",
+            Protocol::V1 => "/connection/v1",
+        }
+    }
+}
+
+/// How a dropped subscriber retries (failover): attempt `k` (from 0) waits a random time in
+/// `[0, min(max, base x 2^k)]` (exponential backoff with full jitter, as clients should).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Backoff {
+    /// The first attempt's bound (ms).
+    pub base_ms: u64,
+    /// The largest bound (ms).
+    pub max_ms: u64,
+}
+
+impl Backoff {
+    /// The bound of attempt `k` (ms).
+    pub fn bound_ms(&self, k: u32) -> u64 {
+        let doubled = self.base_ms.saturating_mul(1u64 << k.min(40));
+        doubled.min(self.max_ms).max(1)
     }
 }
 
@@ -51,8 +109,10 @@ pub enum EchoMode {
 pub struct Options {
     /// Scenario.
     pub scenario: ScenarioKind,
-    /// Servers to connect to.
+    /// Servers to connect to (broadcast: the subscribers' servers).
     pub targets: Vec<SocketAddr>,
+    /// Broadcast: the publishers' servers (empty: the same as `targets`).
+    pub publisher_targets: Vec<SocketAddr>,
     /// Source addresses to bind (empty: let the kernel choose).
     pub sources: Vec<IpAddr>,
     /// Non-loopback addresses permitted.
@@ -89,6 +149,17 @@ pub struct Options {
     pub publish_rate: f64,
     /// Broadcast topic.
     pub topic: String,
+    /// Broadcast: what subscribers and publishers speak.
+    pub protocol: Protocol,
+    /// Broadcast: subscribers subscribe with a command and count as open once the server says
+    /// the subscription is live everywhere (always with more than one target, and in `v1`).
+    pub confirm_subscriptions: bool,
+    /// Failover: the server process to kill (SIGKILL).
+    pub kill_pid: Option<u32>,
+    /// Failover: when to kill it, after the drive phase began (None: a third of the way in).
+    pub kill_at_ms: Option<u64>,
+    /// Failover: how dropped subscribers retry.
+    pub reconnect: Backoff,
     /// Client pings.
     pub ping_interval_ms: Option<u64>,
     /// Client idle timeout.
@@ -114,11 +185,13 @@ impl Options {
         Options {
             scenario,
             targets: vec![SocketAddr::from(([127, 0, 0, 1], 9001))],
+            publisher_targets: Vec::new(),
             sources: Vec::new(),
             allow_remote: false,
-            path: match scenario {
-                ScenarioKind::Broadcast => "/pubsub".into(),
-                _ => "/echo".into(),
+            path: if scenario.is_broadcast() {
+                Protocol::Pubsub.default_path().into()
+            } else {
+                "/echo".into()
             },
             connections: 1_000,
             rate: 5_000.0,
@@ -138,6 +211,15 @@ impl Options {
             publishers: 1,
             publish_rate: 10.0,
             topic: "bench".into(),
+            protocol: Protocol::Pubsub,
+            confirm_subscriptions: false,
+            kill_pid: None,
+            kill_at_ms: None,
+            // The client policy: 1 s doubling, capped at 30 s.
+            reconnect: Backoff {
+                base_ms: 1_000,
+                max_ms: 30_000,
+            },
             ping_interval_ms: None,
             idle_timeout_ms: None,
             json: false,
@@ -164,9 +246,9 @@ impl Options {
             .unwrap_or(2_000 + (self.connections + u64::from(self.publishers_if_any())) / 10)
     }
 
-    /// Publishers, in the broadcast scenario only.
+    /// Publishers, in the broadcast scenarios only.
     pub fn publishers_if_any(&self) -> u32 {
-        if self.scenario == ScenarioKind::Broadcast {
+        if self.scenario.is_broadcast() {
             self.publishers
         } else {
             0
@@ -235,16 +317,100 @@ impl Options {
         }
         addrs::check_loopback(self.targets.iter().map(SocketAddr::ip), self.allow_remote)
             .map_err(|p| err("--target", p))?;
+        addrs::check_loopback(
+            self.publisher_targets.iter().map(SocketAddr::ip),
+            self.allow_remote,
+        )
+        .map_err(|p| err("--publisher-targets", p))?;
         addrs::check_loopback(self.sources.iter().copied(), self.allow_remote)
             .map_err(|p| err("--source-ips", p))?;
-        if self
-            .sources
-            .iter()
-            .any(|s| self.targets.iter().any(|t| t.is_ipv4() != s.is_ipv4()))
-        {
+        self.validate_failover()?;
+        if self.sources.iter().any(|s| {
+            self.targets
+                .iter()
+                .chain(&self.publisher_targets)
+                .any(|t| t.is_ipv4() != s.is_ipv4())
+        }) {
             return Err(err(
                 "--source-ips",
                 Problem::Conflict("source and target addresses must be of one family"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Options {
+    /// The publishers' servers.
+    pub fn publisher_targets(&self) -> &[SocketAddr] {
+        if self.publisher_targets.is_empty() {
+            &self.targets
+        } else {
+            &self.publisher_targets
+        }
+    }
+
+    /// Whether subscribers subscribe with a command and wait for the server's confirmation:
+    /// when asked, in `v1` (which has no other way), in failover, and whenever subscribers and
+    /// publishers use more than one server between them (with a broker, a subscription made on
+    /// open is live in other processes only once the broker confirmed it).
+    pub fn confirms_subscriptions(&self) -> bool {
+        let mut all: Vec<SocketAddr> = self
+            .targets
+            .iter()
+            .chain(self.publisher_targets())
+            .copied()
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        self.confirm_subscriptions
+            || self.protocol == Protocol::V1
+            || self.scenario == ScenarioKind::Failover
+            || all.len() > 1
+    }
+
+    /// When the node is killed, after the drive phase began (ms).
+    pub fn kill_at_ms(&self) -> u64 {
+        self.kill_at_ms.unwrap_or(self.duration_ms / 3)
+    }
+
+    fn validate_failover(&self) -> Result<(), UsageError> {
+        let err = |flag: &str, problem| UsageError {
+            flag: flag.to_owned(),
+            problem,
+        };
+        if self.scenario != ScenarioKind::Failover {
+            return Ok(());
+        }
+        match self.kill_pid {
+            None => {
+                return Err(err(
+                    "--kill-pid",
+                    Problem::Conflict("failover needs --kill-pid: the server process to kill"),
+                ));
+            }
+            Some(pid) if pid <= 1 || pid == std::process::id() => {
+                return Err(err(
+                    "--kill-pid",
+                    Problem::Conflict("refusing to kill init or this process"),
+                ));
+            }
+            Some(_) => {}
+        }
+        if self.kill_at_ms() >= self.duration_ms {
+            return Err(err(
+                "--kill-at",
+                Problem::OutOfRange {
+                    value: self.kill_at_ms() as f64,
+                    min: 0.0,
+                    max: self.duration_ms.saturating_sub(1) as f64,
+                },
+            ));
+        }
+        if self.reconnect.base_ms == 0 || self.reconnect.max_ms < self.reconnect.base_ms {
+            return Err(err(
+                "--reconnect-max",
+                Problem::Conflict("the backoff needs 0 < --reconnect-base <= --reconnect-max"),
             ));
         }
         Ok(())

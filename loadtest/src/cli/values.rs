@@ -48,6 +48,13 @@ pub fn duration_ms(text: &str) -> Result<u64, Problem> {
     Ok(ms as u64)
 }
 
+/// One process id.
+pub fn pid(text: &str) -> Result<u32, Problem> {
+    text.trim()
+        .parse::<u32>()
+        .map_err(|_| Problem::NotANumber(text.to_owned()))
+}
+
 /// Process ids, comma-separated.
 pub fn pids(text: &str) -> Result<Vec<u32>, Problem> {
     let pids = text

@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::cli::{EchoMode, Options, ScenarioKind};
+use crate::cli::{EchoMode, Options, Protocol, ScenarioKind};
 use crate::collect::{Collector, Second};
 use crate::counters::{Counters, Gap};
-use crate::hist::Summary;
+use crate::failover::KillOutcome;
+use crate::hist::{Hists, Summary};
 use crate::plan::Layout;
 use crate::worker::Totals;
 
@@ -29,8 +30,14 @@ pub const OTHERS_PCT: f64 = 50.0;
 pub struct Settings {
     /// Scenario name.
     pub scenario: &'static str,
-    /// Targets.
+    /// Targets (broadcast: the subscribers').
     pub targets: Vec<String>,
+    /// Broadcast: the publishers' targets.
+    pub publisher_targets: Vec<String>,
+    /// Broadcast: what subscribers and publishers speak (`pubsub`, `v1`).
+    pub protocol: &'static str,
+    /// Broadcast: whether subscriptions were made by command and confirmed before publishing.
+    pub confirmed_subscriptions: bool,
     /// Source addresses used.
     pub source_addresses: usize,
     /// Request path.
@@ -161,6 +168,54 @@ pub struct Broadcast {
     pub gaps: Vec<Gap>,
     /// Distinct gaps beyond the examples.
     pub gaps_not_listed: u64,
+    /// Subscriptions the server confirmed (by command).
+    pub subscriptions_confirmed: u64,
+    /// v1: publishes acknowledged with an offset.
+    pub publish_acks: u64,
+    /// v1: publishes answered with an error.
+    pub publish_errors: u64,
+    /// v1: publications dropped as already handled (by offset): the protocol's own
+    /// deduplication after a resubscribe, not a fault.
+    pub offsets_skipped: u64,
+}
+
+/// Failover: the kill, and how the subscribers that were on the killed node fared.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Failover {
+    /// The kill.
+    pub kill: KillOutcome,
+    /// How dropped subscribers retried.
+    pub backoff: String,
+    /// Subscriber connections that dropped.
+    pub drops: u64,
+    /// Subscribers that dropped at least once.
+    pub subscribers_dropped: u64,
+    /// Subscribers live again after a drop (on another node).
+    pub resubscribed: u64,
+    /// Subscribers still away when the run ended.
+    pub gave_up: u64,
+    /// Connection attempts to come back.
+    pub reconnect_attempts: u64,
+    /// Of which failed.
+    pub reconnect_failed: u64,
+    /// Time away: from the drop to the subscription being live again.
+    pub time_away: Summary,
+    /// Messages the dropped subscribers missed (from the publishers' sequence numbers).
+    pub lost: u64,
+    /// Dropped subscribers that missed something.
+    pub subscribers_with_loss: u64,
+    /// Most one dropped subscriber missed.
+    pub max_lost_per_subscriber: u64,
+    /// Messages missed by subscribers that never dropped.
+    pub lost_by_others: u64,
+    /// v1: publications recovered from history in subscribe replies.
+    pub recovered: u64,
+    /// v1: resubscribes the server could not recover (history trimmed, new epoch).
+    pub recovery_refused: u64,
+    /// Duplicates delivered to the application (after the protocol's deduplication).
+    pub duplicates: u64,
+    /// What the figures mean for this protocol.
+    pub note: &'static str,
 }
 
 /// Memory per connection.
@@ -234,6 +289,8 @@ pub struct Report {
     pub echo: Option<Echo>,
     /// Broadcast checks.
     pub broadcast: Option<Broadcast>,
+    /// Failover.
+    pub failover: Option<Failover>,
     /// Memory, when a server pid was given.
     pub memory: Option<Memory>,
     /// CPU.
@@ -267,6 +324,8 @@ pub struct Inputs<'a> {
     pub warnings: Vec<String>,
     /// Cores on the host.
     pub cores: usize,
+    /// Failover: what the kill did.
+    pub kill: Option<&'a KillOutcome>,
 }
 
 fn per_s(count: u64, seconds: f64) -> f64 {
@@ -293,9 +352,20 @@ impl Report {
         let h = &i.totals.hists;
         let duration_s = o.duration_ms as f64 / 1e3;
         let requested = o.connections + u64::from(o.publishers_if_any());
+        let broadcasting = o.scenario.is_broadcast();
         let settings = Settings {
             scenario: o.scenario.name(),
             targets: o.targets.iter().map(ToString::to_string).collect(),
+            publisher_targets: if broadcasting {
+                o.publisher_targets()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            protocol: if broadcasting { o.protocol.name() } else { "" },
+            confirmed_subscriptions: broadcasting && o.confirms_subscriptions(),
             source_addresses: o.sources.len(),
             path: o.path.clone(),
             connections: o.connections,
@@ -310,7 +380,7 @@ impl Report {
                     EchoMode::Window(w) => format!("window of {w} message(s) per connection"),
                     EchoMode::Rate(r) => format!("{r} message(s)/s per connection, fixed rate"),
                 },
-                ScenarioKind::Broadcast => format!(
+                ScenarioKind::Broadcast | ScenarioKind::Failover => format!(
                     "{} publisher(s) at {}/s each, topic {}",
                     o.publishers, o.publish_rate, o.topic
                 ),
@@ -341,10 +411,10 @@ impl Report {
             reasons: c.reasons.clone(),
             pings_answered: c.pings,
         };
-        let sends = matches!(o.scenario, ScenarioKind::Echo | ScenarioKind::Broadcast);
+        let sends = o.scenario == ScenarioKind::Echo || broadcasting;
         let fixed_rate = match o.scenario {
             ScenarioKind::Echo => matches!(o.echo, EchoMode::Rate(_)),
-            ScenarioKind::Broadcast => true,
+            ScenarioKind::Broadcast | ScenarioKind::Failover => true,
             _ => false,
         };
         let messages = sends.then(|| Messages {
@@ -369,8 +439,8 @@ impl Report {
             mismatched: c.echo_mismatch,
             unanswered: c.echo_unanswered,
         });
-        let broadcast =
-            (o.scenario == ScenarioKind::Broadcast).then(|| broadcast(c, i.collector, duration_s));
+        let broadcast = broadcasting.then(|| broadcast(c, i.collector, duration_s));
+        let failover = (o.scenario == ScenarioKind::Failover).then(|| failover(o, c, h, i.kill));
         let memory = memory(i.collector);
         let cpu = cpu(i.collector, i.cores);
         let mut report = Report {
@@ -382,6 +452,7 @@ impl Report {
             messages,
             echo,
             broadcast,
+            failover,
             memory,
             cpu,
             failures: Vec::new(),
@@ -423,10 +494,38 @@ impl Report {
             }
         }
         if let Some(b) = &self.broadcast {
-            if b.missing + b.duplicates + b.reordered + b.stale > 0 {
+            // In a /pubsub failover, what subscribers missed while away is the protocol's (it
+            // has no history), reported in the failover section; anything else is a fault.
+            let missing = match &self.failover {
+                Some(fo) if self.settings.protocol == Protocol::Pubsub.name() => fo.lost_by_others,
+                _ => b.missing,
+            };
+            if missing + b.duplicates + b.reordered + b.stale > 0 {
                 f.push(format!(
                     "broadcast: {} missing, {} duplicated, {} reordered, {} stale",
-                    b.missing, b.duplicates, b.reordered, b.stale
+                    missing, b.duplicates, b.reordered, b.stale
+                ));
+            }
+            if b.publish_errors > 0 {
+                f.push(format!("{} publishes refused", b.publish_errors));
+            }
+        }
+        if let Some(fo) = &self.failover {
+            if let Some(e) = &fo.kill.error {
+                f.push(format!("failover: pid {} not killed: {e}", fo.kill.pid));
+            } else if fo.drops == 0 {
+                f.push("failover: no subscriber was on the killed node".into());
+            }
+            if fo.gave_up > 0 {
+                f.push(format!(
+                    "failover: {} subscriber(s) not back when the run ended",
+                    fo.gave_up
+                ));
+            }
+            if fo.recovery_refused > 0 {
+                f.push(format!(
+                    "failover: {} resubscribe(s) could not be recovered",
+                    fo.recovery_refused
                 ));
             }
         }
@@ -472,6 +571,15 @@ impl Report {
                 if self.memory.is_none() { "the server, " } else { "" }
             ));
         }
+        if let Some(fo) = &self.failover {
+            if fo.lost > 0 && self.settings.protocol == Protocol::Pubsub.name() {
+                self.warnings.push(format!(
+                    "/pubsub has no history: the {} subscriber(s) on the killed node missed {} \
+                     message(s) while away (at most {} each); --protocol v1 recovers them",
+                    fo.subscribers_dropped, fo.lost, fo.max_lost_per_subscriber
+                ));
+            }
+        }
         if let Some(m) = &self.messages {
             if m.schedule_lag_max_us > 10_000 {
                 self.warnings.push(format!(
@@ -505,6 +613,49 @@ fn broadcast(c: &Counters, col: &Collector, duration_s: f64) -> Broadcast {
         max_missing_per_subscriber: c.max_missing_per_sub,
         gaps: c.gaps.clone(),
         gaps_not_listed: c.gaps_dropped,
+        subscriptions_confirmed: c.subscribed,
+        publish_acks: c.publish_acks,
+        publish_errors: c.publish_errors,
+        offsets_skipped: c.offsets_skipped,
+    }
+}
+
+fn failover(o: &Options, c: &Counters, h: &Hists, kill: Option<&KillOutcome>) -> Failover {
+    Failover {
+        kill: kill.cloned().unwrap_or_else(|| KillOutcome {
+            pid: o.kill_pid.unwrap_or(0),
+            error: Some("no kill was attempted".into()),
+            ..KillOutcome::default()
+        }),
+        backoff: format!(
+            "first retry within {}, doubling up to {} (full jitter), to the other subscriber targets",
+            fmt_us(o.reconnect.base_ms * 1_000),
+            fmt_us(o.reconnect.max_ms * 1_000)
+        ),
+        drops: c.drops,
+        subscribers_dropped: c.subs_dropped,
+        resubscribed: c.resubscribed,
+        gave_up: c.reconnect_gave_up,
+        reconnect_attempts: c.reconnect_attempts,
+        reconnect_failed: c.reconnect_failed,
+        time_away: h.reconnect.summary(),
+        lost: c.lost_by_dropped,
+        subscribers_with_loss: c.dropped_subs_with_loss,
+        max_lost_per_subscriber: c.max_lost_per_dropped_sub,
+        lost_by_others: c.missing.saturating_sub(c.lost_by_dropped),
+        recovered: c.recovered,
+        recovery_refused: c.recovery_refused,
+        duplicates: c.duplicates,
+        note: match o.protocol {
+            Protocol::Pubsub => {
+                "/pubsub has no history: a subscriber misses what is published while it is away \
+                 (lost, counted per subscriber from each publisher's sequence numbers)"
+            }
+            Protocol::V1 => {
+                "v1 resubscribes from the last offset handled: what was published while away \
+                 comes back from the channel's history (recovered), within its size and TTL"
+            }
+        },
     }
 }
 

@@ -24,6 +24,7 @@ fn build(options: &Options, totals: &Totals, col: &Collector) -> Report {
         elapsed_s: 3.0,
         warnings: Vec::new(),
         cores: 2,
+        kill: None,
     })
 }
 
@@ -199,4 +200,90 @@ fn human_units() {
     assert_eq!(fmt_bytes(512), "512 B");
     assert_eq!(fmt_bytes(3_277), "3.2 KiB");
     assert_eq!(fmt_bytes(126_353_408), "120.5 MiB");
+}
+
+/// A failover run: 10 subscribers, 4 of them on the killed node, 2 publishers x 20 messages.
+fn failover_run(protocol: Protocol, lost_by_dropped: u64, kill: &KillOutcome) -> Report {
+    let mut o = Options::new(ScenarioKind::Failover);
+    o.connections = 10;
+    o.publishers = 2;
+    o.protocol = protocol;
+    o.kill_pid = Some(kill.pid);
+    let mut t = Totals::new().unwrap();
+    let c = &mut t.counters;
+    (c.attempted, c.connected, c.established) = (12, 12, 12);
+    (c.closed_by_us, c.subscribers_at_go, c.sent) = (12, 10, 40);
+    (
+        c.drops,
+        c.subs_dropped,
+        c.resubscribed,
+        c.reconnect_attempts,
+    ) = (4, 4, 4, 5);
+    c.reconnect_failed = 1;
+    c.lost_by_dropped = lost_by_dropped;
+    c.missing = lost_by_dropped;
+    c.deliveries = 400 - lost_by_dropped;
+    t.hists.reconnect.record(80_000);
+    Report::build(Inputs {
+        options: &o,
+        layout: Layout {
+            procs: 1,
+            threads: 1,
+        },
+        totals: &t,
+        collector: &collector(Vec::new()),
+        elapsed_s: 3.0,
+        warnings: Vec::new(),
+        cores: 2,
+        kill: Some(kill),
+    })
+}
+
+#[test]
+fn failover_loss_is_the_protocol_s_on_pubsub_and_a_failure_on_v1() {
+    let kill = KillOutcome {
+        pid: 77,
+        node: vec!["127.0.0.1:9001".into()],
+        planned_s: 1.0,
+        killed_after_s: Some(1.001),
+        error: None,
+    };
+    let r = failover_run(Protocol::Pubsub, 30, &kill);
+    let f = r.failover.as_ref().unwrap();
+    assert_eq!((f.drops, f.resubscribed, f.gave_up), (4, 4, 0));
+    assert_eq!((f.lost, f.lost_by_others, f.time_away.count), (30, 0, 1));
+    assert!(r.ok, "{:?}", r.failures);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("missed 30 message(s)"))
+    );
+    let shown = text(&r);
+    assert!(
+        shown.contains("SIGKILL to pid 77 (node 127.0.0.1:9001)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("subscribers dropped 4 (4 drop(s))  back 4"),
+        "{shown}"
+    );
+
+    let r = failover_run(Protocol::V1, 30, &kill);
+    assert_eq!(
+        r.failures,
+        ["broadcast: 30 missing, 0 duplicated, 0 reordered, 0 stale"]
+    );
+    assert!(failover_run(Protocol::V1, 0, &kill).ok);
+
+    let missed = KillOutcome {
+        killed_after_s: None,
+        error: Some("the run ended before the kill time".into()),
+        ..kill
+    };
+    let r = failover_run(Protocol::V1, 0, &missed);
+    assert_eq!(
+        r.failures,
+        ["failover: pid 77 not killed: the run ended before the kill time"]
+    );
+    assert!(text(&r).contains("pid 77 NOT killed"));
 }

@@ -22,6 +22,54 @@ fn latency_line(out: &mut String, name: &str, s: &Summary) {
     );
 }
 
+fn failover(o: &mut String, f: &super::Failover) {
+    let k = &f.kill;
+    let _ = writeln!(o, "\nfailover");
+    match (k.killed_after_s, &k.error) {
+        (Some(at), _) => {
+            let _ = writeln!(
+                o,
+                "  SIGKILL to pid {} (node {}) {:.2} s into publishing (planned {:.2} s)",
+                k.pid,
+                k.node.join(","),
+                at,
+                k.planned_s
+            );
+        }
+        (None, e) => {
+            let _ = writeln!(
+                o,
+                "  pid {} NOT killed: {}",
+                k.pid,
+                e.as_deref().unwrap_or("unknown")
+            );
+        }
+    }
+    let _ = writeln!(o, "  reconnect: {}", f.backoff);
+    let _ = writeln!(
+        o,
+        "  subscribers dropped {} ({} drop(s))  back {}  not back {}  attempts {} (failed {})",
+        f.subscribers_dropped,
+        f.drops,
+        f.resubscribed,
+        f.gave_up,
+        f.reconnect_attempts,
+        f.reconnect_failed
+    );
+    latency_line(o, "time away", &f.time_away);
+    let _ = writeln!(
+        o,
+        "  lost by dropped subscribers {} ({} of them lost some, at most {} each)  lost by the others {}",
+        f.lost, f.subscribers_with_loss, f.max_lost_per_subscriber, f.lost_by_others
+    );
+    let _ = writeln!(
+        o,
+        "  recovered {}  recovery refused {}  duplicates {}",
+        f.recovered, f.recovery_refused, f.duplicates
+    );
+    let _ = writeln!(o, "  ({})", f.note);
+}
+
 /// Renders the report for people.
 pub fn render(r: &Report) -> String {
     let mut o = String::new();
@@ -45,6 +93,20 @@ pub fn render(r: &Report) -> String {
     );
     if s.load != "none" {
         let _ = writeln!(o, "  load: {}, {}-byte messages", s.load, s.size);
+    }
+    if !s.protocol.is_empty() {
+        let _ = writeln!(
+            o,
+            "  protocol {}; subscribers on {}, publishers on {}; subscriptions {}",
+            s.protocol,
+            s.targets.join(","),
+            s.publisher_targets.join(","),
+            if s.confirmed_subscriptions {
+                "by command, each confirmed before publishing began"
+            } else {
+                "made on open (?topic=)"
+            }
+        );
     }
     if s.source_addresses > 0 {
         let _ = writeln!(o, "  source addresses: {}", s.source_addresses);
@@ -146,6 +208,19 @@ pub fn render(r: &Report) -> String {
         if b.gaps_not_listed > 0 {
             let _ = writeln!(o, "  ... and {} more distinct gaps", b.gaps_not_listed);
         }
+        if s.confirmed_subscriptions {
+            let _ = writeln!(o, "  subscriptions confirmed {}", b.subscriptions_confirmed);
+        }
+        if s.protocol == "v1" {
+            let _ = writeln!(
+                o,
+                "  publishes acknowledged {}  refused {}  publications dropped as already handled (by offset) {}",
+                b.publish_acks, b.publish_errors, b.offsets_skipped
+            );
+        }
+    }
+    if let Some(f) = &r.failover {
+        failover(&mut o, f);
     }
     if let Some(m) = &r.memory {
         let _ = writeln!(o, "\nmemory at {} open connections", m.connections);

@@ -7,7 +7,7 @@ use c10m_engine::proto::handshake::ClientHandshake;
 use mio::net::TcpStream;
 
 use super::reason::Reason;
-use crate::seqtrack::Track;
+use super::sub::Sub;
 
 /// What the connection does in its scenario.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,8 +54,8 @@ pub struct App {
     pub sent: u64,
     /// Echo replies received (the next sequence number expected back).
     pub answered: u64,
-    /// Subscriber: one tracker per publisher.
-    pub track: Option<Box<[Track]>>,
+    /// Subscriber: its trackers, subscription and reconnects (kept across connections).
+    pub sub: Option<Box<Sub>>,
     /// Subscriber: open at the start of the drive phase and still waiting for end markers.
     pub awaiting: bool,
     /// Subscriber: was open when publishing began (its losses count).
@@ -63,17 +63,29 @@ pub struct App {
 }
 
 impl App {
-    /// Fresh state.
-    pub fn new(index: u64, role: Role) -> Self {
+    /// Fresh state; a subscriber tracks `publishers` publishers.
+    pub fn new(index: u64, role: Role, publishers: u32) -> Self {
         App {
             index,
             role,
             sent: 0,
             answered: 0,
-            track: None,
+            sub: (role == Role::Subscriber).then(|| Box::new(Sub::new(publishers))),
             awaiting: false,
             at_go: false,
         }
+    }
+
+    /// A subscriber coming back after a drop (this connection is a reconnect attempt).
+    pub fn returning(&self) -> bool {
+        self.sub.as_ref().is_some_and(|s| s.away.is_some())
+    }
+
+    /// A subscriber whose subscribe command is not confirmed yet.
+    pub fn subscribing(&self) -> bool {
+        self.sub
+            .as_ref()
+            .is_some_and(|s| s.subscribing_since().is_some())
     }
 }
 

@@ -1,17 +1,19 @@
 //! What a thread counts and what its connections do with messages: the scenario logic, apart
 //! from the sockets. Everything here takes the connection's state and the protocol core as
-//! arguments and appends bytes to send to `out`.
+//! arguments and appends bytes to send to `out`. Subscribers' logic is in `sub.rs`.
 
 use std::sync::Arc;
 
 use c10m_engine::proto::{Connection, Message};
 
 use super::client::{App, Role};
+use super::reason::Reason;
+use crate::cli::Protocol;
 use crate::counters::Counters;
 use crate::hist::Hists;
-use crate::payload::{self, EchoFormat, EchoHeader, Published};
+use crate::payload::{self, EchoFormat, EchoHeader};
 use crate::plan::{Plan, ScenarioPlan};
-use crate::seqtrack::{Arrival, Track};
+use crate::v1::{self, Frame};
 
 /// A thread's counters, histograms and scratch space.
 #[derive(Debug)]
@@ -36,10 +38,16 @@ pub struct Ctx {
     pub incomplete_subs: u64,
     echo: Option<EchoFormat>,
     window: u32,
-    topic: String,
+    /// Broadcast: the topic.
+    pub(super) topic: String,
     size: usize,
+    /// Broadcast: what subscribers and publishers speak.
+    pub(super) protocol: Protocol,
+    /// Broadcast: subscribers subscribe with a command and are ready once it is confirmed.
+    pub(super) confirm: bool,
     msg: Vec<u8>,
-    text: String,
+    /// Scratch space for text frames.
+    pub(super) text: String,
 }
 
 impl Ctx {
@@ -58,6 +66,12 @@ impl Ctx {
             ScenarioPlan::Broadcast { size, topic, .. } => (None, 0, topic.clone(), *size),
             _ => (None, 0, String::new(), 0),
         };
+        let (protocol, confirm) = match &plan.scenario {
+            ScenarioPlan::Broadcast {
+                protocol, confirm, ..
+            } => (*protocol, *confirm),
+            _ => (Protocol::Pubsub, false),
+        };
         Ctx {
             plan,
             counters: Counters::default(),
@@ -72,6 +86,8 @@ impl Ctx {
             window,
             topic,
             size,
+            protocol,
+            confirm,
             msg: Vec::new(),
             text: String::new(),
         }
@@ -82,14 +98,15 @@ impl Ctx {
         self.window
     }
 
-    /// The handshake completed.
-    pub fn on_established(&mut self, app: &mut App) {
-        self.counters.established += 1;
+    /// The handshake completed. A subscriber that subscribes with a command stays pending
+    /// until the server confirms it.
+    pub fn on_established(&mut self, app: &mut App, conn: &mut Connection, out: &mut Vec<u8>) {
+        if !app.returning() {
+            self.counters.established += 1;
+        }
         self.open += 1;
-        self.pending = self.pending.saturating_sub(1);
-        if app.role == Role::Subscriber {
-            let n = self.plan.total_publishers as usize;
-            app.track = Some(vec![Track::default(); n].into_boxed_slice());
+        if app.role != Role::Subscriber || self.start_subscription(app, conn, out) {
+            self.pending = self.pending.saturating_sub(1);
         }
     }
 
@@ -142,14 +159,23 @@ impl Ctx {
         let Role::Publisher(id) = app.role else {
             return;
         };
-        payload::write_publish(
-            &mut self.text,
-            &self.topic,
-            self.size,
-            id,
-            app.sent,
-            stamp_us,
-        );
+        match self.protocol {
+            Protocol::Pubsub => payload::write_publish(
+                &mut self.text,
+                &self.topic,
+                self.size,
+                id,
+                app.sent,
+                stamp_us,
+            ),
+            Protocol::V1 => payload::write_publish_v1(
+                &mut self.text,
+                &self.topic,
+                self.size,
+                app.sent + 1,
+                (id, app.sent, stamp_us),
+            ),
+        }
         if conn.send_text(&self.text, out).is_ok() {
             app.sent += 1;
             self.counters.sent += 1;
@@ -162,22 +188,47 @@ impl Ctx {
         let Role::Publisher(id) = app.role else {
             return;
         };
-        payload::write_end(&mut self.text, &self.topic, id, app.sent);
+        match self.protocol {
+            Protocol::Pubsub => payload::write_end(&mut self.text, &self.topic, id, app.sent),
+            Protocol::V1 => {
+                payload::write_end_v1(&mut self.text, &self.topic, app.sent + 1, id, app.sent)
+            }
+        }
         let _ = conn.send_text(&self.text, out);
     }
 
-    /// A data message arrived.
+    /// A data message arrived; returns why the connection must end, if it must.
     pub fn on_message(
         &mut self,
         app: &mut App,
         conn: &mut Connection,
         message: &Message<'_>,
         out: &mut Vec<u8>,
-    ) {
-        match app.role {
-            Role::Echo => self.on_echo(app, conn, message.as_bytes(), out),
-            Role::Subscriber => self.on_delivery(app, message.as_bytes()),
-            Role::Plain | Role::Publisher(_) => self.counters.unexpected += 1,
+    ) -> Option<Reason> {
+        match (app.role, self.protocol) {
+            (Role::Echo, _) => self.on_echo(app, conn, message.as_bytes(), out),
+            (Role::Subscriber, Protocol::Pubsub) => {
+                return self.on_pubsub_subscriber(app, message.as_bytes());
+            }
+            (Role::Subscriber, Protocol::V1) => {
+                return self.on_v1_subscriber(app, conn, message, out);
+            }
+            (Role::Publisher(_), Protocol::V1) => self.on_v1_publisher(conn, message, out),
+            (Role::Plain | Role::Publisher(_), _) => self.counters.unexpected += 1,
+        }
+        None
+    }
+
+    /// A `v1` publisher's frame: acknowledgements of its publishes, pings.
+    fn on_v1_publisher(&mut self, conn: &mut Connection, message: &Message<'_>, out: &mut Vec<u8>) {
+        match v1::parse(message.as_bytes()) {
+            Some(Frame::Connected) => {}
+            Some(Frame::Ping) => {
+                let _ = conn.send_text(v1::PONG, out);
+            }
+            Some(Frame::Result { .. }) => self.counters.publish_acks += 1,
+            Some(Frame::Error { .. }) => self.counters.publish_errors += 1,
+            _ => self.counters.unexpected += 1,
         }
     }
 
@@ -215,60 +266,6 @@ impl Ctx {
         }
     }
 
-    fn on_delivery(&mut self, app: &mut App, bytes: &[u8]) {
-        let Some(tracks) = app.track.as_deref_mut() else {
-            self.counters.unexpected += 1;
-            return;
-        };
-        match payload::parse_delivery(bytes, &self.topic) {
-            Some(Published::Data {
-                publisher,
-                seq,
-                stamp_us,
-            }) => {
-                let Some(track) = tracks.get_mut(publisher as usize) else {
-                    self.counters.unexpected += 1;
-                    return;
-                };
-                self.counters.received += 1;
-                if self.driving {
-                    self.counters.received_in_drive += 1;
-                }
-                let counters = &mut self.counters;
-                let counted = app.at_go;
-                let arrival = track.arrive(seq, &mut |first, len| {
-                    if counted {
-                        counters.gap(publisher, first, len, 1);
-                    }
-                });
-                match arrival {
-                    Arrival::InOrder => {
-                        self.counters.deliveries += 1;
-                        self.hists.latency.record(self.now.saturating_sub(stamp_us));
-                    }
-                    Arrival::Late => {
-                        self.counters.deliveries += 1;
-                        self.counters.reordered += 1;
-                        self.hists.latency.record(self.now.saturating_sub(stamp_us));
-                    }
-                    Arrival::Duplicate => self.counters.duplicates += 1,
-                    Arrival::Stale => self.counters.stale += 1,
-                }
-            }
-            Some(Published::End { publisher, count }) => {
-                match tracks.get_mut(publisher as usize) {
-                    Some(track) => track.end(count),
-                    None => self.counters.unexpected += 1,
-                }
-                if app.awaiting && tracks.iter().all(Track::complete) {
-                    app.awaiting = false;
-                    self.incomplete_subs = self.incomplete_subs.saturating_sub(1);
-                }
-            }
-            None => self.counters.unexpected += 1,
-        }
-    }
-
     /// The connection is gone (for whatever reason): settle what it still owes.
     pub fn on_gone(&mut self, app: &mut App, was_open: bool) {
         if was_open {
@@ -282,26 +279,6 @@ impl Ctx {
             }
             Role::Subscriber => self.settle_subscriber(app),
             Role::Plain | Role::Publisher(_) => {}
-        }
-    }
-
-    fn settle_subscriber(&mut self, app: &mut App) {
-        if app.awaiting {
-            self.incomplete_subs = self.incomplete_subs.saturating_sub(1);
-        }
-        let (true, Some(tracks)) = (app.at_go, app.track.as_deref_mut()) else {
-            return;
-        };
-        let c = &mut self.counters;
-        let missing: u64 = tracks.iter().map(Track::missing).sum();
-        c.missing += missing;
-        c.max_missing_per_sub = c.max_missing_per_sub.max(missing);
-        c.subs_with_missing += u64::from(missing > 0);
-        c.subs_with_duplicates += u64::from(tracks.iter().any(|t| t.duplicates > 0));
-        c.subs_with_reordering += u64::from(tracks.iter().any(|t| t.reordered > 0));
-        c.subs_incomplete += u64::from(!tracks.iter().all(Track::complete));
-        for (p, t) in tracks.iter_mut().enumerate() {
-            t.finish(&mut |first, len| c.gap(p as u32, first, len, 1));
         }
     }
 }

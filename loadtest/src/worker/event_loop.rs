@@ -6,6 +6,10 @@
 //!   Drain ──(replies/deliveries in, or drain limit)──► Closing ──(closed, or close limit)──► done
 //! ```
 //!
+//! A subscriber that subscribes with a command is pending (the ramp is not over) until the
+//! server confirms it. In failover, a subscriber whose connection drops during Drive or Drain
+//! waits (exponential backoff) and reconnects to another target (`reconnect.rs`).
+//!
 //! Once a second (on the run's shared epoch) it sends its counts and interval histograms to the
 //! process controller.
 
@@ -21,6 +25,7 @@ use c10m_engine::proto::{self, CloseCode, State};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+mod reconnect;
 mod sockets;
 
 use super::client::{App, Client, Phase, Role};
@@ -28,7 +33,7 @@ use super::connect;
 use super::ctx::Ctx;
 use super::reason::Reason;
 use super::{ReadyInfo, Shared, ThreadMsg};
-use crate::cli::EchoMode;
+use crate::cli::{Backoff, EchoMode};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::hist::Hists;
@@ -82,6 +87,12 @@ pub struct Loop {
     ramp_interval_us: f64,
     /// Fixed-rate sends: (due us, slot, global index).
     heap: BinaryHeap<Reverse<(u64, usize, u64)>>,
+    /// Failover: how dropped subscribers retry (None: they do not).
+    reconnect: Option<Backoff>,
+    /// Failover: subscribers waiting to reconnect, soonest first.
+    away: BinaryHeap<Reverse<reconnect::Waiting>>,
+    /// Jitter for the backoff (xorshift).
+    rng: u64,
     msg_interval_us: u64,
     stage: Stage,
     stage_until: u64,
@@ -107,8 +118,8 @@ impl Loop {
             idle_timeout_ms: plan.idle_timeout_ms,
             close_timeout_ms: plan.close_timeout_ms,
         });
-        let (role, sub_path, msg_rate) = match &plan.scenario {
-            ScenarioPlan::Connect | ScenarioPlan::Idle => (Role::Plain, String::new(), None),
+        let (role, sub_path, msg_rate, reconnect) = match &plan.scenario {
+            ScenarioPlan::Connect | ScenarioPlan::Idle => (Role::Plain, String::new(), None, None),
             ScenarioPlan::Echo { mode, .. } => (
                 Role::Echo,
                 String::new(),
@@ -116,15 +127,24 @@ impl Loop {
                     EchoMode::Rate(r) => Some(*r),
                     EchoMode::Window(_) => None,
                 },
+                None,
             ),
             ScenarioPlan::Broadcast {
                 topic,
                 publish_rate,
+                confirm,
+                reconnect,
                 ..
             } => (
                 Role::Subscriber,
-                format!("{}?topic={topic}", plan.path),
+                // Subscribed on open, unless by a command the server confirms.
+                if *confirm {
+                    plan.path.clone()
+                } else {
+                    format!("{}?topic={topic}", plan.path)
+                },
                 Some(*publish_rate),
+                *reconnect,
             ),
         };
         let now = clock.now_us();
@@ -150,6 +170,9 @@ impl Loop {
             ramp_start: now,
             ramp_interval_us: 1e6 / plan.rate_per_thread.max(1e-3),
             heap: BinaryHeap::new(),
+            reconnect,
+            away: BinaryHeap::new(),
+            rng: reconnect::seed(),
             msg_interval_us: msg_rate.map_or(0, |r| ((1e6 / r) as u64).max(1)),
             stage: Stage::Ramp,
             stage_until: 0,
@@ -271,6 +294,7 @@ impl Loop {
                 }
             }
             Stage::Drive => {
+                self.reconnect_due();
                 self.send_due();
                 if now >= self.stage_until {
                     // Everything intended before the end is sent (late) before stopping.
@@ -285,6 +309,7 @@ impl Loop {
                 }
             }
             Stage::Drain => {
+                self.reconnect_due();
                 if self.drained() || now >= self.stage_until {
                     self.begin_close();
                 }
@@ -323,15 +348,21 @@ impl Loop {
         } else {
             (self.share.index(i - pubs), self.role)
         };
-        let (source, target) = self.ctx.plan.addrs(index);
-        self.ctx.counters.attempted += 1;
-        let failed = |ctx: &mut Ctx, e: io::Error| {
-            ctx.counters.connect_failed += 1;
-            ctx.counters.reason(&Reason::Connect(e).label());
-        };
+        let app = App::new(index, role, self.ctx.plan.total_publishers);
+        self.open(app);
+    }
+
+    /// Starts a connection for `app` (a new one, or a subscriber coming back).
+    fn open(&mut self, app: App) {
+        let (source, target) = self.addrs_of(&app);
+        if app.returning() {
+            self.ctx.counters.reconnect_attempts += 1;
+        } else {
+            self.ctx.counters.attempted += 1;
+        }
         let mut sock = match connect::start(source, target) {
             Ok(s) => s,
-            Err(e) => return failed(&mut self.ctx, e),
+            Err(e) => return self.not_opened(app, Reason::Connect(e)),
         };
         let entry = self.clients.vacant_entry();
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -340,14 +371,31 @@ impl Loop {
             .registry()
             .register(&mut sock, Token(entry.key()), interest)
         {
-            return failed(&mut self.ctx, e);
+            return self.not_opened(app, Reason::Connect(e));
         }
-        entry.insert(Client::connecting(
-            sock,
-            self.ctx.now,
-            App::new(index, role),
-        ));
+        entry.insert(Client::connecting(sock, self.ctx.now, app));
         self.ctx.pending += 1;
+    }
+
+    /// A connection could not even be started.
+    fn not_opened(&mut self, app: App, reason: Reason) {
+        if !app.returning() {
+            self.ctx.counters.connect_failed += 1;
+        }
+        self.after(app, reason, false);
+    }
+
+    /// Source and target of a connection: its planned ones, or, for a subscriber that moved,
+    /// the target it moved to.
+    pub(super) fn addrs_of(&self, app: &App) -> (Option<std::net::IpAddr>, std::net::SocketAddr) {
+        let plan = &self.ctx.plan;
+        let (source, planned) = plan.addrs(app.index);
+        let moved = app
+            .sub
+            .as_ref()
+            .and_then(|s| s.target)
+            .and_then(|t| plan.targets.get(t as usize));
+        (source, moved.copied().unwrap_or(planned))
     }
 
     /// The ramp deadline passed: what is still connecting is cancelled, what was never started
@@ -363,12 +411,17 @@ impl Loop {
         let slots: Vec<usize> = self
             .clients
             .iter()
-            .filter(|(_, c)| !c.is_open())
+            .filter(|(_, c)| !c.is_open() || c.app.subscribing())
             .map(|(s, _)| s)
             .collect();
         for slot in slots {
             if let Some(c) = self.clients.get_mut(slot) {
-                c.ending.get_or_insert(Reason::Cancelled);
+                let reason = if c.is_open() {
+                    Reason::SubscribeTimeout
+                } else {
+                    Reason::Cancelled
+                };
+                c.ending.get_or_insert(reason);
             }
             self.end(slot);
         }
@@ -522,6 +575,7 @@ impl Loop {
         self.ctx.driving = false;
         self.heap.clear();
         self.stage = Stage::Closing;
+        self.give_up_reconnecting();
         self.stage_until = self.ctx.now + self.ctx.plan.close_timeout_ms * 1_000;
         let now_ms = Clock::ms(self.ctx.now);
         let slots: Vec<usize> = self.clients.iter().map(|(s, _)| s).collect();
@@ -574,6 +628,16 @@ impl Loop {
                 }
                 Phase::Handshake { since_us, .. } if now.saturating_sub(*since_us) > limit => {
                     c.ending.get_or_insert(Reason::HandshakeTimeout);
+                    slots.push(slot);
+                }
+                Phase::Open(_)
+                    if c.app
+                        .sub
+                        .as_ref()
+                        .and_then(|s| s.subscribing_since())
+                        .is_some_and(|since| now.saturating_sub(since) > limit) =>
+                {
+                    c.ending.get_or_insert(Reason::SubscribeTimeout);
                     slots.push(slot);
                 }
                 Phase::Open(conn) if conn.poll_timeout().is_some_and(|t| t <= now_ms) => {
@@ -649,9 +713,10 @@ impl Loop {
                 if let Some(Reverse((due, _, _))) = self.heap.peek() {
                     wake = wake.min(*due);
                 }
-                wake = wake.min(self.stage_until);
+                wake = wake.min(self.stage_until).min(self.next_reconnect());
             }
-            Stage::Drain | Stage::Closing => wake = wake.min(self.stage_until),
+            Stage::Drain => wake = wake.min(self.stage_until).min(self.next_reconnect()),
+            Stage::Closing => wake = wake.min(self.stage_until),
             Stage::Finished => wake = now,
         }
         Duration::from_micros(wake.saturating_sub(now))

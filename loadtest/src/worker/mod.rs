@@ -14,6 +14,7 @@ mod connect;
 mod ctx;
 mod event_loop;
 pub mod reason;
+mod sub;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

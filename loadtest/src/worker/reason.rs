@@ -31,6 +31,11 @@ pub enum Reason {
     CloseNoReply,
     /// Still connecting when the ramp (or the run) ended.
     Cancelled,
+    /// The server refused the subscribe command (`err ...` on /pubsub; an error code on v1).
+    SubscribeRefused(Option<u16>),
+    /// The subscribe command was not confirmed within the connect timeout (or by the end of
+    /// the ramp).
+    SubscribeTimeout,
 }
 
 impl Reason {
@@ -56,6 +61,9 @@ impl Reason {
             Reason::ClosedByUs => "closed by load generator".into(),
             Reason::CloseNoReply => "closed by load generator: no close reply".into(),
             Reason::Cancelled => "cancelled: still connecting at the end of the ramp".into(),
+            Reason::SubscribeRefused(Some(code)) => format!("subscribe: refused (error {code})"),
+            Reason::SubscribeRefused(None) => "subscribe: refused".into(),
+            Reason::SubscribeTimeout => "subscribe: not confirmed in time".into(),
         }
     }
 
@@ -104,6 +112,10 @@ mod tests {
         assert_eq!(
             Reason::Protocol(ProtoError::Timeout(TimeoutKind::Idle)).label(),
             "idle timeout: nothing received from server"
+        );
+        assert_eq!(
+            Reason::SubscribeRefused(Some(100)).label(),
+            "subscribe: refused (error 100)"
         );
         assert!(Reason::ClosedByUs.is_ours() && Reason::CloseNoReply.is_ours());
         assert!(!Reason::Eof.is_ours());

@@ -33,16 +33,20 @@ impl Loop {
                 return;
             }
         }
-        match c.sock.peer_addr() {
-            Ok(_) => {}
+        // The server it reached names the Host header.
+        let host = match c.sock.peer_addr() {
+            Ok(peer) => peer.to_string(),
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
             Err(e) => {
                 c.ending = Some(Reason::Connect(e));
                 return;
             }
+        };
+        // A subscriber coming back is counted among the reconnects, not the run's connections.
+        if !c.app.returning() {
+            self.ctx.counters.connected += 1;
+            self.ctx.hists.connect.record(now.saturating_sub(since_us));
         }
-        self.ctx.counters.connected += 1;
-        self.ctx.hists.connect.record(now.saturating_sub(since_us));
         let mut random = [0u8; 24];
         if let Err(e) = getrandom::fill(&mut random) {
             c.ending = Some(Reason::Connect(io::Error::other(e)));
@@ -52,8 +56,6 @@ impl Loop {
         nonce.copy_from_slice(&random[..16]);
         let mut seed = [0u8; 8];
         seed.copy_from_slice(&random[16..]);
-        let (_, target) = self.ctx.plan.addrs(c.app.index);
-        let host = target.to_string();
         let path = if c.app.role == Role::Subscriber {
             &self.sub_path
         } else {
@@ -156,12 +158,14 @@ impl Loop {
                     Ok(None) => break,
                     Ok(Some((_, used))) => {
                         at += used;
-                        ctx.hists
-                            .handshake
-                            .record(ctx.now.saturating_sub(*since_us));
-                        let seed = *seed;
-                        c.phase = Phase::Open(Connection::client(proto.clone(), seed, now_ms));
-                        ctx.on_established(&mut c.app);
+                        if !c.app.returning() {
+                            ctx.hists
+                                .handshake
+                                .record(ctx.now.saturating_sub(*since_us));
+                        }
+                        let mut conn = Connection::client(proto.clone(), *seed, now_ms);
+                        ctx.on_established(&mut c.app, &mut conn, out);
+                        c.phase = Phase::Open(conn);
                     }
                     Err(e) => c.ending = Some(Reason::Handshake(e)),
                 },
@@ -176,7 +180,9 @@ impl Loop {
                             at += consumed;
                             match event {
                                 Some(Event::Message(m)) => {
-                                    ctx.on_message(&mut c.app, conn, &m, out)
+                                    if let Some(why) = ctx.on_message(&mut c.app, conn, &m, out) {
+                                        c.ending = Some(why);
+                                    }
                                 }
                                 Some(Event::Ping(_)) => ctx.counters.pings += 1,
                                 Some(Event::Pong(_)) => ctx.counters.pongs += 1,
@@ -250,38 +256,43 @@ impl Loop {
     }
 
     /// Removes a connection and counts why it ended. Dropping the socket closes it, which also
-    /// takes it out of the epoll set.
+    /// takes it out of the epoll set. A subscriber coming back after a drop is counted among
+    /// the reconnects, not the run's connections; one that may reconnect waits to (`after`).
     pub(super) fn end(&mut self, slot: usize) {
         let Some(mut c) = self.clients.try_remove(slot) else {
             return;
         };
         let mut reason = c.ending.take().unwrap_or(Reason::Cancelled);
+        let returning = c.app.returning();
+        let retry = self.may_reconnect(&c.app, &reason);
         let ctx = &mut self.ctx;
         let was_open = match &c.phase {
             Phase::Connecting { .. } => {
                 ctx.pending = ctx.pending.saturating_sub(1);
-                ctx.counters.connect_failed += 1;
+                ctx.counters.connect_failed += u64::from(!returning);
                 false
             }
             Phase::Handshake { .. } => {
                 ctx.pending = ctx.pending.saturating_sub(1);
-                ctx.counters.handshake_failed += 1;
+                ctx.counters.handshake_failed += u64::from(!returning);
                 false
             }
             Phase::Open(conn) => {
+                if c.app.subscribing() {
+                    ctx.pending = ctx.pending.saturating_sub(1);
+                }
                 if matches!(conn.state(), State::CloseSent { .. }) && !reason.is_ours() {
                     reason = Reason::CloseNoReply;
                 }
                 if reason.is_ours() {
                     ctx.counters.closed_by_us += 1;
-                } else {
+                } else if !retry {
                     ctx.counters.closed_early += 1;
                 }
                 true
             }
         };
-        ctx.counters.reason(&reason.label());
-        ctx.on_gone(&mut c.app, was_open);
+        self.after(c.app, reason, was_open);
     }
 }
 
