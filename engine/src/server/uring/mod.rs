@@ -35,7 +35,7 @@ use super::conn::{Phase, Watch};
 use super::metrics::ShardStats;
 use super::shard::{Next, Shard};
 use super::write::Sink;
-use bufring::BufRing;
+use bufring::{BufRing, Change, Sizing, Starved};
 use sends::UringIo;
 
 /// Operation tags in `user_data`: the kind in the top byte, then what the kind needs.
@@ -197,13 +197,37 @@ fn probe_here(config: &ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// The shard's provided buffers, registered with `ring`: `--ring-buffers` of them, else 16
-/// consumed incrementally or, where the kernel cannot, 256 consumed whole. With incremental
-/// consumption the ring only has to hold the bytes received between two turns of the loop
-/// (16 x 16 KiB = 256 KiB held 1,000 and 5,000 busy connections without running out); a
-/// receive that takes a whole buffer needs more of them.
+/// Provided buffers a shard starts with when they are consumed incrementally: the ring then
+/// only has to hold the bytes received between two turns of the loop (16 x 16 KiB = 256 KiB
+/// held 1,000 and 5,000 busy connections sending small messages without running out).
+const RING_BUFFERS_INCREMENTAL: u16 = 16;
+/// Provided buffers a shard starts with where the kernel cannot consume them incrementally
+/// (before Linux 6.12): every receive takes a whole buffer.
+const RING_BUFFERS_WHOLE: u16 = 256;
+/// Bytes of provided buffers a shard's ring may grow to when receives run out of them (large
+/// messages from many connections): the ring grows up to this many bytes' worth of buffers
+/// and shrinks back when quiet (see [`bufring`]).
+const RING_BYTES_CAP: usize = 1 << 20;
+
+/// The shard's provided buffers, registered with `ring`: `--ring-buffers` of them, always;
+/// else 16 consumed incrementally or, where the kernel cannot, 256 consumed whole, each
+/// growing on exhaustion up to [`RING_BYTES_CAP`] and shrinking back when quiet.
 fn shard_buffers(ring: &IoUring, config: &ServerConfig) -> io::Result<BufRing> {
-    let (incremental, whole) = config.ring_buffers.map_or((16, 256), |n| (n, n));
+    let growing = |base: u16| {
+        let fit = RING_BYTES_CAP / (config.ring_buffer_size.max(1) as usize);
+        // The largest power of two that fits, at least the base, at most 32768.
+        let cap = (1u16 << fit.clamp(1, 32768).ilog2()).max(base);
+        Sizing { base, cap }
+    };
+    let (incremental, whole) = config.ring_buffers.map_or_else(
+        || {
+            (
+                growing(RING_BUFFERS_INCREMENTAL),
+                growing(RING_BUFFERS_WHOLE),
+            )
+        },
+        |n| (Sizing::fixed(n), Sizing::fixed(n)),
+    );
     BufRing::new(
         &ring.submitter(),
         incremental,
@@ -231,6 +255,10 @@ fn file_table_size(shards: usize) -> u32 {
     share.clamp(64.min(nofile), nofile) as u32
 }
 
+/// The setup flags of a ring whose task work runs only when its thread enters the kernel
+/// for it.
+const DEFER_TASKRUN: &str = "SINGLE_ISSUER+DEFER_TASKRUN";
+
 /// The shard's ring, built on the shard's thread (SINGLE_ISSUER binds it to its creator).
 /// Returns the ring and the setup flags it got.
 fn build_ring() -> io::Result<(IoUring, &'static str)> {
@@ -241,7 +269,7 @@ fn build_ring() -> io::Result<(IoUring, &'static str)> {
         .setup_cqsize(cq)
         .build(RING_ENTRIES)
     {
-        return Ok((ring, "SINGLE_ISSUER+DEFER_TASKRUN"));
+        return Ok((ring, DEFER_TASKRUN));
     }
     if let Ok(ring) = IoUring::builder()
         .setup_coop_taskrun()
@@ -272,8 +300,8 @@ pub struct Uring {
     waker: RawFd,
     accept_armed: bool,
     stopping: bool,
-    /// Receives that ended for lack of buffers, to arm again once buffers are back.
-    rearm: Vec<(u32, u16)>,
+    /// Receives that ended for lack of buffers, to arm again as buffers come back.
+    starved: Starved,
     cqes: Vec<(u64, i32, u32)>,
     /// Next completion of `cqes` to handle.
     cqe_at: usize,
@@ -314,7 +342,7 @@ impl Uring {
         self.bufs.incremental()
     }
 
-    /// Provided buffers in the shard's ring.
+    /// Provided buffers in the shard's ring now (it grows when receives run out of them).
     pub fn buffers(&self) -> u16 {
         self.bufs.entries()
     }
@@ -358,7 +386,7 @@ impl Uring {
             waker,
             accept_armed: false,
             stopping: false,
-            rearm: Vec::new(),
+            starved: Starved::default(),
             cqes: Vec::with_capacity(CQE_BATCH),
             cqe_at: 0,
             flags,
@@ -550,21 +578,40 @@ impl Uring {
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
         let is_send = |data: u64| matches!(tag::decode(data), Some(tag::Op::Send(_)));
+        let is_recv = |data: u64| matches!(tag::decode(data), Some(tag::Op::Recv { .. }));
         for &(data, result, flags) in cqes[fresh..].iter().filter(|c| is_send(c.0)) {
             self.on_completion(shard, data, result, flags);
         }
+        // What the provided buffers hold now: every byte received and not processed yet.
+        let held: usize = cqes[self.cqe_at..]
+            .iter()
+            .filter(|c| is_recv(c.0))
+            .map(|c| usize::try_from(c.1).unwrap_or(0))
+            .sum();
         let mut budget = INPUT_PER_ITERATION;
         let mut handled = 0;
         while self.cqe_at < cqes.len() && budget > 0 {
             let (data, result, flags) = cqes[self.cqe_at];
-            self.cqe_at += 1;
             if is_send(data) {
+                self.cqe_at += 1;
                 continue;
             }
-            if matches!(tag::decode(data), Some(tag::Op::Recv { .. })) {
-                budget = budget.saturating_sub(usize::try_from(result).unwrap_or(0));
+            if let Some(tag::Op::Recv { slot, generation }) = tag::decode(data) {
+                // The completions that continue this one in the next buffer, joined to it.
+                let run = &cqes[self.cqe_at..self.cqe_at + self.recv_run(&cqes[self.cqe_at..])];
+                self.cqe_at += run.len();
+                for &(_, result, _) in run {
+                    budget = budget.saturating_sub(usize::try_from(result).unwrap_or(0));
+                }
+                // Only the last of a run can end the receive.
+                if run.last().is_some_and(|c| !cqueue::more(c.2)) {
+                    op_ended(shard);
+                }
+                self.on_recv(shard, slot, generation, run);
+            } else {
+                self.cqe_at += 1;
+                self.on_completion(shard, data, result, flags);
             }
-            self.on_completion(shard, data, result, flags);
             handled += 1;
             if handled % CQE_BATCH == 0 && uio(shard).sqes.len() >= SQE_KEEP {
                 self.push_sqes(shard)?;
@@ -578,12 +625,82 @@ impl Uring {
             }
         }
         self.cqes = cqes;
-        for (slot, generation) in std::mem::take(&mut self.rearm) {
-            if live(shard, slot, generation) {
-                self.arm_recv(shard, slot, generation);
-            }
+        // Under DEFER_TASKRUN the kernel runs receives only inside io_uring_enter: once every
+        // completion read has been handled, nothing it wrote into the buffers is unread.
+        let settled = !self.leftover() && self.flags == DEFER_TASKRUN;
+        let change = self.bufs.adapt(shard.core.now, held, settled);
+        if change != Change::None {
+            tracing::debug!(
+                shard = shard.core.shard,
+                buffers = self.bufs.entries(),
+                "provided buffers {}",
+                if change == Change::Grew {
+                    "grew"
+                } else {
+                    "shrank"
+                }
+            );
+        }
+        // With completions left over, buffers are still held by them: wait until they are
+        // processed (the next iteration does not sleep).
+        if !self.leftover() {
+            self.feed_starved(shard);
         }
         Ok(())
+    }
+
+    /// How many completions at the start of `cqes` (a receive's first) are one run of bytes:
+    /// each of the receive's completions after the first continues the one before it in the
+    /// next buffer (see [`BufRing::continues`]).
+    fn recv_run(&self, cqes: &[(u64, i32, u32)]) -> usize {
+        let mut run = 1;
+        while let (Some(&(data, result, flags)), Some(&(next_data, next_result, next_flags))) =
+            (cqes.get(run - 1), cqes.get(run))
+        {
+            let joins = next_data == data
+                && cqueue::more(flags)
+                && result > 0
+                && next_result > 0
+                && match (
+                    cqueue::buffer_select(flags),
+                    cqueue::buffer_select(next_flags),
+                ) {
+                    (Some(bid), Some(next)) => {
+                        self.bufs
+                            .continues(bid, result as usize, buf_more(flags), next)
+                    }
+                    _ => false,
+                };
+            if !joins {
+                break;
+            }
+            run += 1;
+        }
+        run
+    }
+
+    /// Arms receives that ran out of buffers, oldest first, as far as the free buffers are
+    /// expected to carry them (at least one: see [`Starved::budget`]).
+    fn feed_starved(&mut self, shard: &mut Shard) {
+        let mut budget = self
+            .starved
+            .budget(self.bufs.available(), self.bufs.buffer_size());
+        while budget > 0 {
+            let Some((slot, generation)) = self.starved.pop() else {
+                break;
+            };
+            if !live(shard, slot, generation) {
+                continue;
+            }
+            if shard.core.io.conns[slot as usize].watch == Watch::Parking {
+                // A sweep found it silent while it waited and cancelled a receive it did not
+                // have: park it (registering checks readiness, so waiting data wakes it).
+                self.park(shard, slot, generation);
+                continue;
+            }
+            self.arm_recv(shard, slot, generation);
+            budget -= 1;
+        }
     }
 
     /// Completions read but not handled yet (the last iteration used up its input budget).
@@ -594,9 +711,7 @@ impl Uring {
     fn on_completion(&mut self, shard: &mut Shard, data: u64, result: i32, flags: u32) {
         let more = cqueue::more(flags);
         if !more {
-            let io = uio(shard);
-            debug_assert!(io.in_flight > 0, "a completion nobody was waiting for");
-            io.in_flight = io.in_flight.saturating_sub(1);
+            op_ended(shard);
         }
         match tag::decode(data) {
             Some(tag::Op::Accept) => self.on_accept(shard, result, more),
@@ -607,7 +722,7 @@ impl Uring {
                 }
             }
             Some(tag::Op::Recv { slot, generation }) => {
-                self.on_recv(shard, slot, generation, result, flags);
+                self.on_recv(shard, slot, generation, &[(data, result, flags)]);
             }
             Some(tag::Op::Send(key)) => shard.core.io.on_sent(key, result),
             Some(tag::Op::Parked) => {
@@ -667,16 +782,29 @@ impl Uring {
         }
     }
 
-    fn on_recv(&mut self, shard: &mut Shard, slot: u32, generation: u16, result: i32, flags: u32) {
+    /// A receive's completion, or a run of them that filled adjacent buffers one after the
+    /// other (see [`Uring::recv_run`]): their bytes are processed as one piece.
+    fn on_recv(&mut self, shard: &mut Shard, slot: u32, generation: u16, run: &[(u64, i32, u32)]) {
+        let Some(&(_, result, first_flags)) = run.first() else {
+            return;
+        };
+        // The last completion of the run says whether the receive goes on.
+        let flags = run.last().map_or(first_flags, |c| c.2);
         let is_live = live(shard, slot, generation);
-        let bid = cqueue::buffer_select(flags);
+        let bid = cqueue::buffer_select(first_flags);
         if result > 0 {
             let mut park_now = false;
             if let Some(bid) = bid {
-                let piece = self.bufs.take(bid, result as usize, buf_more(flags));
+                let mut piece = self.bufs.take(bid, result as usize, buf_more(first_flags));
+                for &(_, result, flags) in &run[1..] {
+                    let next = cqueue::buffer_select(flags).unwrap_or_default();
+                    let next = self.bufs.take(next, result as usize, buf_more(flags));
+                    self.bufs.join(&mut piece, next);
+                }
                 if piece.shared() {
                     ShardStats::add(&shard.core.io.stats.recv_buffers_shared, 1);
                 }
+                self.starved.received(piece.received());
                 if is_live {
                     let conn = &mut shard.core.io.conns[slot as usize];
                     conn.active = true;
@@ -716,6 +844,10 @@ impl Uring {
             let piece = self.bufs.take(bid, 0, buf_more(flags));
             self.bufs.done(piece);
         }
+        if result == -libc::ENOBUFS {
+            ShardStats::add(&shard.core.io.stats.recv_buffers_exhausted, 1);
+            self.bufs.ran_out();
+        }
         if !is_live {
             return;
         }
@@ -723,9 +855,9 @@ impl Uring {
         if parking && (result == -libc::ECANCELED || result == -libc::ENOBUFS) {
             self.park(shard, slot, generation);
         } else if result == -libc::ENOBUFS {
-            // Every buffer was taken by this batch; they are back once it is processed.
-            ShardStats::add(&shard.core.io.stats.recv_buffers_exhausted, 1);
-            self.rearm.push((slot, generation));
+            // Every buffer was taken: the receive waits for buffers to come back, in turn
+            // (arming it again at once would most likely fail again, see `bufring`).
+            self.starved.push(slot, generation);
         } else {
             // 0: the peer's FIN. Negative: reset or another error.
             shard.input_ended(slot as usize);
@@ -1045,6 +1177,13 @@ fn uio(shard: &mut Shard) -> &mut UringIo {
         Sink::Ring(ring) => ring,
         Sink::Syscalls => unreachable!("set just above"),
     }
+}
+
+/// An operation's last completion arrived.
+fn op_ended(shard: &mut Shard) {
+    let io = uio(shard);
+    debug_assert!(io.in_flight > 0, "a completion nobody was waiting for");
+    io.in_flight = io.in_flight.saturating_sub(1);
 }
 
 /// `IORING_CQE_F_BUF_MORE`: the kernel goes on using the rest of this completion's buffer.
