@@ -163,7 +163,8 @@ pub struct ServerConfig {
     /// io_uring: provided buffers per shard (a power of two, at most [`MAX_RING_BUFFERS`]).
     /// Sized for the bytes received between two turns of the loop, not for connections: an
     /// idle connection holds none. `None`: 16 where the kernel consumes them incrementally
-    /// (Linux 6.12), else 256.
+    /// (Linux 6.12), growing while receives keep running out of them (up to 1 MiB of buffers)
+    /// and shrinking back when quiet; else 256. A number fixes the count.
     #[serde(deserialize_with = "de::count_some")]
     pub ring_buffers: Option<u16>,
     /// io_uring: bytes per provided buffer; at least 1.
