@@ -495,7 +495,9 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     println!("c10m: backend: {}", handle.backend());
     println!("c10m: broker: {broker_line}");
     println!("c10m: client protocol on ws://{addr}/connection/v1 ({tokens}, state {state})");
-    println!("c10m: signaling on ws://{addr}/signal/v1, demo room on http://{addr}/demo/?room=NAME");
+    println!(
+        "c10m: signaling on ws://{addr}/signal/v1, demo room on http://{addr}/demo/?room=NAME"
+    );
     if let Some(m) = handle.metrics_addr() {
         println!("c10m: metrics on http://{m}/metrics, health on http://{m}/health");
     }
