@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use super::app::Why;
 use super::topics::Membership;
 use super::upgrade::Upgrade;
+use super::uring::RingConn;
 use super::writeq::WriteQueue;
 use crate::proto::{CloseCode, Connection};
 
@@ -39,24 +40,6 @@ pub enum Answer {
     Waiting,
     /// Given after a deferral; applied when the request is parsed again.
     Given(Box<Upgrade>),
-}
-
-/// io_uring: how a connection's input is watched.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Watch {
-    /// A multishot receive is armed (or about to be).
-    #[default]
-    Receive,
-    /// Its receive is being cancelled so that the connection can be parked.
-    Parking,
-    /// Parked: registered one-shot in the shard's epoll instance until input comes; no
-    /// receive is armed.
-    Parked,
-    /// New, or woken from parking: a single-shot receive is armed. If the input it brings
-    /// completes the handshake or carries no message (a heartbeat's pong, say), and leaves
-    /// nothing over, the connection is parked again at once; otherwise it gets a multishot
-    /// receive.
-    Woken,
 }
 
 /// The slab entry.
@@ -93,12 +76,8 @@ pub struct Conn {
     pub backlogged: bool,
     /// io_uring: a send is in flight; the queue waits for its completion.
     pub sending: bool,
-    /// io_uring: that send's key.
-    pub send_key: u32,
-    /// io_uring: how its input is watched.
-    pub watch: Watch,
-    /// io_uring: input arrived since the last parking sweep.
-    pub active: bool,
+    /// io_uring's own per-connection state (how its input is watched, its send's key).
+    pub ring: RingConn,
 }
 
 impl Conn {
@@ -121,9 +100,7 @@ impl Conn {
             dead: false,
             backlogged: false,
             sending: false,
-            send_key: 0,
-            watch: Watch::Receive,
-            active: true,
+            ring: RingConn::default(),
         }
     }
 

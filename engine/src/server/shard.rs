@@ -20,7 +20,7 @@ use super::Routes;
 use super::app::{App, Closed, Why};
 use super::app_timer::AppTimers;
 use super::config::ServerConfig;
-use super::conn::{Answer, Conn, NO_TIMER, Phase, Watch};
+use super::conn::{Answer, Conn, NO_TIMER, Phase};
 use super::core::Core;
 use super::ctx::Ctx;
 use super::handle::Handle;
@@ -698,10 +698,7 @@ impl Shard {
             ShardStats::sub(&stats.write_queue_bytes, conn.queued() as u64);
             ShardStats::sub(&stats.connections, 1);
             ShardStats::add(&stats.closed[why.index()], 1);
-            if conn.watch == Watch::Parked {
-                ShardStats::sub(&stats.recv_parked, 1);
-            }
-            self.core.io.sink.release(slot, conn.sock);
+            self.core.io.sink.release(slot, conn, stats);
         }
     }
 }

@@ -81,10 +81,15 @@ impl Sink {
     /// and shut down (which completes the operations still pending on it), and its descriptor
     /// is kept until the entries already gathered for it have been submitted, so that no entry
     /// can name a descriptor number the process has meanwhile reused.
-    pub fn release(&mut self, slot: usize, sock: std::net::TcpStream) {
+    pub fn release(&mut self, slot: usize, conn: Conn, stats: &ShardStats) {
         match self {
-            Sink::Syscalls => drop(sock),
-            Sink::Ring(ring) => ring.bury(slot as u32, sock),
+            Sink::Syscalls => drop(conn),
+            Sink::Ring(ring) => {
+                if conn.ring.watch == super::uring::Watch::Parked {
+                    ShardStats::sub(&stats.recv_parked, 1);
+                }
+                ring.bury(slot as u32, conn.sock);
+            }
         }
     }
 }
@@ -130,7 +135,7 @@ impl Io {
         }
         // Backed up: the socket refused output (epoll: a short write; io_uring: a short send,
         // or a send the kernel has held for a whole round).
-        let backed_up = conn.backlogged || (conn.sending && self.sink.stalled(conn.send_key));
+        let backed_up = conn.backlogged || (conn.sending && self.sink.stalled(conn.ring.send_key));
         if backed_up && conn.queued() > self.limit {
             self.kill(slot, Why::SlowConsumer, CloseCode::POLICY);
             return;

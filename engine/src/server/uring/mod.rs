@@ -17,8 +17,18 @@
 //! on it complete; their late completions carry the slot's old generation and are recognised.
 
 pub mod bufring;
+mod conn;
+mod park;
+mod probe;
 pub mod sends;
+pub mod tag;
+mod udp;
 mod write;
+
+pub use conn::{RingConn, Watch};
+use park::{park_silent, talking};
+pub use probe::probe;
+use probe::{DEFER_TASKRUN, build_ring};
 
 use std::io;
 use std::mem::ManuallyDrop;
@@ -27,93 +37,15 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
-use io_uring::{IoUring, Probe, cqueue, opcode, squeue, types};
-use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent};
 
 use super::config::ServerConfig;
-use super::conn::{Phase, Watch};
 use super::metrics::ShardStats;
 use super::shard::{Next, Shard};
 use super::write::Sink;
 use bufring::{BufRing, Change, Sizing, Starved};
 use sends::UringIo;
-
-/// Operation tags in `user_data`: the kind in the top byte, then what the kind needs.
-pub mod tag {
-    const SHIFT: u32 = 56;
-    /// The multishot accept.
-    pub const ACCEPT: u64 = 1 << SHIFT;
-    /// The read pending on the shard's eventfd.
-    pub const WAKE: u64 = 2 << SHIFT;
-    const RECV: u64 = 3;
-    const SEND: u64 = 4;
-    /// A cancellation request.
-    pub const CANCEL: u64 = 5 << SHIFT;
-    const FILES: u64 = 6;
-    /// The poll on the shard's epoll instance of parked connections.
-    pub const PARKED: u64 = 7 << SHIFT;
-    /// The poll on the shard's epoll instance of UDP sockets.
-    pub const UDP: u64 = 8 << SHIFT;
-
-    /// A connection's receive (multishot or single-shot).
-    pub fn recv(slot: u32, generation: u16) -> u64 {
-        (RECV << SHIFT) | (u64::from(generation) << 32) | u64::from(slot)
-    }
-
-    /// An update of the registered file table, by the key of the value it reads.
-    pub fn files(key: usize) -> u64 {
-        (FILES << SHIFT) | (key as u64 & 0xFFFF_FFFF)
-    }
-
-    /// A send, by its key in the send slab.
-    pub fn send(key: usize) -> u64 {
-        (SEND << SHIFT) | (key as u64 & 0xFFFF_FFFF)
-    }
-
-    /// What a completion is for.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub enum Op {
-        /// [`ACCEPT`].
-        Accept,
-        /// [`WAKE`].
-        Wake,
-        /// [`recv`].
-        Recv {
-            /// Slot.
-            slot: u32,
-            /// Generation of the slot when the receive was armed.
-            generation: u16,
-        },
-        /// [`send`].
-        Send(usize),
-        /// [`CANCEL`].
-        Cancel,
-        /// [`files`].
-        Files(usize),
-        /// [`PARKED`].
-        Parked,
-        /// [`UDP`].
-        Udp,
-    }
-
-    /// Reads a tag back.
-    pub fn decode(data: u64) -> Option<Op> {
-        match data >> SHIFT {
-            1 => Some(Op::Accept),
-            2 => Some(Op::Wake),
-            RECV => Some(Op::Recv {
-                slot: data as u32,
-                generation: (data >> 32) as u16,
-            }),
-            SEND => Some(Op::Send((data & 0xFFFF_FFFF) as usize)),
-            5 => Some(Op::Cancel),
-            FILES => Some(Op::Files((data & 0xFFFF_FFFF) as usize)),
-            7 => Some(Op::Parked),
-            8 => Some(Op::Udp),
-            _ => None,
-        }
-    }
-}
 
 /// Submission queue entries per ring; the completion queue is four times larger.
 const RING_ENTRIES: u32 = 4096;
@@ -130,72 +62,6 @@ const INPUT_PER_ITERATION: usize = 256 << 10;
 const SQE_KEEP: usize = 1024;
 /// At shutdown, how long to wait for operations still in flight to complete.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
-/// Checks that this kernel and process can run the io_uring backend with `config`: the
-/// sysctl, ring creation (seccomp, memlock), the opcodes, multishot receive (Linux 6.0) and the
-/// provided-buffer ring. `Err` says what is missing.
-///
-/// The probe runs on a thread of its own: when a ring is torn down, the kernel sends task work
-/// (TWA_SIGNAL) to every thread that used it, which interrupts a blocking call with a timeout on
-/// that thread with EINTR. The caller's thread must not see that.
-pub fn probe(config: &ServerConfig) -> Result<(), String> {
-    std::thread::scope(|s| {
-        s.spawn(|| probe_here(config))
-            .join()
-            .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
-    })
-}
-
-fn probe_here(config: &ServerConfig) -> Result<(), String> {
-    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled") {
-        if v.trim() == "2" {
-            return Err("kernel.io_uring_disabled = 2".into());
-        }
-    }
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut version = release
-        .trim()
-        .split(|c: char| !c.is_ascii_digit())
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (version.next().unwrap_or(0), version.next().unwrap_or(0));
-    if (major, minor) < (6, 0) {
-        return Err(format!(
-            "kernel {} has no multishot receive (Linux 6.0)",
-            release.trim()
-        ));
-    }
-    let ring = IoUring::new(8).map_err(|e| {
-        format!("io_uring_setup failed: {e} (seccomp, kernel.io_uring_disabled or memlock)")
-    })?;
-    let mut probe = Probe::new();
-    ring.submitter()
-        .register_probe(&mut probe)
-        .map_err(|e| format!("cannot probe io_uring opcodes: {e}"))?;
-    // Every opcode the backend issues.
-    for (name, code) in [
-        ("ACCEPT", opcode::AcceptMulti::CODE),
-        ("RECV", opcode::RecvMulti::CODE),
-        ("SEND", opcode::Send::CODE),
-        ("SENDMSG", opcode::SendMsg::CODE),
-        ("READ", opcode::Read::CODE),
-        ("ASYNC_CANCEL", opcode::AsyncCancel::CODE),
-        ("POLL_ADD", opcode::PollAdd::CODE),
-        ("FILES_UPDATE", opcode::FilesUpdate::CODE),
-    ] {
-        if !probe.is_supported(code) {
-            return Err(format!("io_uring lacks IORING_OP_{name}"));
-        }
-    }
-    let bufs = shard_buffers(&ring, config).map_err(|e| {
-        format!(
-            "cannot register provided buffers of {} B: {e}",
-            config.ring_buffer_size
-        )
-    })?;
-    let _ = ring.submitter().unregister_buf_ring(GROUP);
-    drop(bufs);
-    Ok(())
-}
 
 /// Provided buffers a shard starts with when they are consumed incrementally: the ring then
 /// only has to hold the bytes received between two turns of the loop (16 x 16 KiB = 256 KiB
@@ -253,35 +119,6 @@ fn file_table_size(shards: usize) -> u32 {
     let nofile = limit.rlim_cur.min(1 << 16);
     let share = (nofile / shards.max(1) as u64).saturating_mul(2);
     share.clamp(64.min(nofile), nofile) as u32
-}
-
-/// The setup flags of a ring whose task work runs only when its thread enters the kernel
-/// for it.
-const DEFER_TASKRUN: &str = "SINGLE_ISSUER+DEFER_TASKRUN";
-
-/// The shard's ring, built on the shard's thread (SINGLE_ISSUER binds it to its creator).
-/// Returns the ring and the setup flags it got.
-fn build_ring() -> io::Result<(IoUring, &'static str)> {
-    let cq = RING_ENTRIES * 4;
-    if let Ok(ring) = IoUring::builder()
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .setup_cqsize(cq)
-        .build(RING_ENTRIES)
-    {
-        return Ok((ring, DEFER_TASKRUN));
-    }
-    if let Ok(ring) = IoUring::builder()
-        .setup_coop_taskrun()
-        .setup_cqsize(cq)
-        .build(RING_ENTRIES)
-    {
-        return Ok((ring, "COOP_TASKRUN"));
-    }
-    Ok((
-        IoUring::builder().setup_cqsize(cq).build(RING_ENTRIES)?,
-        "no taskrun flags",
-    ))
 }
 
 /// What the io_uring loop owns besides the shard.
@@ -692,7 +529,7 @@ impl Uring {
             if !live(shard, slot, generation) {
                 continue;
             }
-            if shard.core.io.conns[slot as usize].watch == Watch::Parking {
+            if shard.core.io.conns[slot as usize].ring.watch == Watch::Parking {
                 // A sweep found it silent while it waited and cancelled a receive it did not
                 // have: park it (registering checks readiness, so waiting data wakes it).
                 self.park(shard, slot, generation);
@@ -769,7 +606,7 @@ impl Uring {
                 let conn = &mut shard.core.io.conns[slot];
                 if self.park_ms > 0 {
                     // Its first receive is single-shot: the handshake completes it.
-                    conn.watch = Watch::Woken;
+                    conn.ring.watch = Watch::Woken;
                 }
                 let generation = conn.generation;
                 self.arm_recv(shard, slot as u32, generation);
@@ -807,9 +644,9 @@ impl Uring {
                 self.starved.received(piece.received());
                 if is_live {
                     let conn = &mut shard.core.io.conns[slot as usize];
-                    conn.active = true;
+                    conn.ring.active = true;
                     // A single-shot receive: the connection is new or was just woken.
-                    let first = conn.watch == Watch::Woken;
+                    let first = conn.ring.watch == Watch::Woken;
                     let done = shard.process(slot as usize, self.bufs.bytes(&piece));
                     shard.after_input(slot as usize);
                     let no_message = first && done.messages == 0;
@@ -833,7 +670,7 @@ impl Uring {
                     // a multishot receive is armed, and a parking that raced with it is called
                     // off. (Data that came with more to follow leaves a parking on; the
                     // connection is parked and woken again by its next input.)
-                    shard.core.io.conns[slot as usize].watch = Watch::Receive;
+                    shard.core.io.conns[slot as usize].ring.watch = Watch::Receive;
                     self.arm_recv(shard, slot, generation);
                 }
             }
@@ -851,7 +688,7 @@ impl Uring {
         if !is_live {
             return;
         }
-        let parking = shard.core.io.conns[slot as usize].watch == Watch::Parking;
+        let parking = shard.core.io.conns[slot as usize].ring.watch == Watch::Parking;
         if parking && (result == -libc::ECANCELED || result == -libc::ENOBUFS) {
             self.park(shard, slot, generation);
         } else if result == -libc::ENOBUFS {
@@ -862,193 +699,6 @@ impl Uring {
             // 0: the peer's FIN. Negative: reset or another error.
             shard.input_ended(slot as usize);
         }
-    }
-
-    /// The epoll instance of parked connections is readable: every connection it reports
-    /// (input, FIN, or an error to read) gets a receive again, which reads whatever it was.
-    fn unpark_ready(&mut self, shard: &mut Shard) {
-        let mut events = std::mem::take(&mut self.parked_events);
-        while let Some(epoll) = &self.parked {
-            let n = match epoll.wait(&mut events, EpollTimeout::ZERO) {
-                Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => 0,
-            };
-            for event in &events[..n] {
-                let data = event.data();
-                self.unpark(shard, data as u32, (data >> 32) as u16);
-            }
-            if n < events.len() {
-                break;
-            }
-        }
-        self.parked_events = events;
-    }
-
-    /// Gives a parked connection its receive back (epoll reported it).
-    fn unpark(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
-        if !live(shard, slot, generation) {
-            return;
-        }
-        let conn = &mut shard.core.io.conns[slot as usize];
-        if conn.watch != Watch::Parked {
-            return;
-        }
-        conn.watch = Watch::Woken;
-        conn.active = true;
-        ShardStats::sub(&shard.core.io.stats.recv_parked, 1);
-        self.arm_recv(shard, slot, generation);
-    }
-
-    /// Parks a connection that has no receive armed (it was cancelled, or a single-shot one
-    /// completed): it waits, one-shot, in the epoll instance (an epoll registration costs the
-    /// kernel far less than an armed receive). If that fails, its receive is armed again
-    /// instead.
-    fn park(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
-        let conn = &mut shard.core.io.conns[slot as usize];
-        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
-        let mut event = EpollEvent::new(flags, (u64::from(generation) << 32) | u64::from(slot));
-        let registered = self.parked.as_ref().is_some_and(|epoll| {
-            // Registered since an earlier parking (one-shot leaves it disarmed), or new.
-            match epoll.modify(&conn.sock, &mut event) {
-                Ok(()) => true,
-                Err(nix::errno::Errno::ENOENT) => epoll.add(&conn.sock, event).is_ok(),
-                Err(_) => false,
-            }
-        });
-        if registered {
-            conn.watch = Watch::Parked;
-            ShardStats::add(&shard.core.io.stats.recv_parked, 1);
-            uio(shard).set_file(slot, -1);
-        } else {
-            // Out of epoll watches (fs.epoll.max_user_watches) or memory: parking would fail
-            // again at every sweep, so this shard stops parking; the rest keep their receive.
-            conn.watch = Watch::Receive;
-            conn.active = true;
-            self.park_ms = 0;
-            ShardStats::add(&shard.core.io.stats.ring_errors, 1);
-            self.arm_recv(shard, slot, generation);
-        }
-    }
-
-    /// Watches the UDP sockets applications bound since the last call: edge-triggered in the
-    /// shard's UDP epoll instance (made on first use), which the ring polls. A socket that
-    /// cannot be watched is reported and never read.
-    fn watch_udp(&mut self, shard: &mut Shard) {
-        let fresh = shard.core.udp.take_fresh();
-        if fresh.is_empty() {
-            return;
-        }
-        if self.udp.is_none() {
-            match Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) {
-                Ok(e) => self.udp = Some(e),
-                Err(e) => {
-                    tracing::error!(shard = shard.core.shard, error = %e, "cannot watch UDP sockets");
-                    return;
-                }
-            }
-        }
-        let Some(epoll) = &self.udp else {
-            return;
-        };
-        for (slot, fd) in fresh {
-            let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLET;
-            // SAFETY: `fd` belongs to a UDP socket the shard owns and keeps open while it is
-            // registered; closing it removes the registration.
-            let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            if let Err(e) = epoll.add(sock, EpollEvent::new(flags, u64::from(slot))) {
-                tracing::error!(shard = shard.core.shard, error = %e, "cannot watch a UDP socket");
-                continue;
-            }
-            // Datagrams may have arrived before the registration.
-            self.udp_again.push(slot);
-        }
-        self.arm_udp(shard);
-    }
-
-    /// The UDP epoll instance is readable: the sockets it reports are read at the end of the
-    /// completions.
-    fn udp_ready(&mut self) {
-        let mut events = std::mem::take(&mut self.parked_events);
-        while let Some(epoll) = &self.udp {
-            let n = match epoll.wait(&mut events, EpollTimeout::ZERO) {
-                Ok(n) => n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => 0,
-            };
-            self.udp_again
-                .extend(events[..n].iter().map(|e| e.data() as u32));
-            if n < events.len() {
-                break;
-            }
-        }
-        self.parked_events = events;
-    }
-
-    fn arm_udp(&mut self, shard: &mut Shard) {
-        let Some(epoll) = &self.udp else {
-            return;
-        };
-        if self.udp_armed {
-            return;
-        }
-        let fd = epoll.0.as_raw_fd();
-        let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
-            .multi(true)
-            .build()
-            .user_data(tag::UDP);
-        uio(shard).push(entry);
-        self.udp_armed = true;
-    }
-
-    fn arm_parked(&mut self, shard: &mut Shard) {
-        let Some(epoll) = &self.parked else {
-            return;
-        };
-        if self.parked_armed {
-            return;
-        }
-        let fd = epoll.0.as_raw_fd();
-        let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
-            .multi(true)
-            .build()
-            .user_data(tag::PARKED);
-        uio(shard).push(entry);
-        self.parked_armed = true;
-    }
-
-    /// Whether a connection whose handshake this input completed, or which was woken from
-    /// parking by input that carried no message (a heartbeat's pong), should be parked at once
-    /// rather than at the next sweep: it is open and nothing is left over. Most connections of
-    /// a large fleet are idle, and the kernel keeps a request for every receive that was ever
-    /// armed at the same time as the others (its request cache), so receives should stay armed
-    /// for connections that talk, not for every connection that arrived or answered a ping
-    /// within a sweep period.
-    fn quiet(&self, shard: &Shard, slot: u32, generation: u16) -> bool {
-        if self.park_ms == 0 || !live(shard, slot, generation) {
-            return false;
-        }
-        let conn = &shard.core.io.conns[slot as usize];
-        conn.rbuf.is_empty()
-            && conn.ending.is_none()
-            && matches!(conn.phase, Phase::Open(_))
-            && matches!(conn.watch, Watch::Receive | Watch::Woken)
-    }
-
-    /// Cancels a quiet connection's multishot receive; it is parked when the cancel completes.
-    fn cancel_to_park(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
-        shard.core.io.conns[slot as usize].watch = Watch::Parking;
-        ShardStats::add(&shard.core.io.stats.recv_cancels, 1);
-        uio(shard).push(cancel(tag::recv(slot, generation)));
-    }
-
-    /// How long the loop may wait: `timeout`, cut short by the next parking sweep.
-    fn until_sweep(&self, shard: &Shard, timeout: Option<Duration>) -> Option<Duration> {
-        if self.park_ms == 0 {
-            return timeout;
-        }
-        let sweep = Duration::from_millis(self.next_sweep.saturating_sub(shard.now()));
-        Some(timeout.map_or(sweep, |t| t.min(sweep)))
     }
 
     fn arm_accept(&mut self, shard: &mut Shard) {
@@ -1077,7 +727,7 @@ impl Uring {
     fn arm_recv(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
         let conn = &shard.core.io.conns[slot as usize];
         let fd = types::Fd(conn.sock.as_raw_fd());
-        let entry = if conn.watch == Watch::Woken {
+        let entry = if conn.ring.watch == Watch::Woken {
             // Length 0: as much as the selected buffer holds.
             opcode::Recv::new(fd, std::ptr::null_mut(), 0)
                 .buf_group(self.bufs.group)
@@ -1193,39 +843,6 @@ fn buf_more(flags: u32) -> bool {
     flags & CQE_F_BUF_MORE != 0
 }
 
-/// Receives a sweep cancels per loop iteration: each cancellation brings two completions, so a
-/// shard whose connections all fell silent at once does not flood its completion queue, and
-/// the entries gathered in one iteration stay few (1,024 at a time grew the staging vector
-/// past its kept size and left ~230 KiB of freed heap behind in RSS at 15,000 connections).
-const SWEEP_CANCELS: usize = 256;
-
-/// The parking sweep, from slot `from` on: an open connection that received nothing since the
-/// last sweep has its multishot receive cancelled; when the cancellation completes it is parked
-/// (see [`Watch`]). Each connection's `active` mark is cleared for the next sweep as it is
-/// visited. Returns where to go on if the budget ran out first.
-fn park_silent(shard: &mut Shard, from: usize) -> Option<usize> {
-    let io = &mut shard.core.io;
-    let ring = io.sink.ring()?;
-    let mut budget = SWEEP_CANCELS;
-    let mut resume = None;
-    for (slot, conn) in io.conns.iter_mut().filter(|(slot, _)| *slot >= from) {
-        let open = matches!(conn.phase, Phase::Open(_));
-        let receiving = matches!(conn.watch, Watch::Receive | Watch::Woken);
-        if open && !conn.active && !conn.dead && receiving {
-            if budget == 0 {
-                resume = Some(slot);
-                break;
-            }
-            budget -= 1;
-            conn.watch = Watch::Parking;
-            ring.push(cancel(tag::recv(slot as u32, conn.generation)));
-        }
-        conn.active = false;
-    }
-    ShardStats::add(&io.stats.recv_cancels, (SWEEP_CANCELS - budget) as u64);
-    resume
-}
-
 /// An entry cancelling the operation tagged `target`.
 fn cancel(target: u64) -> squeue::Entry {
     opcode::AsyncCancel::new(target)
@@ -1233,47 +850,7 @@ fn cancel(target: u64) -> squeue::Entry {
         .user_data(tag::CANCEL)
 }
 
-/// The connection in `slot` received input and keeps its receive (it was not parked): it talks,
-/// so its socket goes into the registered file table, if there is room and it is not there yet.
-/// Connections leave the table when they are parked or end: an entry costs the kernel a 32-byte
-/// node, which connections that stay silent between heartbeats should not pay.
-fn talking(shard: &mut Shard, slot: u32, generation: u16) {
-    let io = &mut shard.core.io;
-    let Some(conn) = io.live(slot, generation).map(|i| &io.conns[i]) else {
-        return;
-    };
-    if conn.watch == Watch::Receive && matches!(conn.phase, Phase::Open(_)) {
-        let fd = conn.sock.as_raw_fd();
-        if let Some(ring) = io.sink.ring() {
-            ring.set_file(slot, fd);
-        }
-    }
-}
-
 /// The connection in `slot` is the one a completion was armed for, and still reads.
 fn live(shard: &Shard, slot: u32, generation: u16) -> bool {
     shard.core.io.live(slot, generation).is_some()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::tag;
-
-    #[test]
-    fn tags_round_trip() {
-        assert_eq!(
-            tag::decode(tag::recv(0xDEAD_BEEF, 0xABCD)),
-            Some(tag::Op::Recv {
-                slot: 0xDEAD_BEEF,
-                generation: 0xABCD
-            })
-        );
-        assert_eq!(tag::decode(tag::send(12345)), Some(tag::Op::Send(12345)));
-        assert_eq!(tag::decode(tag::ACCEPT), Some(tag::Op::Accept));
-        assert_eq!(tag::decode(tag::WAKE), Some(tag::Op::Wake));
-        assert_eq!(tag::decode(tag::CANCEL), Some(tag::Op::Cancel));
-        assert_eq!(tag::decode(tag::files(77)), Some(tag::Op::Files(77)));
-        assert_eq!(tag::decode(tag::PARKED), Some(tag::Op::Parked));
-        assert_eq!(tag::decode(0), None);
-    }
 }

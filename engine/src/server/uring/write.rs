@@ -35,7 +35,7 @@ impl Io {
         };
         conn.sending = true;
         let fd = conn.sock.as_raw_fd();
-        conn.send_key = ring.send(slot as u32, conn.generation, fd, cork, Vec::new());
+        conn.ring.send_key = ring.send(slot as u32, conn.generation, fd, cork, Vec::new());
         true
     }
 
@@ -54,7 +54,7 @@ impl Io {
             ShardStats::sub(&self.stats.write_queue_bytes, taken as u64);
             conn.sending = true;
             let fd = conn.sock.as_raw_fd();
-            conn.send_key = ring.send(slot as u32, conn.generation, fd, Vec::new(), chunks);
+            conn.ring.send_key = ring.send(slot as u32, conn.generation, fd, Vec::new(), chunks);
             return;
         }
         conn.wq = None;
