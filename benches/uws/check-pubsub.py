@@ -102,7 +102,7 @@ def transcript(addr):
         (b, b"unsub v", TEXT),
         (b, b"unsub v", TEXT),
         (b, b"pub v after unsub", TEXT),
-        (b, b"pub t binary in, text out", BINARY),
+        (b, b"pub t binary in, binary out", BINARY),
         (b, b"pub \xff\xfe x", BINARY),
         (b, b"pub " + b"y" * 129 + b" long topic", TEXT),
         (b, b"pub " + b"z" * 128 + b" longest topic", TEXT),

@@ -127,7 +127,7 @@ int main(int argc, char **argv) {
             }
             std::string().swap(data->query);
         },
-        .message = [](auto *ws, std::string_view message, uWS::OpCode) {
+        .message = [](auto *ws, std::string_view message, uWS::OpCode opCode) {
             auto [command, rest] = split_space(message);
             if (command == "pub") {
                 auto [topic, payload] = split_space(rest);
@@ -135,12 +135,14 @@ int main(int argc, char **argv) {
                     ws->send("err invalid topic", uWS::OpCode::TEXT);
                     return;
                 }
-                // c10m publishes a text frame `msg TOPIC PAYLOAD` whatever the publisher's
-                // opcode; App::publish reaches every subscriber, the sender included.
+                // c10m publishes `msg TOPIC PAYLOAD` with the publisher's opcode (a binary
+                // payload may not be UTF-8); App::publish reaches every subscriber, the sender
+                // included.
                 static std::string frame;
                 frame.assign("msg ");
                 frame.append(topic).append(" ").append(payload);
-                app->publish(topic, frame, uWS::OpCode::TEXT);
+                app->publish(topic, frame,
+                             opCode == uWS::OpCode::BINARY ? uWS::OpCode::BINARY : uWS::OpCode::TEXT);
             } else if (command == "sub" || command == "unsub") {
                 if (!valid_topic(rest)) {
                     ws->send("err invalid topic", uWS::OpCode::TEXT);
