@@ -50,4 +50,6 @@ step "c10m cluster behind nginx (Redis, 3 nodes, kill -9 of one)"; scripts/test-
 
 step "demo room in headless Chromium (host candidates, then relayed through coturn)"; scripts/test-demo.sh
 
+step "JavaScript client in node and headless Chromium (fake server, one node, kill -9 across two)"; scripts/test-js.sh
+
 step "all tests passed"
