@@ -5,8 +5,9 @@
 //!   one script: it takes the next offset, appends, and `PUBLISH`es the publication already
 //!   encoded as a WebSocket frame, so offsets and delivery order agree and every node relays
 //!   the same bytes (encoded once in the cluster). Both keys expire after the history TTL; when
-//!   they are gone (expired, or Redis restarted without persistence) the next publish starts a
-//!   new epoch, and a reader of the old one is told it cannot recover.
+//!   they are gone (expired, or Redis restarted without persistence) the next read or publish
+//!   starts a new epoch, and a reader of the old one is told it cannot recover. A channel gets
+//!   its epoch when first read, so a subscriber that saw it empty can recover from offset 0.
 //! - **Presence**: per channel a sorted set `c10m:p:{channel}` of `client\tuser` scored by
 //!   expiry. Each node refreshes its own entries every third of the TTL; a dead node's entries
 //!   expire within the TTL and are dropped when read.
@@ -82,6 +83,20 @@ else
 end
 redis.call('PUBLISH', ARGV[1], head .. body)
 return {offset, epoch}
+"#;
+
+/// A channel's position and the publications after an offset, read at one instant. A channel
+/// that has none gets its epoch here, not at its first publish: a subscriber that saw it empty
+/// and comes back with `{offset: 0, epoch}` then recovers what was published meanwhile.
+const READ: &str = r#"
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('HSET', KEYS[2], 'epoch', epoch)
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+end
+local top = redis.call('HGET', KEYS[2], 'top') or '0'
+return {epoch, top, redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])}
 "#;
 
 const SEND: &str = r#"
@@ -221,6 +236,7 @@ async fn serve(
     let owned = Arc::new(Mutex::new(Owned::default()));
     let publish = Arc::new(redis::Script::new(PUBLISH));
     let send = Arc::new(redis::Script::new(SEND));
+    let read = Arc::new(redis::Script::new(READ));
     let online = Arc::new(redis::Script::new(ONLINE));
     // Refresh this node's entries every third of their lifetime.
     {
@@ -269,6 +285,7 @@ async fn serve(
         let owned = owned.clone();
         let connected = connected.clone();
         let (publish, send, online) = (publish.clone(), send.clone(), online.clone());
+        let read = read.clone();
         let node = node.clone();
         // Each command runs as its own task; the connection keeps them in the order they were
         // issued, so a publisher's publications keep their order.
@@ -297,7 +314,7 @@ async fn serve(
                     ok
                 }
                 Command::History(done, conn, id, channel, since, limit, subscribe) => {
-                    let result = history(&mut con, &channel, since, limit).await;
+                    let result = history(&mut con, &read, &channel, since, limit, limits).await;
                     let ok = result.is_ok();
                     let result = result.map_err(|_| ErrorCode::Unavailable);
                     done.post(
@@ -487,27 +504,23 @@ fn unavailable(command: Command) {
 
 async fn history(
     con: &mut ConnectionManager,
+    read: &redis::Script,
     channel: &str,
     since: Option<StreamPos>,
     limit: usize,
+    limits: RedisLimits,
 ) -> redis::RedisResult<HistoryReply> {
     let after = since.as_ref().map_or(0, |s| s.offset);
-    let mut pipe = redis::pipe();
-    pipe.cmd("HMGET")
-        .arg(meta_key(channel))
-        .arg("epoch")
-        .arg("top");
-    pipe.cmd("XRANGE")
-        .arg(history_key(channel))
-        .arg(format!("0-{}", after + 1))
-        .arg("+")
-        .arg("COUNT")
-        .arg(limit.max(1));
     type Entries = Vec<(String, Vec<(String, String)>)>;
-    let ((epoch, top), entries): ((Option<String>, Option<u64>), Entries) =
-        pipe.query_async(con).await?;
-    let epoch = epoch.unwrap_or_default();
-    let top = top.unwrap_or(0);
+    let (epoch, top, entries): (String, u64, Entries) = read
+        .key(history_key(channel))
+        .key(meta_key(channel))
+        .arg(format!("0-{}", after + 1))
+        .arg(limit.max(1))
+        .arg(crate::memory::new_epoch())
+        .arg(limits.history_ttl.as_secs().max(1))
+        .invoke_async(con)
+        .await?;
     let publications: Vec<(u64, String)> = entries
         .into_iter()
         .filter_map(|(id, fields)| {

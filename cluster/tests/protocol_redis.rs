@@ -152,6 +152,39 @@ fn publications_cross_nodes_in_offset_order_and_recover_on_the_other_node() {
     assert_eq!(offsets(&r), [1, 2, 3]);
 }
 
+/// A subscriber that saw a channel empty (offset 0) and left before its first publication
+/// comes back with that position and gets everything published meanwhile.
+#[test]
+fn a_channel_seen_empty_is_recovered_from_offset_zero() {
+    let redis = Redis::start();
+    let a = Node::start(&redis);
+    let b = Node::start(&redis);
+    let mut sub = connect(a.addr(), "reader");
+    let r = call(
+        &mut sub,
+        json!({"id":1,"method":"subscribe","channel":"fresh"}),
+    );
+    assert_eq!(r["result"]["offset"], 0, "{r}");
+    let epoch = r["result"]["epoch"].as_str().unwrap().to_string();
+    assert!(!epoch.is_empty(), "an empty channel has an epoch: {r}");
+    drop(sub);
+    let mut publisher = connect(b.addr(), "writer");
+    for i in 1..=3u64 {
+        call(
+            &mut publisher,
+            json!({"id":i,"method":"publish","channel":"fresh","data":i}),
+        );
+    }
+    let mut back = connect(b.addr(), "reader");
+    let r = call(
+        &mut back,
+        json!({"id":1,"method":"subscribe","channel":"fresh","since":{"offset":0,"epoch":epoch}}),
+    );
+    assert_eq!(r["result"]["recovered"], true, "{r}");
+    assert_eq!(r["result"]["epoch"], epoch.as_str(), "{r}");
+    assert_eq!(offsets(&r), [1, 2, 3]);
+}
+
 #[test]
 fn presence_and_messages_to_users_span_nodes() {
     let redis = Redis::start();
