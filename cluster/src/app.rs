@@ -293,10 +293,16 @@ impl ClientApp {
                     return self.fail(ctx, id, n, ErrorCode::NotSubscribed);
                 };
                 s.subs.swap_remove(i);
+                // A subscribe still waiting for the broker is answered too, before this.
+                let cancelled = s.waiting.iter().find(|w| w.0 == channel).map(|w| w.1);
                 s.waiting.retain(|w| w.0 != channel);
                 let client = s.client.clone();
                 let _ = ctx.unsubscribe(id, &channel_topic(&channel));
                 self.backend(ctx).leave(&channel, &client);
+                if let Some(sub) = cancelled {
+                    // Not a client error: it does not count against the budget.
+                    send(ctx, id, &error_reply(sub, ErrorCode::Unsubscribed));
+                }
                 send(ctx, id, &result_reply(n, "{}"));
             }
             "publish" => {
@@ -445,7 +451,8 @@ impl ClientApp {
                         .state::<Session>(conn)
                         .is_some_and(|s| s.subs.contains(&channel))
                 {
-                    return; // unsubscribed meanwhile
+                    // Unsubscribed meanwhile: the subscribe still gets its answer.
+                    return send(ctx, conn, &error_reply(id, ErrorCode::Unsubscribed));
                 }
                 match result {
                     Ok(reply) => send(

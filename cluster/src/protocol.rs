@@ -77,6 +77,8 @@ pub enum ErrorCode {
     TooLarge = 8,
     /// The token is invalid, expired, or for another user.
     BadToken = 9,
+    /// An unsubscribe came before the subscribe it cancels was answered.
+    Unsubscribed = 10,
     /// The backend (Redis) is unreachable or failed.
     Unavailable = 100,
 }
@@ -94,6 +96,7 @@ impl ErrorCode {
             ErrorCode::TooManySubscriptions => "too many subscriptions",
             ErrorCode::TooLarge => "too large",
             ErrorCode::BadToken => "bad token",
+            ErrorCode::Unsubscribed => "unsubscribed before the subscription completed",
             ErrorCode::Unavailable => "unavailable, retry later",
         }
     }

@@ -203,6 +203,58 @@ fn a_reconnecting_subscriber_recovers_what_it_missed_without_gap_or_duplicate() 
     assert_eq!(r["result"]["offset"], 9);
 }
 
+/// An unsubscribe that overtakes its subscribe: both are answered, the subscribe with
+/// "unsubscribed" (10), and the channel delivers nothing afterwards.
+#[test]
+fn a_subscribe_overtaken_by_its_unsubscribe_is_still_answered() {
+    let server = start(Settings::default());
+    let (mut ws, _) = connect(server.local_addr(), "ann");
+    for round in 0..20u64 {
+        let (sub, unsub) = (2 * round + 1, 2 * round + 2);
+        // Both in one write: the unsubscribe is read before the history read answers.
+        ws.write(Message::text(
+            json!({"id":sub,"method":"subscribe","channel":"c"}).to_string(),
+        ))
+        .unwrap();
+        ws.send(Message::text(
+            json!({"id":unsub,"method":"unsubscribe","channel":"c"}).to_string(),
+        ))
+        .unwrap();
+        let (mut sub_reply, mut unsub_reply) = (None, None);
+        while sub_reply.is_none() || unsub_reply.is_none() {
+            let v = next(&mut ws);
+            match v["id"].as_u64() {
+                Some(id) if id == sub => sub_reply = Some(v),
+                Some(id) if id == unsub => unsub_reply = Some(v),
+                _ => panic!("unexpected {v}"),
+            }
+        }
+        assert_eq!(unsub_reply.unwrap()["result"], json!({}));
+        // Either the history read came back first (a normal reply) or it was overtaken.
+        let r = sub_reply.unwrap();
+        assert!(
+            r["result"]["offset"].is_u64() || r["error"]["code"] == 10,
+            "{r}"
+        );
+    }
+    // Forty commands, none of them counted as errors: the connection is still open and
+    // nothing is delivered on the channel it left.
+    let (mut publisher, _) = connect(server.local_addr(), "bob");
+    let mut pushes = Vec::new();
+    call(
+        &mut publisher,
+        json!({"id":1,"method":"publish","channel":"c","data":1}),
+        &mut pushes,
+    );
+    let r = call(
+        &mut ws,
+        json!({"id":100,"method":"presence","channel":"c"}),
+        &mut pushes,
+    );
+    assert_eq!(r["result"]["clients"], json!([]), "{r}");
+    assert!(pushes.is_empty(), "{pushes:?}");
+}
+
 #[test]
 fn presence_lists_subscribers_and_forgets_leavers() {
     let server = start(Settings::default());
