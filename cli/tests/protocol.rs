@@ -77,3 +77,34 @@ fn the_binary_serves_the_client_protocol_with_tokens_from_the_environment() {
         (Some(1), Some("hello"))
     );
 }
+
+/// `--protocol-ping-interval-ms` sets the interval clients are told in `connected` and the
+/// pings they get.
+#[test]
+fn the_protocol_ping_interval_is_a_setting() {
+    let (_server, addr, lines) = support::spawn_serve(
+        "C10M_PROTOCOL_PING_INTERVAL_MS=300",
+        "--listen 127.0.0.1:0 --shards 1",
+    );
+    std::thread::spawn(move || for _ in lines {});
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (mut ws, _) = tungstenite::client(format!("ws://{addr}/connection/v1"), stream).unwrap();
+    let Message::Text(t) = ws.read().unwrap() else {
+        panic!("no connected push");
+    };
+    let connected: serde_json::Value = serde_json::from_str(&t).unwrap();
+    assert_eq!(connected["ping_ms"], 300, "{connected}");
+    // Three pings: every 300 ms they take about a second; at the default 25 s, 75 s and the
+    // read timeout fails the test.
+    let mut pings = 0;
+    while pings < 3 {
+        if let Message::Text(t) = ws.read().unwrap() {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            assert_eq!(v["type"], "ping", "{v}");
+            pings += 1;
+        }
+    }
+}

@@ -214,6 +214,11 @@ pub struct ServeArgs {
     #[arg(long, env = "C10M_PRESENCE_TTL_MS", value_name = "MS", value_parser = whole!(u64))]
     pub presence_ttl_ms: Option<u64>,
 
+    /// The client protocol: interval of its JSON ping pushes (clients that hear nothing for
+    /// twice this reconnect)
+    #[arg(long, env = "C10M_PROTOCOL_PING_INTERVAL_MS", value_name = "MS", value_parser = whole!(u64))]
+    pub protocol_ping_interval_ms: Option<u64>,
+
     /// Signaling (/signal/v1): a STUN URL handed to participants (repeatable)
     #[arg(long, env = "C10M_STUN_URL", value_name = "URL", value_delimiter = ',')]
     pub stun_url: Vec<String>,
@@ -337,6 +342,7 @@ impl ServeArgs {
             history_size,
             history_ttl_ms,
             presence_ttl_ms,
+            protocol_ping_interval_ms,
             turn_ttl_secs,
         );
         if !self.stun_url.is_empty() {
@@ -405,6 +411,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     };
     let settings = Settings {
         max_history: config.history_size,
+        ping_interval_ms: config.protocol_ping_interval_ms,
         ..Settings::default()
     };
     let history = Bounds {

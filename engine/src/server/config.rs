@@ -148,6 +148,10 @@ pub struct ServerConfig {
     /// The client protocol across nodes: how long a presence or user entry lives unless its
     /// node refreshes it (a killed node's entries expire within this), ms.
     pub presence_ttl_ms: u64,
+    /// The client protocol: interval of its JSON `ping` pushes, ms (a browser cannot see
+    /// WebSocket pings; a client that hears nothing for twice this reconnects). Read by the
+    /// `c10m` binary.
+    pub protocol_ping_interval_ms: u64,
     /// Signaling (`/signal/v1`): STUN URLs handed to participants at join. Read by the `c10m`
     /// binary.
     pub stun_url: Vec<String>,
@@ -212,6 +216,7 @@ impl Default for ServerConfig {
             history_size: 100,
             history_ttl_ms: 300_000,
             presence_ttl_ms: 30_000,
+            protocol_ping_interval_ms: 25_000,
             stun_url: Vec::new(),
             turn_url: Vec::new(),
             turn_secret: None,
@@ -441,12 +446,18 @@ impl ServerConfig {
             ("ring_park_ms", self.ring_park_ms),
             ("history_ttl_ms", self.history_ttl_ms),
             ("presence_ttl_ms", self.presence_ttl_ms),
+            ("protocol_ping_interval_ms", self.protocol_ping_interval_ms),
         ];
         for (key, ms) in times {
             at_most(key, ms, MAX_MILLIS)?;
         }
         at_least("timer_tick_ms", self.timer_tick_ms, 1)?;
         at_least("mailbox_limit", self.mailbox_limit, 1)?;
+        at_least(
+            "protocol_ping_interval_ms",
+            self.protocol_ping_interval_ms,
+            1,
+        )?;
         at_most("history_size", self.history_size, 1_000_000)?;
         // Entries are refreshed every third of it, in whole milliseconds.
         at_least("presence_ttl_ms", self.presence_ttl_ms, 3)?;
