@@ -138,6 +138,21 @@ pub struct ServeArgs {
     )]
     pub max_connections_per_shard: Option<usize>,
 
+    /// Open connections one source address (IPv6: its /64) may hold; past it 429 (0: no
+    /// limit)
+    #[arg(long, env = "C10M_MAX_CONNECTIONS_PER_SOURCE", value_name = "N", value_parser = count!(u32))]
+    pub max_connections_per_source: Option<u32>,
+
+    /// New connections per second one source address may open (a burst of as many); past it
+    /// 429 (0: no limit)
+    #[arg(long, env = "C10M_MAX_HANDSHAKES_PER_SOURCE_PER_SEC", value_name = "N", value_parser = count!(u32))]
+    pub max_handshakes_per_source_per_sec: Option<u32>,
+
+    /// New connections per second to the whole process (a burst of as many); past it 503
+    /// (0: no limit)
+    #[arg(long, env = "C10M_MAX_HANDSHAKES_PER_SEC", value_name = "N", value_parser = count!(u32))]
+    pub max_handshakes_per_sec: Option<u32>,
+
     /// Topics one connection may subscribe to (past it: refused, counted)
     #[arg(
         long,
@@ -330,6 +345,9 @@ impl ServeArgs {
             close_timeout_ms,
             write_queue_limit,
             max_connections_per_shard,
+            max_connections_per_source,
+            max_handshakes_per_source_per_sec,
+            max_handshakes_per_sec,
             max_subscriptions_per_connection,
             max_topics_per_shard,
             mailbox_limit,

@@ -108,6 +108,18 @@ pub struct ServerConfig {
     /// [`MAX_CONNECTIONS_PER_SHARD`].
     #[serde(deserialize_with = "de::count")]
     pub max_connections_per_shard: usize,
+    /// Open connections one source address (an IPv6 /64) may hold; past it new ones are
+    /// answered 429 and closed before any state is allocated (counted). 0: no limit.
+    #[serde(deserialize_with = "de::count")]
+    pub max_connections_per_source: u32,
+    /// New connections per second one source address may open, in a burst of as many; past it
+    /// 429 (counted). 0: no limit.
+    #[serde(deserialize_with = "de::count")]
+    pub max_handshakes_per_source_per_sec: u32,
+    /// New connections per second to the process (each shard takes its share), in a burst of
+    /// as many; past it 503 (counted). 0: no limit.
+    #[serde(deserialize_with = "de::count")]
+    pub max_handshakes_per_sec: u32,
     /// On SIGTERM/SIGINT, how long connections get to finish their close handshake.
     #[serde(deserialize_with = "de::millis")]
     pub drain_timeout_ms: u64,
@@ -202,6 +214,9 @@ impl Default for ServerConfig {
             close_timeout_ms: 5_000,
             write_queue_limit: 1 << 20,
             max_connections_per_shard: 1 << 24,
+            max_connections_per_source: 0,
+            max_handshakes_per_source_per_sec: 0,
+            max_handshakes_per_sec: 0,
             drain_timeout_ms: 5_000,
             read_buffer_size: 64 * 1024,
             timer_tick_ms: 100,
@@ -474,6 +489,15 @@ impl ServerConfig {
             });
         }
         Ok(())
+    }
+
+    /// The limits on new connections.
+    pub fn admission(&self) -> super::admission::Limits {
+        super::admission::Limits {
+            connections_per_source: self.max_connections_per_source,
+            handshakes_per_source_per_sec: self.max_handshakes_per_source_per_sec,
+            handshakes_per_sec: self.max_handshakes_per_sec,
+        }
     }
 
     /// The shard count after resolving 0 to the core count.

@@ -42,6 +42,8 @@ pub struct Core {
     /// The server from any thread: every shard's mailbox, this one's included, the topic
     /// registry and the broker.
     pub handle: Handle,
+    /// Admission of new connections (per-source and process-wide limits).
+    pub gate: super::admission::Gate,
     /// Settings.
     pub config: Arc<ServerConfig>,
     /// Protocol settings shared by every connection.

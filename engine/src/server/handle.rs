@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     pub(crate) registry: Registry,
     pub(crate) broker: Option<Arc<dyn Broker>>,
     pub(crate) paths: Vec<String>,
+    /// Per-source and process-wide limits on new connections.
+    pub(crate) admission: Arc<super::admission::Admission>,
 }
 
 /// The server, from any thread.

@@ -64,6 +64,7 @@ impl Harness {
                 registry: Registry::new(false),
                 broker: None,
                 paths: routes.paths().map(str::to_owned).collect(),
+                admission: Arc::new(super::admission::Admission::new(config.admission())),
             }),
         };
         let config = Arc::new(config);

@@ -45,6 +45,14 @@ pub struct ShardStats {
     /// Connections refused because the shard was full (`max_connections_per_shard`): answered
     /// 503 and closed.
     pub refused: AtomicU64,
+    /// Connections refused with 429: their source held `max_connections_per_source`.
+    pub refused_source_connections: AtomicU64,
+    /// Connections refused with 429: their source opened `max_handshakes_per_source_per_sec`
+    /// in the last second.
+    pub refused_source_rate: AtomicU64,
+    /// Connections refused with 503: the process accepted `max_handshakes_per_sec` in the
+    /// last second.
+    pub refused_global_rate: AtomicU64,
     /// Messages received.
     pub messages_in: AtomicU64,
     /// Messages sent (a broadcast counts once per recipient).
@@ -145,6 +153,24 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
         "counter",
         "Connections refused with 503 because the shard held max_connections_per_shard.",
         &|s| s.refused.load(Relaxed),
+    );
+    family(
+        "refused_source_connections_total",
+        "counter",
+        "Connections refused with 429 because their source held max_connections_per_source.",
+        &|s| s.refused_source_connections.load(Relaxed),
+    );
+    family(
+        "refused_source_rate_total",
+        "counter",
+        "Connections refused with 429 because their source was over max_handshakes_per_source_per_sec.",
+        &|s| s.refused_source_rate.load(Relaxed),
+    );
+    family(
+        "refused_global_rate_total",
+        "counter",
+        "Connections refused with 503 because the process was over max_handshakes_per_sec.",
+        &|s| s.refused_global_rate.load(Relaxed),
     );
     family("messages_in_total", "counter", "Messages received.", &|s| {
         s.messages_in.load(Relaxed)

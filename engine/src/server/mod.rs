@@ -16,6 +16,7 @@
 //! under epoll and queues sends under io_uring. The protocol core and the application API do
 //! not see which runs.
 
+mod admission;
 mod app;
 mod app_timer;
 mod broker;
@@ -308,6 +309,7 @@ pub fn start_with_broker(
             registry: Registry::new(broker.is_some()),
             broker: broker.clone(),
             paths: routes.paths().map(str::to_owned).collect(),
+            admission: Arc::new(admission::Admission::new(config.admission())),
         }),
     };
     if let Some(b) = &broker {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use super::Routes;
+use super::admission::Refusal;
 use super::app::{App, Closed, Why};
 use super::app_timer::AppTimers;
 use super::config::ServerConfig;
@@ -119,6 +120,10 @@ impl Shard {
             udp: Udp::default(),
             answered: Vec::new(),
             pending: HashMap::new(),
+            gate: super::admission::Gate::new(
+                handle.shared.admission.clone(),
+                handle.shared.peers.len(),
+            ),
             handle,
             config,
             proto,
@@ -196,6 +201,22 @@ impl Shard {
             let _ = (&sock).write(REFUSED);
             return None;
         }
+        if let Err(refusal) = self
+            .core
+            .gate
+            .admit(&sock, io.conns.vacant_key(), self.core.now)
+        {
+            let stats = &io.stats;
+            let counter = match refusal {
+                Refusal::SourceConnections => &stats.refused_source_connections,
+                Refusal::SourceRate => &stats.refused_source_rate,
+                Refusal::GlobalRate => &stats.refused_global_rate,
+            };
+            ShardStats::add(counter, 1);
+            let _ = sock.set_nonblocking(true);
+            let _ = (&sock).write(refusal.answer());
+            return None;
+        }
         let _ = sock.set_nodelay(true);
         let entry = io.conns.vacant_entry();
         let slot = entry.key();
@@ -216,6 +237,7 @@ impl Shard {
     pub fn abandon(&mut self, slot: usize) {
         if self.core.io.conns.try_remove(slot).is_some() {
             ShardStats::sub(&self.core.io.stats.connections, 1);
+            self.core.gate.closed(slot, self.core.now);
         }
     }
 
@@ -698,6 +720,7 @@ impl Shard {
             ShardStats::sub(&stats.write_queue_bytes, conn.queued() as u64);
             ShardStats::sub(&stats.connections, 1);
             ShardStats::add(&stats.closed[why.index()], 1);
+            self.core.gate.closed(slot, self.core.now);
             self.core.io.sink.release(slot, conn, stats);
         }
     }

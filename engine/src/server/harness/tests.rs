@@ -339,6 +339,37 @@ fn a_connection_past_the_shard_limit_gets_503_and_is_counted() {
 }
 
 #[test]
+fn past_the_handshake_rate_connections_get_503_until_the_bucket_refills() {
+    let mut h = Harness::new(
+        ServerConfig {
+            max_handshakes_per_sec: 3,
+            ..config()
+        },
+        || Box::new(Recorder(Log::default())),
+    );
+    h.at(1_000);
+    let _kept: Vec<Client> = (0..3).map(|_| h.connect()).collect();
+    let mut refused = h.try_connect().err().expect("refused");
+    let mut answer = String::new();
+    use std::io::Read;
+    refused.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("Retry-After: 1\r\n"), "{answer}");
+    assert_eq!(h.stat(|s: &ShardStats| &s.refused_global_rate), 1);
+    assert_eq!(h.stat(|s: &ShardStats| &s.connections), 3, "no state kept");
+    // A third of a second later, one more token.
+    h.at(1_333);
+    assert!(h.try_connect().is_err());
+    h.at(1_334);
+    let _fourth = h.connect();
+    assert!(h.try_connect().is_err());
+    assert_eq!(h.stat(|s: &ShardStats| &s.refused_global_rate), 3);
+}
+
+#[test]
 fn a_huge_announced_frame_reserves_memory_only_as_its_bytes_arrive() {
     let (mut h, _) = recorder();
     let (mut c, _) = h.open();
