@@ -153,6 +153,11 @@ pub struct ServeArgs {
     #[arg(long, env = "C10M_MAX_HANDSHAKES_PER_SEC", value_name = "N", value_parser = count!(u32))]
     pub max_handshakes_per_sec: Option<u32>,
 
+    /// Bytes of unfinished input (partial frames, fragmented messages) the whole process may
+    /// hold; a connection that would pass it is closed with 1013
+    #[arg(long, env = "C10M_MAX_REASSEMBLY_BYTES", value_name = "BYTES", value_parser = whole!(usize))]
+    pub max_reassembly_bytes: Option<usize>,
+
     /// Topics one connection may subscribe to (past it: refused, counted)
     #[arg(
         long,
@@ -348,6 +353,7 @@ impl ServeArgs {
             max_connections_per_source,
             max_handshakes_per_source_per_sec,
             max_handshakes_per_sec,
+            max_reassembly_bytes,
             max_subscriptions_per_connection,
             max_topics_per_shard,
             mailbox_limit,

@@ -109,6 +109,11 @@ impl Connection {
         self.state == State::Closed
     }
 
+    /// Bytes held for a fragmented message being reassembled (its buffer's capacity).
+    pub fn held(&self) -> usize {
+        self.reassembly.as_ref().map_or(0, |r| r.data.capacity())
+    }
+
     /// Whether a fragmented message is being reassembled (and so a buffer is held).
     pub fn is_reassembling(&self) -> bool {
         self.reassembly.is_some()

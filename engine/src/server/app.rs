@@ -35,11 +35,14 @@ pub enum Why {
     Shutdown,
     /// A plain HTTP request for a page was answered; there was no WebSocket.
     Page,
+    /// Its partial input would have taken the process past `max_reassembly_bytes` (1013
+    /// sent: try again later).
+    Overloaded,
 }
 
 impl Why {
     /// Every reason, for metrics.
-    pub const ALL: [Why; 10] = [
+    pub const ALL: [Why; 11] = [
         Why::PeerClosed,
         Why::LocalClosed,
         Why::ProtocolError,
@@ -50,6 +53,7 @@ impl Why {
         Why::Io,
         Why::Shutdown,
         Why::Page,
+        Why::Overloaded,
     ];
 
     /// The metrics label.
@@ -65,6 +69,7 @@ impl Why {
             Why::Io => "io",
             Why::Shutdown => "shutdown",
             Why::Page => "page",
+            Why::Overloaded => "overloaded",
         }
     }
 

@@ -120,6 +120,11 @@ pub struct ServerConfig {
     /// as many; past it 503 (counted). 0: no limit.
     #[serde(deserialize_with = "de::count")]
     pub max_handshakes_per_sec: u32,
+    /// Bytes of unfinished input the whole process may hold: partial frames, request heads
+    /// and fragmented messages being reassembled, over every connection. A connection whose
+    /// growth would pass it is closed with 1013 (counted as `overloaded`).
+    #[serde(deserialize_with = "de::bytes")]
+    pub max_reassembly_bytes: usize,
     /// On SIGTERM/SIGINT, how long connections get to finish their close handshake.
     #[serde(deserialize_with = "de::millis")]
     pub drain_timeout_ms: u64,
@@ -215,6 +220,7 @@ impl Default for ServerConfig {
             write_queue_limit: 1 << 20,
             max_connections_per_shard: 1 << 24,
             max_connections_per_source: 0,
+            max_reassembly_bytes: 1 << 30,
             max_handshakes_per_source_per_sec: 0,
             max_handshakes_per_sec: 0,
             drain_timeout_ms: 5_000,

@@ -67,6 +67,9 @@ pub struct Conn {
     pub app: u8,
     /// Tick of its live timer entry, or [`NO_TIMER`].
     pub timer_tick: u32,
+    /// Bytes of partial input (`rbuf`) and reassembly counted against the process's budget
+    /// ([`ServerConfig::max_reassembly_bytes`](super::ServerConfig)).
+    pub held: u32,
     /// Set when the connection must end once its output is flushed (or at once when `dead`).
     pub ending: Option<(Why, CloseCode)>,
     /// Queued for removal at the end of this loop iteration; nothing more is read or written.
@@ -96,6 +99,7 @@ impl Conn {
             generation,
             app: 0,
             timer_tick: NO_TIMER,
+            held: 0,
             ending: None,
             dead: false,
             backlogged: false,

@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) paths: Vec<String>,
     /// Per-source and process-wide limits on new connections.
     pub(crate) admission: Arc<super::admission::Admission>,
+    /// Bytes of partial input held across every shard ([`super::budget`]).
+    pub(crate) partial_input: super::budget::Budget,
 }
 
 /// The server, from any thread.

@@ -65,6 +65,7 @@ impl Harness {
                 broker: None,
                 paths: routes.paths().map(str::to_owned).collect(),
                 admission: Arc::new(super::admission::Admission::new(config.admission())),
+                partial_input: super::budget::Budget::new(config.max_reassembly_bytes),
             }),
         };
         let config = Arc::new(config);

@@ -53,6 +53,8 @@ pub struct ShardStats {
     /// Connections refused with 503: the process accepted `max_handshakes_per_sec` in the
     /// last second.
     pub refused_global_rate: AtomicU64,
+    /// Bytes of unfinished input held (partial frames, request heads, fragmented messages).
+    pub partial_input_bytes: AtomicU64,
     /// Messages received.
     pub messages_in: AtomicU64,
     /// Messages sent (a broadcast counts once per recipient).
@@ -153,6 +155,12 @@ pub fn render(shards: &[Arc<ShardStats>]) -> String {
         "counter",
         "Connections refused with 503 because the shard held max_connections_per_shard.",
         &|s| s.refused.load(Relaxed),
+    );
+    family(
+        "partial_input_bytes",
+        "gauge",
+        "Bytes of unfinished input held: partial frames, request heads, fragmented messages (the process may hold max_reassembly_bytes).",
+        &|s| s.partial_input_bytes.load(Relaxed),
     );
     family(
         "refused_source_connections_total",

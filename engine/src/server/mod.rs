@@ -20,6 +20,7 @@ mod admission;
 mod app;
 mod app_timer;
 mod broker;
+mod budget;
 mod config;
 mod conn;
 mod core;
@@ -310,6 +311,7 @@ pub fn start_with_broker(
             broker: broker.clone(),
             paths: routes.paths().map(str::to_owned).collect(),
             admission: Arc::new(admission::Admission::new(config.admission())),
+            partial_input: budget::Budget::new(config.max_reassembly_bytes),
         }),
     };
     if let Some(b) = &broker {

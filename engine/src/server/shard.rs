@@ -326,6 +326,53 @@ impl Shard {
     /// Runs the protocol on `fresh` bytes just received (after any carried partial frame), in
     /// place, and keeps what remains incomplete. The caller's buffer is free again on return.
     pub fn process(&mut self, slot: usize, fresh: &mut [u8]) -> Processed {
+        let done = self.process_input(slot, fresh);
+        self.count_partial_input(slot);
+        done
+    }
+
+    /// Counts what the connection holds of unfinished input against the process's budget
+    /// (`budget.rs`); past it, the connection is closed with 1013 and its buffer dropped.
+    fn count_partial_input(&mut self, slot: usize) {
+        let Some(conn) = self.core.io.conns.get_mut(slot) else {
+            return;
+        };
+        let reassembly = match &conn.phase {
+            Phase::Open(p) => p.held(),
+            Phase::Handshake { .. } => 0,
+        };
+        let held = u32::try_from(conn.rbuf.capacity() + reassembly).unwrap_or(u32::MAX);
+        let counted = conn.held;
+        let budget = &self.core.handle.shared.partial_input;
+        let stats = &self.core.io.stats;
+        if held <= counted {
+            budget.give((counted - held) as usize);
+            ShardStats::sub(&stats.partial_input_bytes, u64::from(counted - held));
+            conn.held = held;
+            return;
+        }
+        if budget.take((held - counted) as usize) {
+            ShardStats::add(&stats.partial_input_bytes, u64::from(held - counted));
+            conn.held = held;
+            return;
+        }
+        if conn.dead || conn.ending.is_some() {
+            return; // on its way out: reaping gives back what it holds
+        }
+        conn.rbuf = Vec::new();
+        let open = matches!(conn.phase, Phase::Open(_));
+        let id = ConnId::new(self.core.shard, slot as u32, conn.generation);
+        if open {
+            let _ = self
+                .core
+                .close_local(id, CloseCode(1013), "server over its input budget");
+            self.core.io.finish(slot, Why::Overloaded, CloseCode(1013));
+        } else {
+            self.core.io.kill(slot, Why::Overloaded, CloseCode(1006));
+        }
+    }
+
+    fn process_input(&mut self, slot: usize, fresh: &mut [u8]) -> Processed {
         ShardStats::add(&self.core.io.stats.bytes_in, fresh.len() as u64);
         let mut done = Processed::default();
         let Shard {
@@ -720,6 +767,12 @@ impl Shard {
             ShardStats::sub(&stats.write_queue_bytes, conn.queued() as u64);
             ShardStats::sub(&stats.connections, 1);
             ShardStats::add(&stats.closed[why.index()], 1);
+            ShardStats::sub(&stats.partial_input_bytes, u64::from(conn.held));
+            self.core
+                .handle
+                .shared
+                .partial_input
+                .give(conn.held as usize);
             self.core.gate.closed(slot, self.core.now);
             self.core.io.sink.release(slot, conn, stats);
         }

@@ -369,6 +369,74 @@ fn past_the_handshake_rate_connections_get_503_until_the_bucket_refills() {
     assert_eq!(h.stat(|s: &ShardStats| &s.refused_global_rate), 3);
 }
 
+/// A client data frame of any size, masked with a zero key.
+fn client_fragment(fin: bool, op: OpCode, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![if fin { 0x80 } else { 0 } | op as u8];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n < 65_536 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&[0, 0, 0, 0]);
+    f.extend_from_slice(payload);
+    f
+}
+
+#[test]
+fn unfinished_messages_past_the_process_budget_close_with_1013_and_spare_the_others() {
+    let log = Log::default();
+    let l = log.clone();
+    let mut h = Harness::new(
+        ServerConfig {
+            max_reassembly_bytes: 100_000,
+            ..config()
+        },
+        move || Box::new(Recorder(l.clone())),
+    );
+    let held = |h: &Harness| h.stat(|s: &ShardStats| &s.partial_input_bytes);
+    let mut clients: Vec<Client> = (0..4).map(|_| h.open().0).collect();
+    // Three first fragments of 30,000 bytes fit in 100,000; the fourth does not.
+    for c in &mut clients {
+        c.write(&client_fragment(false, OpCode::Binary, &[1u8; 30_000]));
+        h.pump(c);
+    }
+    h.tick();
+    assert_eq!(held(&h), 90_000);
+    let last = frames(&clients[3].read_all());
+    let (op, payload) = last.last().expect("a close frame");
+    assert_eq!(*op, OpCode::Close);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1013);
+    assert!(!h.holds(&clients[3]));
+    assert_eq!(closed(&h, Why::Overloaded), 1);
+    assert_eq!(log.take(), ["close Overloaded 1013"]);
+    // The others keep their messages: the first one finishes and gets it echoed whole.
+    clients[0].write(&client_fragment(true, OpCode::Continuation, &[2u8; 30_000]));
+    h.pump(&clients[0]);
+    h.tick();
+    let echoed = frames(&clients[0].read_all());
+    assert_eq!(echoed.len(), 1);
+    assert_eq!(echoed[0].1.len(), 60_000);
+    assert_eq!(held(&h), 60_000, "a finished message gives its bytes back");
+    // With room again, a new unfinished message is taken.
+    clients[0].write(&client_fragment(false, OpCode::Text, b"abc"));
+    h.pump(&clients[0]);
+    assert!(held(&h) > 60_000);
+    // Closing connections gives back what they held.
+    for c in &mut clients[..3] {
+        c.write(&client_frame(OpCode::Close, &1000u16.to_be_bytes()));
+        h.pump(c);
+    }
+    h.tick();
+    assert_eq!(held(&h), 0);
+    assert_eq!(h.shard.core.handle.shared.partial_input.used(), 0);
+}
+
 #[test]
 fn a_huge_announced_frame_reserves_memory_only_as_its_bytes_arrive() {
     let (mut h, _) = recorder();
