@@ -537,6 +537,12 @@ fn token_of<'a>(request: &'a Request<'a>) -> Option<&'a str> {
 }
 
 impl App for ClientApp {
+    /// Twice the largest `data`: a command a little over the limit gets its error reply
+    /// (code 8); one far over it closes with 1009 before it is buffered.
+    fn max_message_size(&self) -> Option<usize> {
+        Some(self.service.settings.max_data.saturating_mul(2).max(4096))
+    }
+
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         // The backend exists once the first shard runs (it needs the server's handle).
         let _ = self.backend(ctx);

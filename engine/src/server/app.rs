@@ -188,6 +188,14 @@ pub enum SendError {
 /// server; every callback runs on that shard's thread, so no locking is needed. Work from other
 /// threads reaches it through a [`Handle`](super::Handle) (`post`, `send`, `accept_upgrade`).
 pub trait App: 'static {
+    /// The largest message this application takes, when it is smaller than the server's
+    /// `max_message_size` (which applies otherwise): a bigger one, or a frame announcing more,
+    /// closes its connection with 1009 before it is buffered. Asked once per shard, at start.
+    /// Default: the server's limit.
+    fn max_message_size(&self) -> Option<usize> {
+        None
+    }
+
     /// The shard started (before it accepts): bind UDP sockets, schedule timers.
     fn on_start(&mut self, ctx: &mut super::Ctx<'_>) {
         let _ = ctx;

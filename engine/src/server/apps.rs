@@ -50,7 +50,14 @@ fn valid_topic(t: &[u8]) -> bool {
 #[derive(Debug, Default)]
 struct Waiting(Vec<String>);
 
+/// The largest `/pubsub` message: 64 KiB, as Centrifugo's default (uWebSockets' is 16 KiB).
+pub const PUBSUB_MAX_MESSAGE: usize = 64 << 10;
+
 impl App for PubSub {
+    fn max_message_size(&self) -> Option<usize> {
+        Some(PUBSUB_MAX_MESSAGE)
+    }
+
     fn on_subscribed(&mut self, ctx: &mut Ctx<'_>, id: ConnId, topic: &str) {
         let Some(waiting) = ctx.state::<Waiting>(id) else {
             return;

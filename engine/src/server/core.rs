@@ -48,6 +48,9 @@ pub struct Core {
     pub config: Arc<ServerConfig>,
     /// Protocol settings shared by every connection.
     pub proto: Arc<crate::proto::Config>,
+    /// The protocol settings of each application's connections: `proto` with the application's
+    /// own message limit ([`App::max_message_size`](super::App::max_message_size)).
+    pub app_protos: Vec<Arc<crate::proto::Config>>,
     /// The shard clock, ms.
     pub now: u64,
     /// The application running the current callback.

@@ -126,6 +126,7 @@ impl Shard {
             ),
             handle,
             config,
+            app_protos: Vec::new(),
             proto,
             now: 0,
             current_app: 0,
@@ -514,8 +515,22 @@ impl Shard {
         }
     }
 
-    /// Calls every application's `on_start` (before the backend's loop).
+    /// Calls every application's `on_start` (before the backend's loop), after reading its
+    /// message limit.
     pub fn start_apps(&mut self) {
+        let base = self.core.proto.clone();
+        self.core.app_protos = self
+            .apps
+            .iter()
+            .map(|app| match app.max_message_size() {
+                Some(max) if max < base.max_message_size => Arc::new(crate::proto::Config {
+                    max_message_size: max,
+                    max_frame_size: base.max_frame_size.min(max),
+                    ..(*base).clone()
+                }),
+                _ => base.clone(),
+            })
+            .collect();
         for (i, app) in self.apps.iter_mut().enumerate() {
             self.core.current_app = i as u8;
             app.on_start(&mut Ctx {
@@ -905,7 +920,8 @@ fn handshake(
     let Some(conn) = core.io.conns.get_mut(slot) else {
         return Handshake::Refused;
     };
-    conn.phase = Phase::Open(Connection::server(core.proto.clone(), now));
+    let proto = core.app_protos.get(app).unwrap_or(&core.proto).clone();
+    conn.phase = Phase::Open(Connection::server(proto, now));
     conn.app = app as u8;
     conn.timer_tick = NO_TIMER;
     let id = ConnId::new(core.shard, slot as u32, conn.generation);

@@ -437,6 +437,49 @@ fn unfinished_messages_past_the_process_budget_close_with_1013_and_spare_the_oth
     assert_eq!(h.shard.core.handle.shared.partial_input.used(), 0);
 }
 
+/// Echoes, and takes messages of at most 1,000 bytes.
+struct Small;
+
+impl App for Small {
+    fn max_message_size(&self) -> Option<usize> {
+        Some(1_000)
+    }
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
+        let _ = ctx.send(id, &message);
+    }
+}
+
+#[test]
+fn an_apps_own_message_limit_closes_with_1009_past_it() {
+    let mut h = Harness::new(config(), || Box::new(Small));
+    let (mut c, _) = h.open();
+    c.write(&client_fragment(true, OpCode::Binary, &[5u8; 1_000]));
+    h.pump(&c);
+    h.tick();
+    assert_eq!(frames(&c.read_all()), [(OpCode::Binary, vec![5u8; 1_000])]);
+    // Fragments adding up past it, each well under it.
+    c.write(&client_fragment(false, OpCode::Binary, &[6u8; 600]));
+    c.write(&client_fragment(true, OpCode::Continuation, &[6u8; 600]));
+    h.pump(&c);
+    h.tick();
+    let out = frames(&c.read_all());
+    let (op, payload) = out.last().expect("a close frame");
+    assert_eq!(*op, OpCode::Close);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1009);
+    // A frame announcing more is refused from its header, before its payload arrives.
+    let (mut d, _) = h.open();
+    let mut head = vec![0x82, 0x80 | 126];
+    head.extend_from_slice(&2_000u16.to_be_bytes());
+    head.extend_from_slice(&[0, 0, 0, 0]);
+    d.write(&head);
+    h.pump(&d);
+    h.tick();
+    let out = frames(&d.read_all());
+    let (op, payload) = out.last().expect("a close frame");
+    assert_eq!(*op, OpCode::Close);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1009);
+}
+
 #[test]
 fn a_huge_announced_frame_reserves_memory_only_as_its_bytes_arrive() {
     let (mut h, _) = recorder();
