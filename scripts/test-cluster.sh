@@ -11,6 +11,9 @@
 #    to the other nodes, subscribe again and receive the next messages once and in order, while
 #    the other nodes' /health stays ok;
 #  - status then reports node2 down (exit 1) and the rest up;
+#  - the client protocol through nginx at 1,000 publications a second, on a second cluster:
+#    `c10m-loadtest failover` kills node1 with SIGKILL mid-run, its subscribers reconnect
+#    through nginx and recover from history; nothing missing or duplicated anywhere;
 #  - stop ends every process the cluster recorded and no other (a record whose pid belongs to
 #    another process, here a decoy with the wrong start time, is left alone), no port of the
 #    cluster answers, no process mentions the cluster's directory; a second stop is harmless.
@@ -91,6 +94,12 @@ else
   export C10M_BIN=$REPO/target/release/c10m
 fi
 
+LOADTEST=${C10M_LOADTEST:-$REPO/target/release/c10m-loadtest}
+if [ -z "${C10M_LOADTEST:-}" ]; then
+  echo "building c10m-loadtest (cargo build --release -p c10m-loadtest)"
+  (cd "$REPO" && cargo build --release -q -p c10m-loadtest) || exit 1
+fi
+
 # A free base port: P (nginx), P+1..P+3 (nodes), P+100 (Redis), P+201..P+203 (metrics).
 # Below the ephemeral range (32768-60999), where an outgoing connection could take one. cluster.sh
 # refuses ports in use; another base is tried then.
@@ -153,6 +162,52 @@ kill "$decoy" 2>/dev/null
 decoy=""
 run stop
 check "a second stop is harmless" [ "$RC" -eq 0 ]
+
+echo "--- client protocol through nginx: kill -9 of a node at 1,000 msg/s, recovery from history"
+# A second cluster whose histories hold what a subscriber misses while it reconnects (1,000
+# publications a second). 200 subscribers of /connection/v1 through nginx from varied sources
+# (so on every node), 4 publishers at 250/s each straight to node3; node1 is killed 3 s in.
+# Its subscribers reconnect through nginx, which sends them to the live nodes, and resubscribe
+# from their last offset: the load generator counts every publication each one received, and
+# nothing may be missing or duplicated, on the killed node's subscribers or anyone else's.
+dir=$tmp/failover
+for _ in 1 2 3 4 5 6 7 8; do
+  port=$((20000 + RANDOM % 120 * 100))
+  C10M_HISTORY_SIZE=20000 run start --nodes 3 --port "$port"
+  if [ "$RC" -eq 0 ] || ! has 'is in use'; then break; fi
+done
+check "failover cluster: Redis, 3 nodes (history 20,000) and nginx up on port $port" [ "$RC" -eq 0 ]
+[ "$RC" -eq 0 ] || exit 1
+node1=$(awk '$1 == "node1" { print $2 }' "$dir/procs")
+report=$tmp/failover.json
+"$LOADTEST" failover -n 200 --protocol v1 --subscriber-targets "127.0.0.1:$port" \
+  --upstreams "127.0.0.1:$((port + 1))-$((port + 2))" --publisher-targets "127.0.0.1:$((port + 3))" \
+  --source-ips 127.0.0.2-127.0.0.200 --publishers 4 --publish-rate 250 --kill-pid "$node1" \
+  --kill-at 3s --reconnect-base 100ms --duration 8s --json >"$report" 2>"$tmp/failover.err"
+RC=$?
+OUT=$(tail -n 20 "$tmp/failover.err")
+check "c10m-loadtest failover: exit 0 (RESULT: OK)" [ "$RC" -eq 0 ]
+OUT=$(python3 - "$report" <<'PY' 2>&1
+import json, sys
+r = json.load(open(sys.argv[1]))
+f, b = r["failover"], r["broadcast"]
+print(f"killed pid {f['kill']['pid']} after {f['kill']['killed_after_s']:.2f} s: {f['drops']} subscribers dropped, "
+      f"{f['resubscribed']} resubscribed through nginx (p99 away {f['time_away']['p99_us'] / 1000:.0f} ms), "
+      f"{f['recovered']} publications recovered from history; {b['deliveries']} deliveries, "
+      f"{b['missing']} missing, {b['duplicates']} duplicated, {f['lost']} lost by the dropped, "
+      f"{f['lost_by_others']} by the others, {f['recovery_refused']} recoveries refused")
+ok = (f["kill"]["error"] is None and f["drops"] > 0 and f["resubscribed"] == f["subscribers_dropped"]
+      and f["gave_up"] == 0 and f["recovered"] > 0 and f["lost"] == 0 and f["lost_by_others"] == 0
+      and f["recovery_refused"] == 0 and f["duplicates"] == 0 and b["missing"] == 0
+      and b["duplicates"] == 0 and b["deliveries"] > 0)
+sys.exit(0 if ok else 1)
+PY
+)
+RC=$?
+printf '       %s\n' "$OUT"
+check "every subscriber got every publication once: the killed node's recovered from history" [ "$RC" -eq 0 ]
+run stop
+check "failover cluster stopped" [ "$RC" -eq 0 ]
 
 echo "cluster: $PASS passed, $FAIL failed in $((SECONDS - start)) s"
 [ "$FAIL" -eq 0 ]

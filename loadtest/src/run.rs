@@ -31,7 +31,16 @@ pub fn run(options: &Options) -> Result<Report, Error> {
     // Failover: the node to kill must be one of the run's, checked before anything starts.
     let node = match (options.scenario, options.kill_pid) {
         (ScenarioKind::Failover, Some(pid)) => Some(
-            failover::node(pid, &options.targets, options.publisher_targets()).map_err(|e| {
+            failover::node(
+                pid,
+                if options.upstreams.is_empty() {
+                    &options.targets
+                } else {
+                    &options.upstreams
+                },
+                options.publisher_targets(),
+            )
+            .map_err(|e| {
                 Error::Usage(UsageError {
                     flag: "--kill-pid".into(),
                     problem: Problem::NotTheNode(e.to_string()),

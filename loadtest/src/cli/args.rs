@@ -259,6 +259,10 @@ struct RunArgs {
     /// target, and on no publisher target)
     #[arg(long, value_name = "PID", value_parser = values::pid, help_heading = "Failover")]
     kill_pid: Option<u32>,
+    /// Failover: the servers behind the subscribers' targets when those are a load balancer
+    /// (nginx): --kill-pid must listen on one of these instead
+    #[arg(long, value_name = "ADDR[,ADDR]", value_parser = targets, help_heading = "Failover")]
+    upstreams: Option<Targets>,
     /// Failover: when to kill it, after publishing began (default: a third of --duration)
     #[arg(long, value_name = "D", value_parser = values::duration_ms, help_heading = "Failover")]
     kill_at: Option<u64>,
@@ -354,6 +358,9 @@ impl RunArgs {
         }
         o.confirm_subscriptions = self.confirm_subscriptions;
         o.kill_pid = self.kill_pid;
+        if let Some(Targets(t)) = self.upstreams {
+            o.upstreams = t;
+        }
         o.kill_at_ms = self.kill_at;
         set(&mut o.reconnect.base_ms, self.reconnect_base);
         set(&mut o.reconnect.max_ms, self.reconnect_max);

@@ -396,6 +396,15 @@ mod tests {
         );
         let f = run("failover --kill-pid 4242 --duration 6 --reconnect-base 100ms");
         assert_eq!((f.kill_pid, f.kill_at_ms()), (Some(4242), 2_000));
+        assert!(f.upstreams.is_empty(), "the targets are the servers");
+        let behind = run("failover --kill-pid 4242 --upstreams 127.0.0.1:9001-9002");
+        assert_eq!(
+            behind.upstreams,
+            [
+                "127.0.0.1:9001".parse().unwrap(),
+                "127.0.0.1:9002".parse().unwrap()
+            ]
+        );
         assert_eq!(
             (f.reconnect.base_ms, f.reconnect.max_ms, f.path.as_str()),
             (100, 30_000, "/pubsub")

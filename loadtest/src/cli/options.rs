@@ -156,6 +156,9 @@ pub struct Options {
     pub confirm_subscriptions: bool,
     /// Failover: the server process to kill (SIGKILL).
     pub kill_pid: Option<u32>,
+    /// Failover: the servers behind the subscribers' targets (a load balancer's upstreams);
+    /// empty: the targets are the servers.
+    pub upstreams: Vec<SocketAddr>,
     /// Failover: when to kill it, after the drive phase began (None: a third of the way in).
     pub kill_at_ms: Option<u64>,
     /// Failover: how dropped subscribers retry.
@@ -214,6 +217,7 @@ impl Options {
             protocol: Protocol::Pubsub,
             confirm_subscriptions: false,
             kill_pid: None,
+            upstreams: Vec::new(),
             kill_at_ms: None,
             // The client policy: 1 s doubling, capped at 30 s.
             reconnect: Backoff {
