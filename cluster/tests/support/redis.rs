@@ -51,6 +51,11 @@ impl Redis {
         redis
     }
 
+    /// The redis-server process (to stall it with SIGSTOP in fault tests).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
