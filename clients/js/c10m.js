@@ -252,9 +252,15 @@ export class Client extends Emitter {
     return this._subs.get(channel) ?? null;
   }
 
-  /** Publishes `data` (any JSON) to `channel`; resolves `{offset}`. */
-  publish(channel, data) {
-    return this._call("publish", { channel, data });
+  /**
+   * Publishes `data` (any JSON) to `channel`; resolves `{offset}`. `opts.idempotencyKey`
+   * makes a retry safe: the same key on the same channel within 5 minutes publishes once and
+   * resolves the first offset (retry with it after an error 100 or a timeout).
+   */
+  publish(channel, data, opts = {}) {
+    const cmd = { channel, data };
+    if (opts.idempotencyKey !== undefined) cmd.idempotency_key = String(opts.idempotencyKey);
+    return this._call("publish", cmd);
   }
 
   /** The channel's history: `opts` `{since: {offset, epoch}, limit}`; resolves `{epoch, offset, publications}`. */

@@ -316,9 +316,13 @@ impl ClientApp {
                 if data.get().len() > settings.max_data {
                     return self.fail(ctx, id, n, ErrorCode::TooLarge);
                 }
+                let key = cmd.idempotency_key.as_deref();
+                if key.is_some_and(|k| !crate::idempotency::valid_key(k)) {
+                    return self.fail(ctx, id, n, ErrorCode::BadRequest);
+                }
                 let done = self.done(ctx);
                 self.backend(ctx)
-                    .publish(&done, id, n, &channel, data.get());
+                    .publish(&done, id, n, &channel, data.get(), key);
             }
             "history" => {
                 let channel = match need_channel() {

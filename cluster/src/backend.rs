@@ -109,7 +109,17 @@ impl Done {
 pub trait Backend: Send + Sync + 'static {
     /// Appends `data` (JSON) to `channel`'s history and delivers it to every subscriber in
     /// every process, as one push encoded once per process; posts [`Outcome::Published`].
-    fn publish(&self, done: &Done, conn: ConnId, id: u64, channel: &str, data: &str);
+    /// With `key`, a publish to the same channel with the same key within
+    /// [`crate::idempotency::WINDOW_MS`] publishes nothing and gets the first one's offset.
+    fn publish(
+        &self,
+        done: &Done,
+        conn: ConnId,
+        id: u64,
+        channel: &str,
+        data: &str,
+        key: Option<&str>,
+    );
 
     /// Reads `channel`'s history after `since` (from its start when `None`), at most `limit`
     /// publications; posts [`Outcome::History`].

@@ -23,6 +23,7 @@
 mod app;
 mod backend;
 mod history;
+mod idempotency;
 mod memory;
 pub mod protocol;
 mod redis_backend;

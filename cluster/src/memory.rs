@@ -11,6 +11,7 @@ use c10m_engine::server::{ConnId, Handle, SharedFrame};
 
 use crate::backend::{Backend, Done, Outcome, Present, channel_topic, user_topic};
 use crate::history::{Bounds, Log};
+use crate::idempotency::Seen;
 use crate::protocol::{StreamPos, message_push, publication_push};
 
 /// Limits on what the memory backend keeps.
@@ -43,6 +44,8 @@ struct State {
     presence: HashMap<String, BTreeMap<String, String>>,
     online: HashMap<String, usize>,
     inboxes: HashMap<String, VecDeque<(u64, String)>>,
+    /// Idempotency keys of recent publishes, by channel.
+    seen: HashMap<String, Seen>,
 }
 
 /// The in-memory backend.
@@ -92,10 +95,24 @@ pub fn new_epoch() -> String {
 }
 
 impl Backend for Memory {
-    fn publish(&self, done: &Done, conn: ConnId, id: u64, channel: &str, data: &str) {
+    fn publish(
+        &self,
+        done: &Done,
+        conn: ConnId,
+        id: u64,
+        channel: &str,
+        data: &str,
+        key: Option<&str>,
+    ) {
         let now = self.now();
-        let offset = {
+        let offset = 'publish: {
             let mut state = self.state();
+            if let Some(key) = key {
+                let seen = state.seen.entry(channel.to_owned()).or_default();
+                if let Some(offset) = seen.get(key, now) {
+                    break 'publish offset;
+                }
+            }
             let offset = state.logs.entry(channel.to_owned()).or_default().append(
                 data,
                 now,
@@ -105,6 +122,13 @@ impl Backend for Memory {
             let push = publication_push(channel, offset, &self.epoch, data);
             self.handle
                 .deliver(&channel_topic(channel), &SharedFrame::text(&push));
+            if let Some(key) = key {
+                state
+                    .seen
+                    .entry(channel.to_owned())
+                    .or_default()
+                    .insert(key, offset, now);
+            }
             offset
         };
         done.post(

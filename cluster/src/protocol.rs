@@ -50,6 +50,10 @@ pub struct Command<'a> {
     /// The recipient user (`send`).
     #[serde(default, borrow)]
     pub user: Option<std::borrow::Cow<'a, str>>,
+    /// Makes a `publish` safe to retry: another with the same key on the same channel within
+    /// 5 minutes publishes nothing and gets the first one's offset.
+    #[serde(default, borrow)]
+    pub idempotency_key: Option<std::borrow::Cow<'a, str>>,
     /// A new token (`refresh`).
     #[serde(default, borrow)]
     pub token: Option<std::borrow::Cow<'a, str>>,

@@ -62,11 +62,20 @@ impl Default for RedisLimits {
 
 const PUBLISH: &str = r#"
 local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if ARGV[7] ~= '' then
+  local seen = redis.call('GET', KEYS[3])
+  if seen and epoch then
+    return {tonumber(seen), epoch}
+  end
+end
 if not epoch then
   epoch = ARGV[5]
   redis.call('HSET', KEYS[2], 'epoch', epoch)
 end
 local offset = redis.call('HINCRBY', KEYS[2], 'top', 1)
+if ARGV[7] ~= '' then
+  redis.call('SET', KEYS[3], offset, 'PX', ARGV[7])
+end
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[3], '0-' .. offset, 'd', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
@@ -119,7 +128,7 @@ return waiting
 "#;
 
 enum Command {
-    Publish(Done, ConnId, u64, String, String),
+    Publish(Done, ConnId, u64, String, String, Option<String>),
     History(Done, ConnId, u64, String, Option<StreamPos>, usize, bool),
     Join(String, String),
     Leave(String, String),
@@ -272,7 +281,7 @@ async fn serve(
     let node = crate::memory::new_epoch();
     while let Some(command) = rx.recv().await {
         let i = match &command {
-            Command::Publish(_, _, _, c, _)
+            Command::Publish(_, _, _, c, ..)
             | Command::History(_, _, _, c, ..)
             | Command::Join(c, _)
             | Command::Leave(c, _)
@@ -291,13 +300,14 @@ async fn serve(
         // issued, so a publisher's publications keep their order.
         tokio::spawn(async move {
             let ok = match command {
-                Command::Publish(done, conn, id, channel, data) => {
+                Command::Publish(done, conn, id, channel, data, key) => {
                     let mut prefix = String::from("{\"type\":\"pub\",\"channel\":");
                     push_str(&mut prefix, &channel);
                     prefix.push_str(",\"offset\":");
                     let result: redis::RedisResult<(u64, String)> = publish
                         .key(history_key(&channel))
                         .key(meta_key(&channel))
+                        .key(idempotency_key(&channel, key.as_deref().unwrap_or("")))
                         .arg(format!("{CHANNEL_PREFIX}{}", channel_topic(&channel)))
                         .arg(&data)
                         .arg(limits.history_size)
@@ -306,6 +316,11 @@ async fn serve(
                         // it): fresh every time, so a lost stream never gets its old epoch.
                         .arg(crate::memory::new_epoch())
                         .arg(&prefix)
+                        .arg(if key.is_some() {
+                            crate::idempotency::WINDOW_MS.to_string()
+                        } else {
+                            String::new()
+                        })
                         .invoke_async(&mut con)
                         .await;
                     let ok = result.is_ok();
@@ -560,6 +575,11 @@ fn meta_key(channel: &str) -> String {
     format!("c10m:m:{channel}")
 }
 
+fn idempotency_key(channel: &str, key: &str) -> String {
+    // The key may hold ':', so its length comes first: no two (channel, key) pairs share one.
+    format!("c10m:k:{}:{channel}:{key}", channel.len())
+}
+
 fn presence_key(channel: &str) -> String {
     format!("c10m:p:{channel}")
 }
@@ -573,13 +593,22 @@ fn inbox_key(user: &str) -> String {
 }
 
 impl Backend for RedisBackend {
-    fn publish(&self, done: &Done, conn: ConnId, id: u64, channel: &str, data: &str) {
+    fn publish(
+        &self,
+        done: &Done,
+        conn: ConnId,
+        id: u64,
+        channel: &str,
+        data: &str,
+        key: Option<&str>,
+    ) {
         self.issue(Command::Publish(
             done.clone(),
             conn,
             id,
             channel.into(),
             data.into(),
+            key.map(Into::into),
         ));
     }
 

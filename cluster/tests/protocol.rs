@@ -256,6 +256,60 @@ fn a_subscribe_overtaken_by_its_unsubscribe_is_still_answered() {
 }
 
 #[test]
+fn a_publish_retried_with_its_idempotency_key_happens_once() {
+    let server = start(Settings::default());
+    let (mut sub, _) = connect(server.local_addr(), "reader");
+    let (mut publisher, _) = connect(server.local_addr(), "writer");
+    let mut pushes = Vec::new();
+    call(
+        &mut sub,
+        json!({"id":1,"method":"subscribe","channel":"c"}),
+        &mut pushes,
+    );
+    let publish = |ws: &mut Ws, id: u64, key: &str, data: u64, pushes: &mut Vec<Value>| {
+        call(
+            ws,
+            json!({"id":id,"method":"publish","channel":"c","data":data,"idempotency_key":key}),
+            pushes,
+        )
+    };
+    assert_eq!(
+        publish(&mut publisher, 1, "a", 1, &mut pushes)["result"]["offset"],
+        1
+    );
+    assert_eq!(
+        publish(&mut publisher, 2, "b", 2, &mut pushes)["result"]["offset"],
+        2
+    );
+    assert_eq!(
+        publish(&mut publisher, 3, "a", 1, &mut pushes)["result"]["offset"],
+        1
+    );
+    // Keys are per channel: another channel's "a" is another publish.
+    let other = call(
+        &mut publisher,
+        json!({"id":4,"method":"publish","channel":"d","data":0,"idempotency_key":"a"}),
+        &mut pushes,
+    );
+    assert_eq!(other["result"]["offset"], 1);
+    let bad = publish(&mut publisher, 5, "", 9, &mut pushes);
+    assert_eq!(bad["error"]["code"], 1, "{bad}");
+    // The subscriber got two publications, then the history shows nothing more.
+    let r = call(
+        &mut sub,
+        json!({"id":2,"method":"history","channel":"c"}),
+        &mut pushes,
+    );
+    assert_eq!(r["result"]["offset"], 2, "{r}");
+    let offsets: Vec<u64> = pushes
+        .iter()
+        .filter(|p| p["channel"] == "c")
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, [1, 2]);
+}
+
+#[test]
 fn presence_lists_subscribers_and_forgets_leavers() {
     let server = start(Settings::default());
     let addr = server.local_addr();

@@ -111,6 +111,17 @@ test("messages to an offline user wait in its inbox and arrive in order when it 
   assert.deepEqual(messages, [1, 2, 3]);
 });
 
+test("a publish retried with its idempotency key publishes once", async () => {
+  const c = await open("ida");
+  const first = await c.publish("idem", { n: 1 }, { idempotencyKey: "k1" });
+  const again = await c.publish("idem", { n: 1 }, { idempotencyKey: "k1" });
+  const other = await c.publish("idem", { n: 2 }, { idempotencyKey: "k2" });
+  assert.equal(again.offset, first.offset);
+  assert.equal(other.offset, first.offset + 1);
+  const { offset } = await c.history("idem");
+  assert.equal(offset, other.offset, "nothing more was published");
+});
+
 test("error replies reject with {code, message}; a refused subscription says why", async () => {
   const c = await open("erin");
   await assert.rejects(c.publish("bad name", 1), (e) => e instanceof C10mError && e.code === 4 && e.message === "bad channel or user name");
