@@ -22,6 +22,9 @@
 
 mod app;
 mod backend;
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod history;
 mod idempotency;
 mod memory;
