@@ -165,6 +165,28 @@ pub fn write_end_v1(out: &mut String, topic: &str, id: u64, publisher: u32, coun
     );
 }
 
+/// Appends the Socket.IO `pub` event of a data message padded to `size` bytes.
+pub fn write_publish_socketio(
+    out: &mut String,
+    topic: &str,
+    size: usize,
+    (publisher, seq, stamp_us): (u32, u64, u64),
+) {
+    crate::socketio::begin_publish(out, topic);
+    let start = out.len();
+    let _ = write!(out, "{publisher}.{seq}.{stamp_us}.");
+    let len = out.len() - start;
+    out.extend(std::iter::repeat_n('x', size.saturating_sub(len)));
+    crate::socketio::end_publish(out);
+}
+
+/// Appends the Socket.IO `pub` event of a publisher's end marker.
+pub fn write_end_socketio(out: &mut String, topic: &str, publisher: u32, count: u64) {
+    crate::socketio::begin_publish(out, topic);
+    let _ = write!(out, "{publisher}.end.{count}");
+    crate::socketio::end_publish(out);
+}
+
 /// Parses a broadcast payload (what follows `pub TOPIC ` or `msg TOPIC `).
 pub fn parse_payload(payload: &[u8]) -> Option<Published> {
     let text = std::str::from_utf8(payload).ok()?;

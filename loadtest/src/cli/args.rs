@@ -112,6 +112,8 @@ enum ProtocolArg {
     Pubsub,
     /// The client protocol /connection/v1.
     V1,
+    /// Socket.IO against benches/socketio (a peer, for comparison).
+    Socketio,
 }
 
 impl From<ProtocolArg> for Protocol {
@@ -119,6 +121,7 @@ impl From<ProtocolArg> for Protocol {
         match p {
             ProtocolArg::Pubsub => Protocol::Pubsub,
             ProtocolArg::V1 => Protocol::V1,
+            ProtocolArg::Socketio => Protocol::SocketIo,
         }
     }
 }
@@ -239,9 +242,10 @@ struct RunArgs {
     /// Broadcast: topic name, [A-Za-z0-9._-]{1,128} (default bench)
     #[arg(long, value_name = "T", help_heading = "Messages")]
     topic: Option<String>,
-    /// Broadcast: pubsub (the /pubsub text protocol) or v1 (the client protocol
+    /// Broadcast: pubsub (the /pubsub text protocol), v1 (the client protocol
     /// /connection/v1, with offsets and recovery; the server must allow anonymous connections)
-    /// (default pubsub; the default --path follows)
+    /// or socketio (a Socket.IO peer, benches/socketio) (default pubsub; the default --path
+    /// follows)
     #[arg(
         long,
         value_enum,

@@ -56,6 +56,9 @@ pub enum Protocol {
     /// subscriber that comes back recovers what it missed from the channel's history. The
     /// server must accept anonymous connections (no token key).
     V1,
+    /// Socket.IO (Engine.IO 4, WebSocket transport) against the peer program in
+    /// `benches/socketio/` (events `sub`, `subscribed`, `pub`, `msg`): no history.
+    SocketIo,
 }
 
 impl Protocol {
@@ -64,6 +67,7 @@ impl Protocol {
         match self {
             Protocol::Pubsub => "pubsub",
             Protocol::V1 => "v1",
+            Protocol::SocketIo => "socketio",
         }
     }
 
@@ -72,6 +76,7 @@ impl Protocol {
         match self {
             Protocol::Pubsub => "/pubsub",
             Protocol::V1 => "/connection/v1",
+            Protocol::SocketIo => crate::socketio::PATH,
         }
     }
 }
@@ -368,7 +373,7 @@ impl Options {
         all.sort_unstable();
         all.dedup();
         self.confirm_subscriptions
-            || self.protocol == Protocol::V1
+            || matches!(self.protocol, Protocol::V1 | Protocol::SocketIo)
             || self.scenario == ScenarioKind::Failover
             || all.len() > 1
     }

@@ -497,7 +497,7 @@ impl Report {
             // In a /pubsub failover, what subscribers missed while away is the protocol's (it
             // has no history), reported in the failover section; anything else is a fault.
             let missing = match &self.failover {
-                Some(fo) if self.settings.protocol == Protocol::Pubsub.name() => fo.lost_by_others,
+                Some(fo) if self.settings.protocol != Protocol::V1.name() => fo.lost_by_others,
                 _ => b.missing,
             };
             if missing + b.duplicates + b.reordered + b.stale > 0 {
@@ -572,7 +572,7 @@ impl Report {
             ));
         }
         if let Some(fo) = &self.failover {
-            if fo.lost > 0 && self.settings.protocol == Protocol::Pubsub.name() {
+            if fo.lost > 0 && self.settings.protocol != Protocol::V1.name() {
                 self.warnings.push(format!(
                     "/pubsub has no history: the {} subscriber(s) on the killed node missed {} \
                      message(s) while away (at most {} each); --protocol v1 recovers them",
@@ -647,6 +647,9 @@ fn failover(o: &Options, c: &Counters, h: &Hists, kill: Option<&KillOutcome>) ->
         recovery_refused: c.recovery_refused,
         duplicates: c.duplicates,
         note: match o.protocol {
+            Protocol::SocketIo => {
+                "Socket.IO has no history: a subscriber misses what is published while it is away"
+            }
             Protocol::Pubsub => {
                 "/pubsub has no history: a subscriber misses what is published while it is away \
                  (lost, counted per subscriber from each publisher's sequence numbers)"

@@ -13,6 +13,7 @@ use crate::counters::Counters;
 use crate::hist::Hists;
 use crate::payload::{self, EchoFormat, EchoHeader};
 use crate::plan::{Plan, ScenarioPlan};
+use crate::socketio;
 use crate::v1::{self, Frame};
 
 /// A thread's counters, histograms and scratch space.
@@ -105,6 +106,14 @@ impl Ctx {
             self.counters.established += 1;
         }
         self.open += 1;
+        if self.protocol == Protocol::SocketIo && app.role != Role::Echo {
+            // Socket.IO: join the main namespace before anything else; a subscriber
+            // subscribes once it is answered.
+            let _ = conn.send_text(socketio::CONNECT, out);
+            if app.role == Role::Subscriber {
+                return;
+            }
+        }
         if app.role != Role::Subscriber || self.start_subscription(app, conn, out) {
             self.pending = self.pending.saturating_sub(1);
         }
@@ -175,6 +184,12 @@ impl Ctx {
                 app.sent + 1,
                 (id, app.sent, stamp_us),
             ),
+            Protocol::SocketIo => payload::write_publish_socketio(
+                &mut self.text,
+                &self.topic,
+                self.size,
+                (id, app.sent, stamp_us),
+            ),
         }
         if conn.send_text(&self.text, out).is_ok() {
             app.sent += 1;
@@ -192,6 +207,9 @@ impl Ctx {
             Protocol::Pubsub => payload::write_end(&mut self.text, &self.topic, id, app.sent),
             Protocol::V1 => {
                 payload::write_end_v1(&mut self.text, &self.topic, app.sent + 1, id, app.sent)
+            }
+            Protocol::SocketIo => {
+                payload::write_end_socketio(&mut self.text, &self.topic, id, app.sent)
             }
         }
         let _ = conn.send_text(&self.text, out);
@@ -213,7 +231,13 @@ impl Ctx {
             (Role::Subscriber, Protocol::V1) => {
                 return self.on_v1_subscriber(app, conn, message, out);
             }
+            (Role::Subscriber, Protocol::SocketIo) => {
+                return self.on_socketio_subscriber(app, conn, message, out);
+            }
             (Role::Publisher(_), Protocol::V1) => self.on_v1_publisher(conn, message, out),
+            (Role::Publisher(_), Protocol::SocketIo) => {
+                self.on_socketio_publisher(conn, message, out)
+            }
             (Role::Plain | Role::Publisher(_), _) => self.counters.unexpected += 1,
         }
         None
@@ -228,6 +252,22 @@ impl Ctx {
             }
             Some(Frame::Result { .. }) => self.counters.publish_acks += 1,
             Some(Frame::Error { .. }) => self.counters.publish_errors += 1,
+            _ => self.counters.unexpected += 1,
+        }
+    }
+
+    /// A Socket.IO publisher's frame: the open packets, pings.
+    fn on_socketio_publisher(
+        &mut self,
+        conn: &mut Connection,
+        message: &Message<'_>,
+        out: &mut Vec<u8>,
+    ) {
+        match socketio::parse(message.as_bytes()) {
+            Some(socketio::Frame::Open | socketio::Frame::Connected) => {}
+            Some(socketio::Frame::Ping) => {
+                let _ = conn.send_text(socketio::PONG, out);
+            }
             _ => self.counters.unexpected += 1,
         }
     }

@@ -21,6 +21,7 @@ use super::reason::Reason;
 use crate::cli::Protocol;
 use crate::payload::{self, Published};
 use crate::seqtrack::{Arrival, Track};
+use crate::socketio;
 use crate::v1::{self, Frame, Reply};
 
 /// Where a subscriber's subscription stands.
@@ -152,6 +153,7 @@ impl Ctx {
                 let since = sub.pos.as_ref().map(|(e, o)| (&**e, *o));
                 v1::write_subscribe(&mut self.text, 1, &self.topic, since);
             }
+            Protocol::SocketIo => socketio::write_subscribe(&mut self.text, &self.topic),
         }
         sub.state = SubState::Subscribing { since_us: self.now };
         if let Err(e) = conn.send_text(&self.text, out) {
@@ -196,6 +198,35 @@ impl Ctx {
         match payload::parse_delivery(bytes, &self.topic) {
             Some(p) => self.deliver(app, p, false),
             None => self.counters.unexpected += 1,
+        }
+        None
+    }
+
+    /// A Socket.IO subscriber's frame: `msg` events, the `subscribed` answer, pings.
+    pub(super) fn on_socketio_subscriber(
+        &mut self,
+        app: &mut App,
+        conn: &mut Connection,
+        message: &Message<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<Reason> {
+        match socketio::parse(message.as_bytes()) {
+            Some(socketio::Frame::Open) => {}
+            Some(socketio::Frame::Connected) => {
+                if self.start_subscription(app, conn, out) {
+                    self.pending = self.pending.saturating_sub(1);
+                }
+            }
+            Some(socketio::Frame::Ping) => {
+                let _ = conn.send_text(socketio::PONG, out);
+            }
+            Some(socketio::Frame::Subscribed(topic))
+                if app.subscribing() && topic == self.topic =>
+            {
+                self.subscribed(app);
+            }
+            Some(socketio::Frame::Msg(data)) => self.deliver_data(app, Some(&data), false),
+            _ => self.counters.unexpected += 1,
         }
         None
     }
