@@ -360,6 +360,12 @@ impl RoomsApp {
 }
 
 impl App for RoomsApp {
+    /// Messages up to four times the limit are read and answered error 8 (too large); past
+    /// that the engine closes the connection with 1009 before buffering them.
+    fn max_message_size(&self) -> Option<usize> {
+        Some(self.service.limits.max_message.saturating_mul(4))
+    }
+
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         let _ = self.backend(ctx);
         let _ = self.done(ctx);

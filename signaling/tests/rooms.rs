@@ -183,6 +183,17 @@ fn bad_input_gets_clear_errors_and_rooms_have_a_limit() {
         json!({"type":"offer","to":idb,"sdp":"x".repeat(2000)}),
     );
     assert_eq!(err(&mut c), 8, "too large");
+    // Past four times the limit: not buffered, the connection closed with 1009.
+    let mut d = client(&server);
+    d.send(Message::text("y".repeat(4 * 1024 + 1))).unwrap();
+    let code = loop {
+        match d.read() {
+            Ok(Message::Close(Some(f))) => break u16::from(f.code),
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(code, 1009);
     // Past the error budget: closed with 3501.
     let code = loop {
         c.send(Message::text("{")).unwrap();
