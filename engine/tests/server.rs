@@ -267,6 +267,22 @@ fn rejected_origins_get_403() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET /echo HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
     assert!(read_head(&mut s).starts_with("HTTP/1.1 403 "));
+    // No Origin at all, or one that is not UTF-8: refused as well; the allowed one passes.
+    let head = |origin: &[u8]| {
+        let mut s = TcpStream::connect(server.local_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut req = b"GET /echo HTTP/1.1\r\nHost: x\r\n".to_vec();
+        req.extend_from_slice(origin);
+        req.extend_from_slice(b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+        s.write_all(&req).unwrap();
+        read_head(&mut s)
+    };
+    assert!(head(b"").starts_with("HTTP/1.1 403 "), "no Origin");
+    assert!(
+        head(b"Origin: https://good.example\xff\r\n").starts_with("HTTP/1.1 403 "),
+        "an Origin that is not UTF-8"
+    );
+    assert!(head(b"Origin: https://good.example\r\n").starts_with("HTTP/1.1 101 "));
 }
 
 #[test]

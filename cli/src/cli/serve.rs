@@ -188,7 +188,8 @@ pub struct ServeArgs {
     #[arg(long, env = "C10M_TIMER_TICK_MS", value_name = "MS", value_parser = whole!(u64))]
     pub timer_tick_ms: Option<u64>,
 
-    /// Allow this Origin only (repeatable; default: any origin)
+    /// Allow this Origin only (repeatable; default: any origin). With it, a request without
+    /// an Origin header is refused (403) too
     #[arg(
         long = "allowed-origin",
         env = "C10M_ALLOWED_ORIGINS",

@@ -134,7 +134,9 @@ pub struct ServerConfig {
     /// Timer wheel resolution; at least 1.
     #[serde(deserialize_with = "de::millis")]
     pub timer_tick_ms: u64,
-    /// Origins allowed to connect (browsers send `Origin`); empty allows any. Others get 403.
+    /// Origins allowed to connect (browsers send `Origin`); empty allows any. Others get 403,
+    /// and so does a request without an `Origin` (or with one that is not UTF-8) when the list
+    /// is not empty.
     pub allowed_origins: Vec<String>,
     /// Plain-HTTP address for `/metrics` (Prometheus) and `/health`; none by default.
     pub metrics: Option<SocketAddr>,

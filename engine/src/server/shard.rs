@@ -854,10 +854,13 @@ fn handshake(
         return refuse(core, HandshakeError::Rejected(404));
     };
     let origins = &core.config.allowed_origins;
+    // With an allowlist, a request must name an allowed origin: one without an Origin
+    // header (or with one that is not UTF-8) is refused too, or a non-browser client could
+    // pass by leaving it out.
     if !origins.is_empty()
-        && request
+        && !request
             .origin()
-            .is_some_and(|o| !origins.iter().any(|a| a == o))
+            .is_some_and(|o| origins.iter().any(|a| a == o))
     {
         return refuse(core, HandshakeError::OriginRejected);
     }
