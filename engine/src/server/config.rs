@@ -54,11 +54,11 @@ pub const MAX_PAYLOAD_LIMIT: usize = isize::MAX as usize - proto::frame::MAX_HEA
 /// plus a setting, in `u64` milliseconds, and must not overflow.
 pub const MAX_MILLIS: u64 = 1 << 40;
 
-/// The most shards: a [`ConnId`](super::ConnId) holds the shard in 16 bits.
-pub const MAX_SHARDS: usize = u16::MAX as usize;
+/// The most shards: a [`ConnId`](super::ConnId) holds the shard in 10 bits.
+pub const MAX_SHARDS: usize = 1 << super::id::SHARD_BITS;
 
-/// The most connections per shard: a [`ConnId`](super::ConnId) holds the slot in 32 bits.
-pub const MAX_CONNECTIONS_PER_SHARD: usize = u32::MAX as usize;
+/// The most connections per shard: a [`ConnId`](super::ConnId) holds the slot in 24 bits.
+pub const MAX_CONNECTIONS_PER_SHARD: usize = 1 << super::id::SLOT_BITS;
 
 /// The most provided buffers per io_uring buffer ring (a power of two).
 pub const MAX_RING_BUFFERS: u16 = 32_768;

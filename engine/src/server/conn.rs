@@ -62,7 +62,7 @@ pub struct Conn {
     /// Topics this connection is subscribed to on this shard.
     pub topics: Vec<Membership>,
     /// Generation of this slot when the connection was accepted.
-    pub generation: u16,
+    pub generation: u32,
     /// Index of the application serving it.
     pub app: u8,
     /// Tick of its live timer entry, or [`NO_TIMER`].
@@ -85,7 +85,7 @@ pub struct Conn {
 
 impl Conn {
     /// A freshly accepted connection.
-    pub fn new(sock: TcpStream, generation: u16, deadline: u64) -> Self {
+    pub fn new(sock: TcpStream, generation: u32, deadline: u64) -> Self {
         Conn {
             sock,
             phase: Phase::Handshake {

@@ -224,7 +224,7 @@ impl Shard {
         if slot >= io.generations.len() {
             io.generations.resize(slot + 1, 0);
         }
-        let generation = io.generations[slot].wrapping_add(1);
+        let generation = ConnId::next_generation(io.generations[slot]);
         io.generations[slot] = generation;
         let deadline = self.core.now + self.core.config.handshake_timeout_ms;
         entry.insert(Conn::new(sock, generation, deadline));
@@ -726,7 +726,7 @@ impl Shard {
             return;
         }
         self.draining_until = Some(self.core.now + self.core.config.drain_timeout_ms);
-        let slots: Vec<(usize, u16, bool)> = self
+        let slots: Vec<(usize, u32, bool)> = self
             .core
             .io
             .conns

@@ -15,7 +15,7 @@ pub struct Sub {
     /// Slab slot.
     pub slot: u32,
     /// Generation of the connection in that slot.
-    pub generation: u16,
+    pub generation: u32,
 }
 
 /// One entry of a connection's membership list.

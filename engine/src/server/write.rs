@@ -28,7 +28,7 @@ pub struct Io {
     /// The connections.
     pub conns: Slab<Conn>,
     /// Generation counter per slot, bumped on every reuse.
-    pub generations: Vec<u16>,
+    pub generations: Vec<u32>,
     /// Output for the connection whose input is being processed, written once at the end.
     pub cork: Vec<u8>,
     /// That connection.
@@ -108,7 +108,7 @@ impl Io {
 
     /// `slot` if it still holds the connection of `generation` and that connection is not
     /// ending at once (dead).
-    pub fn live(&self, slot: u32, generation: u16) -> Option<usize> {
+    pub fn live(&self, slot: u32, generation: u32) -> Option<usize> {
         let slot = slot as usize;
         let conn = self.conns.get(slot)?;
         (conn.generation == generation && !conn.dead).then_some(slot)

@@ -563,7 +563,7 @@ impl Drop for BufRing {
 /// of the others would only run dry again at once).
 #[derive(Debug)]
 pub struct Starved {
-    queue: VecDeque<(u32, u16)>,
+    queue: VecDeque<(u32, u32)>,
     /// Moving averages of len² and len over receive completions, in units that keep them
     /// well inside `u64`.
     squares: u64,
@@ -585,7 +585,7 @@ const STARVED_KEEP: usize = 1024;
 
 impl Starved {
     /// The receive of the connection in `slot` (of `generation`) ran out of buffers.
-    pub fn push(&mut self, slot: u32, generation: u16) {
+    pub fn push(&mut self, slot: u32, generation: u32) {
         self.queue.push_back((slot, generation));
     }
 
@@ -613,7 +613,7 @@ impl Starved {
     }
 
     /// The receive that has waited longest.
-    pub fn pop(&mut self) -> Option<(u32, u16)> {
+    pub fn pop(&mut self) -> Option<(u32, u32)> {
         let next = self.queue.pop_front();
         if self.queue.is_empty() && self.queue.capacity() > STARVED_KEEP {
             self.queue = VecDeque::new();

@@ -621,7 +621,7 @@ impl Uring {
 
     /// A receive's completion, or a run of them that filled adjacent buffers one after the
     /// other (see [`Uring::recv_run`]): their bytes are processed as one piece.
-    fn on_recv(&mut self, shard: &mut Shard, slot: u32, generation: u16, run: &[(u64, i32, u32)]) {
+    fn on_recv(&mut self, shard: &mut Shard, slot: u32, generation: u32, run: &[(u64, i32, u32)]) {
         let Some(&(_, result, first_flags)) = run.first() else {
             return;
         };
@@ -724,7 +724,7 @@ impl Uring {
     /// A connection that is new or was just woken ([`Watch::Woken`]) gets a single-shot receive
     /// instead: a pong or a handshake completes it, and the connection is parked again with
     /// no cancel, its request freed at once.
-    fn arm_recv(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
+    fn arm_recv(&mut self, shard: &mut Shard, slot: u32, generation: u32) {
         let conn = &shard.core.io.conns[slot as usize];
         let fd = types::Fd(conn.sock.as_raw_fd());
         let entry = if conn.ring.watch == Watch::Woken {
@@ -851,6 +851,6 @@ fn cancel(target: u64) -> squeue::Entry {
 }
 
 /// The connection in `slot` is the one a completion was armed for, and still reads.
-fn live(shard: &Shard, slot: u32, generation: u16) -> bool {
+fn live(shard: &Shard, slot: u32, generation: u32) -> bool {
     shard.core.io.live(slot, generation).is_some()
 }

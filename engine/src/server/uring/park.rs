@@ -28,7 +28,7 @@ impl Uring {
             };
             for event in &events[..n] {
                 let data = event.data();
-                self.unpark(shard, data as u32, (data >> 32) as u16);
+                self.unpark(shard, data as u32, (data >> 32) as u32);
             }
             if n < events.len() {
                 break;
@@ -38,7 +38,7 @@ impl Uring {
     }
 
     /// Gives a parked connection its receive back (epoll reported it).
-    pub(super) fn unpark(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
+    pub(super) fn unpark(&mut self, shard: &mut Shard, slot: u32, generation: u32) {
         if !live(shard, slot, generation) {
             return;
         }
@@ -56,7 +56,7 @@ impl Uring {
     /// completed): it waits, one-shot, in the epoll instance (an epoll registration costs the
     /// kernel far less than an armed receive). If that fails, its receive is armed again
     /// instead.
-    pub(super) fn park(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
+    pub(super) fn park(&mut self, shard: &mut Shard, slot: u32, generation: u32) {
         let conn = &mut shard.core.io.conns[slot as usize];
         let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
         let mut event = EpollEvent::new(flags, (u64::from(generation) << 32) | u64::from(slot));
@@ -106,7 +106,7 @@ impl Uring {
     /// armed at the same time as the others (its request cache), so receives should stay armed
     /// for connections that talk, not for every connection that arrived or answered a ping
     /// within a sweep period.
-    pub(super) fn quiet(&self, shard: &Shard, slot: u32, generation: u16) -> bool {
+    pub(super) fn quiet(&self, shard: &Shard, slot: u32, generation: u32) -> bool {
         if self.park_ms == 0 || !live(shard, slot, generation) {
             return false;
         }
@@ -118,7 +118,7 @@ impl Uring {
     }
 
     /// Cancels a quiet connection's multishot receive; it is parked when the cancel completes.
-    pub(super) fn cancel_to_park(&mut self, shard: &mut Shard, slot: u32, generation: u16) {
+    pub(super) fn cancel_to_park(&mut self, shard: &mut Shard, slot: u32, generation: u32) {
         shard.core.io.conns[slot as usize].ring.watch = Watch::Parking;
         ShardStats::add(&shard.core.io.stats.recv_cancels, 1);
         uio(shard).push(cancel(tag::recv(slot, generation)));
@@ -171,7 +171,7 @@ pub(super) fn park_silent(shard: &mut Shard, from: usize) -> Option<usize> {
 /// so its socket goes into the registered file table, if there is room and it is not there yet.
 /// Connections leave the table when they are parked or end: an entry costs the kernel a 32-byte
 /// node, which connections that stay silent between heartbeats should not pay.
-pub(super) fn talking(shard: &mut Shard, slot: u32, generation: u16) {
+pub(super) fn talking(shard: &mut Shard, slot: u32, generation: u32) {
     let io = &mut shard.core.io;
     let Some(conn) = io.live(slot, generation).map(|i| &io.conns[i]) else {
         return;

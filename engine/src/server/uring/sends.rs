@@ -48,7 +48,7 @@ macro_rules! on_target {
 #[derive(Debug)]
 struct SendOp {
     slot: u32,
-    generation: u16,
+    generation: u32,
     fd: RawFd,
     /// A cork buffer moved in whole (written first).
     owned: Vec<u8>,
@@ -103,7 +103,7 @@ pub enum Sent {
         /// Connection slot.
         slot: u32,
         /// Its generation when the send was made.
-        generation: u16,
+        generation: u32,
         /// Bytes written by this completion.
         written: usize,
     },
@@ -112,7 +112,7 @@ pub enum Sent {
         /// Connection slot.
         slot: u32,
         /// Its generation when the send was made.
-        generation: u16,
+        generation: u32,
         /// Bytes written by this completion.
         written: usize,
         /// The socket reported an error (reset, broken pipe, canceled).
@@ -237,7 +237,7 @@ impl UringIo {
     pub fn send(
         &mut self,
         slot: u32,
-        generation: u16,
+        generation: u32,
         fd: RawFd,
         owned: Vec<u8>,
         chunks: Vec<Bytes>,

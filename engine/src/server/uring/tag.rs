@@ -1,5 +1,7 @@
 //! Operation tags in `user_data`: the kind in the top byte, then what the kind needs.
 
+use crate::server::id::{GENERATION_BITS, SLOT_BITS};
+
 const SHIFT: u32 = 56;
 /// The multishot accept.
 pub const ACCEPT: u64 = 1 << SHIFT;
@@ -15,9 +17,17 @@ pub const PARKED: u64 = 7 << SHIFT;
 /// The poll on the shard's epoll instance of UDP sockets.
 pub const UDP: u64 = 8 << SHIFT;
 
-/// A connection's receive (multishot or single-shot).
-pub fn recv(slot: u32, generation: u16) -> u64 {
-    (RECV << SHIFT) | (u64::from(generation) << 32) | u64::from(slot)
+const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
+const GENERATION_MASK: u64 = (1 << GENERATION_BITS) - 1;
+// The receive's slot and generation fit below the kind's byte.
+const _: () = assert!(SLOT_BITS + GENERATION_BITS <= SHIFT);
+
+/// A connection's receive (multishot or single-shot): its slot and generation, as in its
+/// [`ConnId`](crate::server::ConnId).
+pub fn recv(slot: u32, generation: u32) -> u64 {
+    (RECV << SHIFT)
+        | ((u64::from(generation) & GENERATION_MASK) << SLOT_BITS)
+        | (u64::from(slot) & SLOT_MASK)
 }
 
 /// An update of the registered file table, by the key of the value it reads.
@@ -42,7 +52,7 @@ pub enum Op {
         /// Slot.
         slot: u32,
         /// Generation of the slot when the receive was armed.
-        generation: u16,
+        generation: u32,
     },
     /// [`send`].
     Send(usize),
@@ -62,8 +72,8 @@ pub fn decode(data: u64) -> Option<Op> {
         1 => Some(Op::Accept),
         2 => Some(Op::Wake),
         RECV => Some(Op::Recv {
-            slot: data as u32,
-            generation: (data >> 32) as u16,
+            slot: (data & SLOT_MASK) as u32,
+            generation: ((data >> SLOT_BITS) & GENERATION_MASK) as u32,
         }),
         SEND => Some(Op::Send((data & 0xFFFF_FFFF) as usize)),
         5 => Some(Op::Cancel),
@@ -81,10 +91,10 @@ mod tests {
     #[test]
     fn tags_round_trip() {
         assert_eq!(
-            tag::decode(tag::recv(0xDEAD_BEEF, 0xABCD)),
+            tag::decode(tag::recv(0xAD_BEEF, 0x2BCD_EF01)),
             Some(tag::Op::Recv {
-                slot: 0xDEAD_BEEF,
-                generation: 0xABCD
+                slot: 0xAD_BEEF,
+                generation: 0x2BCD_EF01
             })
         );
         assert_eq!(tag::decode(tag::send(12345)), Some(tag::Op::Send(12345)));
