@@ -294,9 +294,9 @@ fn counts_take_the_one_grammar() {
     assert_eq!(s.max_connections_per_shard, 1_000_000);
     assert_eq!(s.ring_files, Some(20_000));
     assert_eq!(s.ring_buffers, Some(64));
-    let file = toml_file("counts", "shards = \"1.5k\"\nmax_frame_size = \"65_536\"\n");
+    let file = toml_file("counts", "shards = \"0.5k\"\nmax_frame_size = \"65_536\"\n");
     let s = settings(&["--config", file.to_str().unwrap()], &[]);
-    assert_eq!((s.shards, s.max_frame_size), (1500, 65_536));
+    assert_eq!((s.shards, s.max_frame_size), (500, 65_536));
     // Sizes take no suffix: is 16m 16,000,000 bytes or 16 MiB?
     let o = run(&["serve", "--max-frame-size", "16m"], &[]);
     assert_eq!(o.status.code(), Some(2));
