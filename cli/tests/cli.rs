@@ -413,3 +413,121 @@ fn the_doctor_takes_a_count_and_refuses_a_bad_one() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("unknown scope"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_second_signal_ends_the_drain_at_once() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let io = support::io_backend();
+    let child = command(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--io",
+            io,
+            "--drain-timeout-ms",
+            "120000",
+            "--close-timeout-ms",
+            "120000",
+            "--write-queue-limit",
+            "268435456",
+        ],
+        &[],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut server = support::KillOnDrop(child);
+    let mut stdout = BufReader::new(server.0.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr = line
+        .split("ws://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("the listening line")
+        .to_owned();
+    // A client that completes its handshake, has 32 MiB echoed and never reads: the server's
+    // close frame waits behind what the socket will not take, and the drain (and the close
+    // timeout) would wait 120 s for it.
+    let mut client = TcpStream::connect(&addr).unwrap();
+    client
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = [0u8; 12];
+    client.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    let mut frame = vec![0x82, 0xFF, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0];
+    frame.resize(frame.len() + (1 << 20), b'x');
+    for _ in 0..32 {
+        client.write_all(&frame).unwrap();
+    }
+    let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
+    let pid = server.0.id().to_string();
+    let kill = || Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    kill();
+    // Wait until it is draining (it logs so), then signal again.
+    let mut log = String::new();
+    while !log.contains("closing connections") {
+        log.clear();
+        assert!(stderr.read_line(&mut log).unwrap() > 0, "no drain logged");
+    }
+    kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still draining 30 s after a second signal"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("a second signal"), "{rest}");
+    drop(client);
+}
+
+#[test]
+fn settings_that_probably_mean_something_else_are_warned_about() {
+    let o = run(
+        &["serve", "--print-config", "--max-message-size", "65536"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("max_frame_size (16777216) is above max_message_size (65536)"),
+        "{}",
+        stderr(&o)
+    );
+    for (args, phrase) in [
+        (
+            &["--ping-interval-ms", "5000", "--idle-timeout-ms", "5000"][..],
+            "invalid ping_interval_ms (--ping-interval-ms, C10M_PING_INTERVAL_MS): 5000 must be below idle_timeout_ms (5000)",
+        ),
+        (&["--handshake-timeout-ms", "0"][..], "0 is too small"),
+        (&["--max-connections-per-shard", "0"][..], "0 is too small"),
+        (&["--max-frame-size", "0"][..], "0 is too small"),
+        (
+            &["--timer-tick-ms", "1", "--idle-timeout-ms", "2000000000"][..],
+            "invalid idle_timeout_ms",
+        ),
+    ] {
+        let mut all = vec!["serve", "--print-config"];
+        all.extend_from_slice(args);
+        let o = run(&all, &[]);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains(phrase), "{args:?}: {}", stderr(&o));
+    }
+}

@@ -405,12 +405,16 @@ impl ServeArgs {
     }
 }
 
-/// Runs `c10m serve` until SIGTERM or SIGINT.
+/// Runs `c10m serve` until SIGTERM or SIGINT (a second one while draining exits at once, with
+/// status 130).
 pub fn run(args: &ServeArgs) -> ExitCode {
     let config = match args.config() {
         Ok(c) => c,
         Err(e) => return config_error(args, &e),
     };
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     if args.print_config {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
@@ -544,6 +548,13 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, drain_ms, "closing connections with 1001");
     }
+    // A second signal while draining: the operator does not want to wait.
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            tracing::warn!(signal, "a second signal: exiting at once, without draining");
+            std::process::exit(130);
+        }
+    });
     handle.shutdown();
     match handle.join() {
         Ok(()) => {

@@ -320,6 +320,15 @@ pub enum ValueError {
         /// The largest allowed.
         max: u64,
     },
+    /// Not below another setting it must stay under.
+    NotBelow {
+        /// The value given.
+        value: u64,
+        /// The other setting.
+        other: &'static str,
+        /// Its value.
+        limit: u64,
+    },
 }
 
 impl fmt::Display for ValueError {
@@ -340,6 +349,11 @@ impl fmt::Display for ValueError {
             ValueError::NotAPowerOfTwo { value, max } => {
                 write!(f, "{value} is not a power of two up to {max}")
             }
+            ValueError::NotBelow {
+                value,
+                other,
+                limit,
+            } => write!(f, "{value} must be below {other} ({limit})"),
         }
     }
 }
@@ -475,6 +489,42 @@ impl ServerConfig {
             at_most(key, ms, MAX_MILLIS)?;
         }
         at_least("timer_tick_ms", self.timer_tick_ms, 1)?;
+        // Connection deadlines live in the timer wheel, whose wrapping ticks reach only so far.
+        let horizon = self
+            .timer_tick_ms
+            .saturating_mul(super::timer::MAX_TICKS_AHEAD)
+            .min(MAX_MILLIS);
+        for (key, ms) in [
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("ping_interval_ms", self.ping_interval_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("close_timeout_ms", self.close_timeout_ms),
+        ] {
+            at_most(key, ms, horizon)?;
+        }
+        // Zero would refuse every frame, every handshake or every connection.
+        at_least("max_frame_size", self.max_frame_size, 1)?;
+        at_least("max_message_size", self.max_message_size, 1)?;
+        at_least("handshake_timeout_ms", self.handshake_timeout_ms, 1)?;
+        at_least(
+            "max_connections_per_shard",
+            self.max_connections_per_shard,
+            1,
+        )?;
+        // A client that is pinged no sooner than it is timed out is closed while healthy.
+        if self.ping_interval_ms > 0
+            && self.idle_timeout_ms > 0
+            && self.ping_interval_ms >= self.idle_timeout_ms
+        {
+            return Err(ConfigError::Invalid {
+                key: "ping_interval_ms",
+                problem: ValueError::NotBelow {
+                    value: self.ping_interval_ms,
+                    other: "idle_timeout_ms",
+                    limit: self.idle_timeout_ms,
+                },
+            });
+        }
         at_least("mailbox_limit", self.mailbox_limit, 1)?;
         at_least(
             "protocol_ping_interval_ms",
@@ -497,6 +547,20 @@ impl ServerConfig {
             });
         }
         Ok(())
+    }
+
+    /// Settings that work but probably do not say what was meant, one sentence each, for the
+    /// operator's log at start-up.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.max_frame_size > self.max_message_size {
+            out.push(format!(
+                "max_frame_size ({}) is above max_message_size ({}): frames are limited to the \
+                 message size",
+                self.max_frame_size, self.max_message_size
+            ));
+        }
+        out
     }
 
     /// The limits on new connections.
@@ -723,6 +787,91 @@ mod tests {
         assert_eq!(refused(ring), "ring_buffers");
         let backlog = ServerConfig { backlog: -1, ..d() };
         assert_eq!(refused(backlog), "backlog");
+    }
+
+    #[test]
+    fn validate_refuses_what_cannot_work() {
+        let d = ServerConfig::default;
+        let refused = |c: ServerConfig| match c.validate() {
+            Err(e @ ConfigError::Invalid { .. }) => e.to_string(),
+            other => panic!("{other:?}"),
+        };
+        let zero = |c: ServerConfig, key: &str| {
+            assert!(
+                refused(c).starts_with(&format!("{key}: 0 is too small")),
+                "{key}"
+            )
+        };
+        zero(
+            ServerConfig {
+                max_frame_size: 0,
+                ..d()
+            },
+            "max_frame_size",
+        );
+        zero(
+            ServerConfig {
+                max_message_size: 0,
+                ..d()
+            },
+            "max_message_size",
+        );
+        zero(
+            ServerConfig {
+                handshake_timeout_ms: 0,
+                ..d()
+            },
+            "handshake_timeout_ms",
+        );
+        zero(
+            ServerConfig {
+                max_connections_per_shard: 0,
+                ..d()
+            },
+            "max_connections_per_shard",
+        );
+        let ping = ServerConfig {
+            ping_interval_ms: 5_000,
+            idle_timeout_ms: 5_000,
+            ..d()
+        };
+        assert_eq!(
+            refused(ping),
+            "ping_interval_ms: 5000 must be below idle_timeout_ms (5000)"
+        );
+        // Either one off is fine.
+        for (p, i) in [(0, 5_000), (5_000, 0), (4_999, 5_000)] {
+            let c = ServerConfig {
+                ping_interval_ms: p,
+                idle_timeout_ms: i,
+                ..d()
+            };
+            assert!(c.validate().is_ok(), "{p} {i}");
+        }
+        // A 1 ms tick: deadlines at most 2^30 ticks ahead (12.4 days).
+        let far = ServerConfig {
+            timer_tick_ms: 1,
+            idle_timeout_ms: (1 << 30) + 1,
+            ..d()
+        };
+        assert!(refused(far).starts_with("idle_timeout_ms: "));
+        assert!(
+            ServerConfig {
+                timer_tick_ms: 1,
+                idle_timeout_ms: 1 << 30,
+                ..d()
+            }
+            .validate()
+            .is_ok()
+        );
+        // A frame limit above the message limit works, with a warning.
+        let frame = ServerConfig {
+            max_message_size: 65_536,
+            ..d()
+        };
+        assert!(frame.validate().is_ok());
+        assert_eq!(frame.warnings().len(), 1);
+        assert!(d().warnings().is_empty());
         let e = ServerConfig {
             max_frame_size: 1 << 63,
             ..d()

@@ -13,7 +13,7 @@ use super::writeq::WriteQueue;
 use crate::proto::{CloseCode, Connection};
 
 /// No timer entry filed.
-pub const NO_TIMER: u32 = u32::MAX;
+pub const NO_TIMER: u32 = super::timer::NO_TICK;
 
 /// Where a connection is in its life.
 #[derive(Debug)]

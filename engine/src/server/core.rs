@@ -76,7 +76,7 @@ impl Core {
         }
         if let Some(t) = deadline {
             let tick = self.timers.tick_of(t);
-            if conn.timer_tick == NO_TIMER || tick < conn.timer_tick {
+            if conn.timer_tick == NO_TIMER || super::timer::earlier(tick, conn.timer_tick) {
                 conn.timer_tick = self.timers.schedule(slot as u32, t);
             }
         }
