@@ -198,7 +198,9 @@ pub struct ServeArgs {
     )]
     pub allowed_origins: Vec<String>,
 
-    /// Serve /metrics (Prometheus) and /health over plain HTTP on ADDR (default: none)
+    /// Serve /metrics (Prometheus) and /health over plain HTTP on ADDR (default: none). /health
+    /// answers 503 when a shard has stopped or its loop has not run for 10 s, "degraded" (200)
+    /// while the broker is away, else "ok"
     #[arg(long, env = "C10M_METRICS", value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
 

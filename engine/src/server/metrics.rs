@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
@@ -83,7 +83,28 @@ pub struct ShardStats {
     pub ring_errors: AtomicU64,
     /// io_uring: operations submitted whose last completion has not arrived.
     pub io_in_flight: AtomicU64,
+    /// The server clock (ms since start) at the end of the shard's last loop iteration: an
+    /// idle shard still runs one every [`HEARTBEAT_MS`], so a stale value means a stuck shard.
+    pub loop_at_ms: AtomicU64,
+    /// The shard's thread ended (stopped, failed or panicked).
+    pub stopped: AtomicBool,
 }
+
+/// Marks its shard stopped when dropped: held by the shard's thread for its whole life.
+#[derive(Debug)]
+pub struct StoppedOnDrop(pub Arc<ShardStats>);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Relaxed);
+    }
+}
+
+/// The longest an idle shard sleeps before running its loop (and saying it is alive).
+pub const HEARTBEAT_MS: u64 = 1_000;
+
+/// A shard whose loop has not run for this long is reported stuck by `/health` (503).
+pub const STUCK_MS: u64 = 10_000;
 
 impl ShardStats {
     /// Adds `n` to a counter (single writer: relaxed is enough).
@@ -282,6 +303,8 @@ pub struct Source {
     pub shards: Vec<Arc<ShardStats>>,
     /// The broker, if the server has one.
     pub broker: Option<Arc<dyn super::Broker>>,
+    /// When the server started: the shards' clock.
+    pub started: Instant,
 }
 
 impl Source {
@@ -293,10 +316,32 @@ impl Source {
         text
     }
 
-    fn health(&self) -> &'static str {
+    /// The status and body of `/health`: 503 when a shard has stopped or its loop has not run
+    /// for [`STUCK_MS`]; degraded (still 200: a liveness probe must not restart a server that
+    /// serves its own clients) while the broker is away; else ok.
+    fn health(&self) -> (&'static str, String) {
+        let now = self.started.elapsed().as_millis() as u64;
+        for (i, s) in self.shards.iter().enumerate() {
+            if s.stopped.load(Relaxed) {
+                return (
+                    "503 Service Unavailable",
+                    format!("unhealthy: shard {i} stopped\n"),
+                );
+            }
+            let silent = now.saturating_sub(s.loop_at_ms.load(Relaxed));
+            if silent >= STUCK_MS {
+                return (
+                    "503 Service Unavailable",
+                    format!("unhealthy: shard {i} has not run its loop for {silent} ms\n"),
+                );
+            }
+        }
         match &self.broker {
-            Some(b) if !b.healthy() => "degraded: the broker cannot reach the other processes\n",
-            _ => "ok\n",
+            Some(b) if !b.healthy() => (
+                "200 OK",
+                "degraded: the broker cannot reach the other processes\n".into(),
+            ),
+            _ => ("200 OK", "ok\n".into()),
         }
     }
 }
@@ -573,9 +618,10 @@ impl Reply {
                 let text = source.metrics();
                 respond("200 OK", "text/plain; version=0.0.4", &text, body)
             }
-            // Degraded is still 200: a liveness probe must not restart a server that serves
-            // its own clients while the broker is away.
-            Reply::Health { body } => respond("200 OK", "text/plain", source.health(), body),
+            Reply::Health { body } => {
+                let (status, text) = source.health();
+                respond(status, "text/plain", &text, body)
+            }
             Reply::Fixed { status, body } => respond(status, "text/plain", body, true),
         }
     }
@@ -682,6 +728,7 @@ mod tests {
         let none = Source {
             shards: Vec::new(),
             broker: None,
+            started: Instant::now(),
         };
         let out = String::from_utf8(route("DELETE", "/health").bytes(&none)).unwrap();
         assert!(out.contains("\r\nAllow: GET, HEAD\r\n"), "{out}");
@@ -690,5 +737,41 @@ mod tests {
             head.ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"),
             "{head}"
         );
+    }
+
+    #[test]
+    fn health_follows_the_shards_loops() {
+        let shards: Vec<Arc<ShardStats>> = (0..2).map(|_| Arc::default()).collect();
+        let started = Instant::now() - Duration::from_secs(60);
+        let source = Source {
+            shards: shards.clone(),
+            broker: None,
+            started,
+        };
+        let beat = |s: &ShardStats| {
+            s.loop_at_ms
+                .store(started.elapsed().as_millis() as u64, Relaxed)
+        };
+        shards.iter().for_each(|s| beat(s));
+        assert_eq!(source.health(), ("200 OK", "ok\n".to_string()));
+        // Shard 1's loop last ran 20 s ago.
+        shards[1].loop_at_ms.store(40_000, Relaxed);
+        let (status, body) = source.health();
+        assert_eq!(status, "503 Service Unavailable");
+        assert!(
+            body.starts_with("unhealthy: shard 1 has not run its loop"),
+            "{body}"
+        );
+        beat(&shards[1]);
+        shards[0].stopped.store(true, Relaxed);
+        assert_eq!(
+            source.health(),
+            (
+                "503 Service Unavailable",
+                "unhealthy: shard 0 stopped\n".to_string()
+            )
+        );
+        let reply = String::from_utf8(Reply::Health { body: true }.bytes(&source)).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 503 "), "{reply}");
     }
 }

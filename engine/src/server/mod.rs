@@ -343,6 +343,8 @@ pub fn start_with_broker(
         let thread = std::thread::Builder::new()
             .name(format!("c10m-shard-{i}"))
             .spawn(move || {
+                // The thread's end, however it comes (a panic included), is what /health sees.
+                let _stopped = metrics::StoppedOnDrop(shard_stats.clone());
                 if let Some(cpu) = pin {
                     pin_to(cpu);
                 }
@@ -431,6 +433,7 @@ pub fn start_with_broker(
                         metrics::Source {
                             shards: all,
                             broker,
+                            started: clock,
                         },
                     )
                 })?;

@@ -27,7 +27,7 @@ use super::ctx::Ctx;
 use super::handle::Handle;
 use super::id::ConnId;
 use super::mailbox::Mail;
-use super::metrics::ShardStats;
+use super::metrics::{HEARTBEAT_MS, ShardStats};
 use super::timer::Entry;
 use super::timer::TimerWheel;
 use super::topics::Topics;
@@ -266,6 +266,7 @@ impl Shard {
 
     /// Timers, gathered output, reaping, and the drain deadline: the end of every iteration.
     pub fn end_of_iteration(&mut self, expired: &mut Vec<Entry>) -> Next {
+        ShardStats::set(&self.core.io.stats.loop_at_ms, self.core.now);
         self.core.timers.advance(self.core.now, expired);
         for entry in expired.drain(..) {
             self.on_timer(entry);
@@ -309,10 +310,15 @@ impl Shard {
     }
 
     /// How long the backend may sleep: until the next timer, accept resumption or drain
-    /// deadline (`None`: until woken).
+    /// deadline, and at most [`HEARTBEAT_MS`] (an idle shard still shows `/health` it runs).
     pub fn poll_timeout(&self) -> Option<Duration> {
         let now = self.now();
-        let mut wait = self.core.timers.next_wake(now);
+        let mut wait = Some(
+            self.core
+                .timers
+                .next_wake(now)
+                .map_or(HEARTBEAT_MS, |w| w.min(HEARTBEAT_MS)),
+        );
         let app_timer = self.core.app_timers.next_deadline();
         for t in [self.accept_paused_until, self.draining_until, app_timer]
             .into_iter()
