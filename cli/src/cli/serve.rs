@@ -93,6 +93,20 @@ pub struct ServeArgs {
     )]
     pub pin: Option<bool>,
 
+    /// permessage-deflate (RFC 7692) for clients that offer it (--deflate alone is
+    /// --deflate=true): neither side keeps a compression context between messages, a
+    /// published message is compressed once for all its subscribers (default: off)
+    #[arg(
+        long,
+        env = "C10M_DEFLATE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub deflate: Option<bool>,
+
     /// Listen backlog per shard (the kernel caps it at net.core.somaxconn)
     #[arg(long, env = "C10M_BACKLOG", value_name = "N", value_parser = count!(i32))]
     pub backlog: Option<i32>,
@@ -343,6 +357,7 @@ impl ServeArgs {
             listen,
             shards,
             pin,
+            deflate,
             backlog,
             max_frame_size,
             max_message_size,

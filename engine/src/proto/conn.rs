@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use super::close::{CloseCode, CloseFrame, truncate_reason};
 use super::config::Config;
+use super::deflate::{self, Deflate, InflateError};
 use super::error::{CapacityError, Error, ProtocolError, TimeoutKind, UsageError};
 use super::frame::{FrameHeader, HeaderBuf, OpCode};
 use super::mask::apply_mask;
@@ -50,6 +51,8 @@ pub enum State {
 #[derive(Debug)]
 struct Reassembly {
     text: bool,
+    /// permessage-deflate: `data` is the compressed payload, inflated when the message ends.
+    compressed: bool,
     data: Vec<u8>,
     utf8: Utf8Validator,
 }
@@ -67,6 +70,8 @@ pub struct Connection {
     role: Role,
     /// We sent a non-final data frame and owe its continuation.
     sending_fragmented: bool,
+    /// permessage-deflate, when negotiated: RSV1 marks compressed messages both ways.
+    deflate: Option<Deflate>,
 }
 
 impl Connection {
@@ -91,7 +96,19 @@ impl Connection {
             state: State::Open,
             role,
             sending_fragmented: false,
+            deflate: None,
         }
+    }
+
+    /// Turns permessage-deflate on, as the handshake negotiated it
+    /// ([`deflate::negotiate`], [`deflate::client_accepts`]).
+    pub fn set_deflate(&mut self, deflate: Option<Deflate>) {
+        self.deflate = deflate;
+    }
+
+    /// permessage-deflate, if negotiated.
+    pub fn deflate(&self) -> Option<Deflate> {
+        self.deflate
     }
 
     /// Our role.
@@ -178,7 +195,14 @@ impl Connection {
         //# If a nonzero value is received and none of the negotiated extensions defines the
         //# meaning of such a nonzero value, the receiving endpoint MUST _Fail the WebSocket
         //# Connection_.
-        if h.rsv != 0 {
+        //= https://www.rfc-editor.org/rfc/rfc7692#section-6.1
+        //# [...] the "Per-Message Compressed" bit [RSV1] [...] is set on the first frame of
+        //# a compressed message; an endpoint MUST _Fail the WebSocket Connection_ if it
+        //# receives a frame with RSV1 set on a control frame or a non-first fragment.
+        let rsv1_allowed = self.deflate.is_some()
+            && h.rsv == 0b100
+            && matches!(h.opcode, OpCode::Text | OpCode::Binary);
+        if h.rsv != 0 && !rsv1_allowed {
             return Err(ProtocolError::ReservedBits(h.rsv).into());
         }
         //= https://www.rfc-editor.org/rfc/rfc6455#section-5.1
@@ -236,7 +260,12 @@ impl Connection {
         out: &mut Vec<u8>,
     ) -> Result<Option<Event<'a>>, Error> {
         let payload: &'a [u8] = payload;
+        let compressed = h.rsv & 0b100 != 0;
         Ok(match h.opcode {
+            OpCode::Text | OpCode::Binary if h.fin && compressed => {
+                let text = h.opcode == OpCode::Text;
+                Some(Event::Message(self.inflate_message(text, payload)?))
+            }
             OpCode::Text | OpCode::Binary if h.fin => {
                 Some(Event::Message(if h.opcode == OpCode::Text {
                     let text = std::str::from_utf8(payload).map_err(|_| Error::InvalidUtf8)?;
@@ -249,10 +278,11 @@ impl Connection {
                 let text = h.opcode == OpCode::Text;
                 let mut r = Box::new(Reassembly {
                     text,
+                    compressed,
                     data: Vec::with_capacity(payload.len()),
                     utf8: Utf8Validator::default(),
                 });
-                if text {
+                if text && !compressed {
                     r.utf8.feed(payload).map_err(|_| Error::InvalidUtf8)?;
                 }
                 r.data.extend_from_slice(payload);
@@ -267,7 +297,7 @@ impl Connection {
                 //# When an endpoint is to interpret a byte stream as UTF-8 but finds
                 //# that the byte stream is not, in fact, a valid UTF-8 stream, that
                 //# endpoint MUST _Fail the WebSocket Connection_.
-                if r.text {
+                if r.text && !r.compressed {
                     r.utf8.feed(payload).map_err(|_| Error::InvalidUtf8)?;
                 }
                 r.data.extend_from_slice(payload);
@@ -277,7 +307,12 @@ impl Connection {
                 let Some(r) = self.reassembly.take() else {
                     return Err(ProtocolError::UnexpectedContinuation.into());
                 };
-                let Reassembly { text, data, utf8 } = *r;
+                if r.compressed {
+                    return Ok(Some(Event::Message(self.inflate_message(r.text, &r.data)?)));
+                }
+                let Reassembly {
+                    text, data, utf8, ..
+                } = *r;
                 Some(Event::Message(if text {
                     utf8.finish().map_err(|_| Error::InvalidUtf8)?;
                     // Validated fragment by fragment above; this second pass is the price of
@@ -313,6 +348,25 @@ impl Connection {
                 self.reassembly = None;
                 Some(Event::Close(frame))
             }
+        })
+    }
+
+    /// A compressed message, inflated within the message limit and checked as UTF-8 if text.
+    fn inflate_message(&self, text: bool, compressed: &[u8]) -> Result<Message<'static>, Error> {
+        let max = self.config.max_message_size;
+        let data = deflate::inflate(compressed, max).map_err(|e| match e {
+            InflateError::TooLarge => Error::from(CapacityError::MessageTooLong {
+                size: max as u64 + 1,
+                max,
+            }),
+            InflateError::Invalid => ProtocolError::InvalidCompressedData.into(),
+        })?;
+        Ok(if text {
+            Message::Text(Cow::Owned(
+                String::from_utf8(data).map_err(|_| Error::InvalidUtf8)?,
+            ))
+        } else {
+            Message::Binary(Cow::Owned(data))
         })
     }
 
@@ -362,7 +416,16 @@ impl Connection {
         out: &mut Vec<u8>,
     ) -> Result<(), Error> {
         self.check_send(opcode, fin, payload.len())?;
-        self.write_frame(opcode, fin, payload, out);
+        // A whole message is compressed when permessage-deflate is on; fragmented ones go
+        // uncompressed (RSV1 clear), which is always allowed.
+        match self.deflate {
+            Some(d) if fin && matches!(opcode, OpCode::Text | OpCode::Binary) => {
+                let mut z = Vec::new();
+                deflate::compress(payload, d.window_bits, &mut z);
+                self.write_frame_rsv(opcode, true, 0b100, &z, out);
+            }
+            _ => self.write_frame(opcode, fin, payload, out),
+        }
         Ok(())
     }
 
@@ -502,13 +565,24 @@ impl Connection {
     }
 
     fn write_frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8], out: &mut Vec<u8>) {
+        self.write_frame_rsv(opcode, fin, 0, payload, out);
+    }
+
+    fn write_frame_rsv(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        rsv: u8,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) {
         let mask = match self.role {
             Role::Server => None,
             Role::Client => Some(self.next_mask()),
         };
         let header = FrameHeader {
             fin,
-            rsv: 0,
+            rsv,
             opcode,
             mask,
             payload_len: payload.len() as u64,

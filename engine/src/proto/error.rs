@@ -52,6 +52,8 @@ pub enum ProtocolError {
     CloseBodyTooShort,
     /// A close code that may not be sent on the wire.
     InvalidCloseCode(u16),
+    /// A permessage-deflate message that is not a valid DEFLATE stream.
+    InvalidCompressedData,
 }
 
 /// Size limits (close code 1009).

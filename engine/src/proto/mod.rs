@@ -23,6 +23,7 @@
 pub mod close;
 mod config;
 mod conn;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;

@@ -2,12 +2,14 @@
 //! a [`Ctx`](super::Ctx).
 
 use std::any::Any;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 
 use super::id::ConnId;
 use super::udp::{Datagram, UdpId};
 use super::upgrade::{Upgrade, UpgradeRequest};
+use crate::proto::deflate::{self, Deflate};
 use crate::proto::frame::{FrameHeader, server_header};
 use crate::proto::handshake::Request;
 use crate::proto::{CloseCode, Message, OpCode};
@@ -90,9 +92,22 @@ pub struct Closed {
 }
 
 /// A server frame encoded once and shared by reference: a broadcast costs one allocation and
-/// one encoding whatever the number of recipients.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SharedFrame(Bytes);
+/// one encoding whatever the number of recipients. For permessage-deflate connections it is
+/// also compressed once, on first need, and that copy shared the same way (across shards
+/// too: clones share it).
+#[derive(Clone, Debug)]
+pub struct SharedFrame {
+    plain: Bytes,
+    deflated: Arc<OnceLock<Option<Bytes>>>,
+}
+
+impl PartialEq for SharedFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.plain == other.plain
+    }
+}
+
+impl Eq for SharedFrame {}
 
 impl SharedFrame {
     /// A text message frame.
@@ -139,12 +154,46 @@ impl SharedFrame {
         for p in parts {
             buf.extend_from_slice(p);
         }
-        SharedFrame(buf.freeze())
+        Self::new(buf.freeze())
+    }
+
+    fn new(plain: Bytes) -> Self {
+        SharedFrame {
+            plain,
+            deflated: Arc::default(),
+        }
     }
 
     /// The encoded bytes (header and payload).
     pub fn bytes(&self) -> &Bytes {
-        &self.0
+        &self.plain
+    }
+
+    /// The bytes to send to a connection with this permessage-deflate agreement: the frame
+    /// compressed (once for every recipient) when the connection compresses with a full
+    /// window, else the plain frame (always allowed).
+    pub fn bytes_for(&self, deflate: Option<Deflate>) -> &Bytes {
+        if deflate.is_none_or(|d| d.window_bits != 15) {
+            return &self.plain;
+        }
+        let deflated = self.deflated.get_or_init(|| {
+            let op = FrameHeader::parse(&self.plain).ok()??.0.opcode;
+            let mut z = Vec::new();
+            deflate::compress(self.payload(), 15, &mut z);
+            let header = FrameHeader {
+                fin: true,
+                rsv: 0b100,
+                opcode: op,
+                mask: None,
+                payload_len: z.len() as u64,
+            }
+            .encode();
+            let mut buf = BytesMut::with_capacity(header.len() + z.len());
+            buf.extend_from_slice(&header);
+            buf.extend_from_slice(&z);
+            Some(buf.freeze())
+        });
+        deflated.as_ref().unwrap_or(&self.plain)
     }
 
     /// A frame encoded elsewhere (another process, through a broker), checked: one whole,
@@ -157,19 +206,19 @@ impl SharedFrame {
             && header.mask.is_none()
             && matches!(header.opcode, OpCode::Text | OpCode::Binary)
             && u64::try_from(bytes.len() - len).ok() == Some(header.payload_len);
-        whole.then_some(SharedFrame(bytes))
+        whole.then(|| Self::new(bytes))
     }
 
     /// The payload (the frame without its header).
     pub fn payload(&self) -> &[u8] {
         // The header is 2, 4 or 10 bytes by the payload's length (frames are built here or
         // checked by `from_encoded`, never masked).
-        let header = match self.0.get(1).map(|b| b & 0x7f) {
+        let header = match self.plain.get(1).map(|b| b & 0x7f) {
             Some(126) => 4,
             Some(127) => 10,
             _ => 2,
         };
-        self.0.get(header..).unwrap_or_default()
+        self.plain.get(header..).unwrap_or_default()
     }
 }
 

@@ -74,6 +74,11 @@ pub struct ServerConfig {
     pub shards: usize,
     /// Pin shard `i` to core `i % cores`.
     pub pin: bool,
+    /// permessage-deflate (RFC 7692) for clients that offer it; off by default. Neither side
+    /// keeps a compression context between messages (the server answers
+    /// `server_no_context_takeover` and `client_no_context_takeover`), so an idle connection
+    /// holds nothing for it and a shared frame is compressed once for every subscriber.
+    pub deflate: bool,
     /// Listen backlog per shard (capped by net.core.somaxconn).
     #[serde(deserialize_with = "de::count")]
     pub backlog: i32,
@@ -211,6 +216,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9001)),
             shards: 0,
             pin: false,
+            deflate: false,
             backlog: 4096,
             max_frame_size: 16 << 20,
             max_message_size: 16 << 20,

@@ -87,11 +87,14 @@ impl Core {
         let mut delivered = 0;
         for &Sub { slot, generation } in self.topics.subscribers(topic) {
             let slot = slot as usize;
-            let ok = self.io.conns.get_mut(slot).is_some_and(|c| {
-                c.generation == generation && !c.dead && c.proto().is_some_and(|p| p.can_send())
+            let ok = self.io.conns.get_mut(slot).and_then(|c| {
+                let live = c.generation == generation && !c.dead;
+                c.proto()
+                    .filter(|p| live && p.can_send())
+                    .map(|p| p.deflate())
             });
-            if ok {
-                self.io.output(slot, Out::Shared(frame.bytes()));
+            if let Some(deflate) = ok {
+                self.io.output(slot, Out::Shared(frame.bytes_for(deflate)));
                 delivered += 1;
             }
         }
@@ -103,10 +106,10 @@ impl Core {
     pub fn send_frame_local(&mut self, id: ConnId, frame: &SharedFrame) -> Result<(), SendError> {
         let slot = self.io.lookup(self.shard, id).ok_or(SendError::Gone)?;
         let conn = &mut self.io.conns[slot];
-        if !conn.proto().is_some_and(|p| p.can_send()) {
+        let Some(deflate) = conn.proto().filter(|p| p.can_send()).map(|p| p.deflate()) else {
             return Err(SendError::Closing);
-        }
-        self.io.output(slot, Out::Shared(frame.bytes()));
+        };
+        self.io.output(slot, Out::Shared(frame.bytes_for(deflate)));
         ShardStats::add(&self.io.stats.messages_out, 1);
         Ok(())
     }

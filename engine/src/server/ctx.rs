@@ -82,6 +82,16 @@ impl Ctx<'_> {
         }
         let slot = core.io.lookup(core.shard, id).ok_or(SendError::Gone)?;
         let proto = core.io.conns[slot].proto().ok_or(SendError::Closing)?;
+        if proto.deflate().is_some() {
+            // Compressed (when worth it) into a buffer of its own.
+            let mut frame = Vec::new();
+            proto
+                .send_frame(op, true, payload, &mut frame)
+                .map_err(|_| SendError::Closing)?;
+            core.io.output(slot, Out::Slices(&[&frame]));
+            ShardStats::add(&core.io.stats.messages_out, 1);
+            return Ok(());
+        }
         let header = proto
             .data_header(op, true, payload.len())
             .map_err(|_| SendError::Closing)?;
@@ -222,17 +232,18 @@ impl Ctx<'_> {
     pub fn send_all(&mut self, frame: &SharedFrame) -> usize {
         let core = &mut *self.core;
         let app = core.current_app;
-        let targets: Vec<usize> = core
+        let targets: Vec<(usize, Option<crate::proto::deflate::Deflate>)> = core
             .io
             .conns
             .iter_mut()
             .filter_map(|(slot, c)| {
-                let open = c.app == app && !c.dead && c.proto().is_some_and(|p| p.can_send());
-                open.then_some(slot)
+                let mine = c.app == app && !c.dead;
+                let proto = c.proto().filter(|p| mine && p.can_send())?;
+                Some((slot, proto.deflate()))
             })
             .collect();
-        for &slot in &targets {
-            core.io.output(slot, Out::Shared(frame.bytes()));
+        for &(slot, deflate) in &targets {
+            core.io.output(slot, Out::Shared(frame.bytes_for(deflate)));
         }
         ShardStats::add(&core.io.stats.messages_out, targets.len() as u64);
         targets.len()

@@ -36,6 +36,7 @@ use super::udp::{BATCH, Received, UdpId};
 use super::upgrade::{DEFERRED_INPUT_MAX, Upgrade, UpgradeRequest};
 use super::write::Out;
 use super::write::{Io, Sink};
+use crate::proto::deflate;
 use crate::proto::handshake::{self, Accept, Limits};
 use crate::proto::{CloseCode, Connection, Error, Event, HandshakeError, Read, State, TimeoutKind};
 
@@ -911,11 +912,26 @@ fn handshake(
             return Handshake::Wait;
         }
     };
-    let headers: Vec<(&str, &str)> = accept
+    // permessage-deflate, when on and offered.
+    let deflate = if core.config.deflate {
+        deflate::negotiate(
+            request
+                .headers()
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+                .map(|h| h.value),
+        )
+    } else {
+        None
+    };
+    let mut headers: Vec<(&str, &str)> = accept
         .headers
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
+    if let Some(n) = &deflate {
+        headers.push(("Sec-WebSocket-Extensions", &n.response));
+    }
     handshake::write_accept(
         &request,
         &Accept {
@@ -930,7 +946,9 @@ fn handshake(
         return Handshake::Refused;
     };
     let proto = core.app_protos.get(app).unwrap_or(&core.proto).clone();
-    conn.phase = Phase::Open(Connection::server(proto, now));
+    let mut connection = Connection::server(proto, now);
+    connection.set_deflate(deflate.map(|n| n.deflate));
+    conn.phase = Phase::Open(connection);
     conn.app = app as u8;
     conn.timer_tick = NO_TIMER;
     let id = ConnId::new(core.shard, slot as u32, conn.generation);
