@@ -100,6 +100,8 @@ pub struct Plan {
     pub ping_interval_ms: Option<u64>,
     /// Client idle timeout.
     pub idle_timeout_ms: Option<u64>,
+    /// Offer permessage-deflate.
+    pub deflate: bool,
     /// Second 0 of the run (monotonic us), shared by every process.
     pub epoch_us: u64,
     /// When to stop opening connections.
@@ -328,6 +330,7 @@ pub fn plans(o: &Options, layout: Layout, epoch_us: u64) -> Vec<Plan> {
                 close_timeout_ms: o.close_timeout_ms(),
                 ping_interval_ms: o.ping_interval_ms,
                 idle_timeout_ms: o.idle_timeout_ms,
+                deflate: o.deflate,
                 epoch_us,
                 ramp_deadline_us,
                 hard_deadline_us: ramp_deadline_us + after_ramp_us,

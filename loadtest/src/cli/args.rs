@@ -258,6 +258,10 @@ struct RunArgs {
     /// is confirmed live in every process (always with more than one target, and with v1)
     #[arg(long, help_heading = "Messages")]
     confirm_subscriptions: bool,
+    /// Offer permessage-deflate (no context on either side): messages are compressed when the
+    /// server accepts (c10m serve --deflate)
+    #[arg(long, help_heading = "Messages")]
+    deflate: bool,
 
     /// Failover: the server process to kill with SIGKILL (it must listen on a subscriber
     /// target, and on no publisher target)
@@ -361,6 +365,7 @@ impl RunArgs {
             }
         }
         o.confirm_subscriptions = self.confirm_subscriptions;
+        o.deflate = self.deflate;
         o.kill_pid = self.kill_pid;
         if let Some(Targets(t)) = self.upstreams {
             o.upstreams = t;

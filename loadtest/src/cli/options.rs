@@ -159,6 +159,8 @@ pub struct Options {
     /// Broadcast: subscribers subscribe with a command and count as open once the server says
     /// the subscription is live everywhere (always with more than one target, and in `v1`).
     pub confirm_subscriptions: bool,
+    /// Offer permessage-deflate.
+    pub deflate: bool,
     /// Failover: the server process to kill (SIGKILL).
     pub kill_pid: Option<u32>,
     /// Failover: the servers behind the subscribers' targets (a load balancer's upstreams);
@@ -221,6 +223,7 @@ impl Options {
             topic: "bench".into(),
             protocol: Protocol::Pubsub,
             confirm_subscriptions: false,
+            deflate: false,
             kill_pid: None,
             upstreams: Vec::new(),
             kill_at_ms: None,

@@ -3,6 +3,7 @@
 
 use base64::Engine as _;
 
+use super::super::deflate::{self, Deflate};
 use super::super::error::HandshakeError;
 use super::{accept_key, has_token};
 
@@ -19,6 +20,8 @@ pub struct ClientRequest<'a> {
     pub protocols: &'a [&'a str],
     /// Extra headers.
     pub headers: &'a [(&'a str, &'a str)],
+    /// Offer permessage-deflate ([`deflate::client_offer`]: no context on either side).
+    pub deflate: bool,
 }
 
 /// A client handshake in progress: remembers what the server must answer.
@@ -26,6 +29,7 @@ pub struct ClientRequest<'a> {
 pub struct ClientHandshake {
     expected_accept: [u8; 28],
     protocols: Vec<String>,
+    offered_deflate: bool,
 }
 
 /// The server's accepted answer.
@@ -33,6 +37,9 @@ pub struct ClientHandshake {
 pub struct Response<'a> {
     /// The subprotocol the server chose, one of those offered.
     pub protocol: Option<&'a str>,
+    /// permessage-deflate, if offered and accepted: pass it to
+    /// [`Connection::set_deflate`](crate::proto::Connection::set_deflate).
+    pub deflate: Option<Deflate>,
 }
 
 /// Most header lines accepted in a response.
@@ -59,11 +66,18 @@ impl ClientHandshake {
         for (name, value) in request.headers {
             text.push_str(&format!("{name}: {value}\r\n"));
         }
+        if request.deflate {
+            text.push_str(&format!(
+                "Sec-WebSocket-Extensions: {}\r\n",
+                deflate::client_offer()
+            ));
+        }
         text.push_str("\r\n");
         out.extend_from_slice(text.as_bytes());
         ClientHandshake {
             expected_accept: accept_key(key.as_bytes()),
             protocols: request.protocols.iter().map(|p| (*p).to_owned()).collect(),
+            offered_deflate: request.deflate,
         }
     }
 
@@ -105,9 +119,15 @@ impl ClientHandshake {
         if find("sec-websocket-accept").map(<[u8]>::trim_ascii) != Some(&self.expected_accept[..]) {
             return Err(HandshakeError::BadResponse("wrong Sec-WebSocket-Accept"));
         }
-        if find("sec-websocket-extensions").is_some() {
-            return Err(HandshakeError::BadResponse("extension not offered"));
-        }
+        let deflate = match find("sec-websocket-extensions") {
+            None => None,
+            Some(_) if !self.offered_deflate => {
+                return Err(HandshakeError::BadResponse("extension not offered"));
+            }
+            Some(v) => deflate::client_accepts(Some(v)).map_err(|_| {
+                HandshakeError::BadResponse("permessage-deflate answer not acceptable")
+            })?,
+        };
         let protocol = match find("sec-websocket-protocol") {
             None => None,
             Some(p) => {
@@ -119,7 +139,7 @@ impl ClientHandshake {
                 Some(p)
             }
         };
-        Ok(Some((Response { protocol }, n)))
+        Ok(Some((Response { protocol, deflate }, n)))
     }
 }
 
@@ -160,6 +180,48 @@ mod tests {
         assert_eq!(&answer[used..], b"\x81\x00");
         for cut in 0..used {
             assert_eq!(hs.parse_response(&answer[..cut]), Ok(None));
+        }
+    }
+
+    #[test]
+    fn deflate_is_offered_and_its_answer_read() {
+        for (offer, answer, want) in [
+            (true, Some(deflate::client_offer()), Ok(Some(15))),
+            (true, None, Ok(None)),
+            (false, Some(deflate::client_offer()), Err(())),
+            (true, Some("permessage-deflate".to_owned()), Err(())),
+        ] {
+            let mut wire = Vec::new();
+            let request = ClientRequest {
+                host: "h",
+                path: "/",
+                deflate: offer,
+                ..ClientRequest::default()
+            };
+            let hs = ClientHandshake::start(&request, [3; 16], &mut wire);
+            let Ok(Some((req, _))) = parse_request(&wire, Limits::default()) else {
+                panic!("our request was rejected")
+            };
+            let offered = req.header("sec-websocket-extensions").map(<[u8]>::to_vec);
+            assert_eq!(offered.is_some(), offer);
+            let headers: Vec<(&str, &str)> = answer
+                .iter()
+                .map(|a| ("Sec-WebSocket-Extensions", a.as_str()))
+                .collect();
+            let mut out = Vec::new();
+            write_accept(
+                &req,
+                &Accept {
+                    headers: &headers,
+                    ..Accept::default()
+                },
+                &mut out,
+            );
+            let got = hs
+                .parse_response(&out)
+                .map(|r| r.and_then(|(resp, _)| resp.deflate).map(|d| d.window_bits))
+                .map_err(|_| ());
+            assert_eq!(got, want.map(|w: Option<u8>| w), "{offer} {answer:?}");
         }
     }
 

@@ -64,6 +64,7 @@ impl Loop {
         let request = ClientRequest {
             host: &host,
             path,
+            deflate: self.ctx.plan.deflate,
             ..ClientRequest::default()
         };
         self.out.clear();
@@ -156,7 +157,7 @@ impl Loop {
                 Phase::Connecting { .. } => break,
                 Phase::Handshake { since_us, hs, seed } => match hs.parse_response(&input[at..]) {
                     Ok(None) => break,
-                    Ok(Some((_, used))) => {
+                    Ok(Some((response, used))) => {
                         at += used;
                         if !c.app.returning() {
                             ctx.hists
@@ -164,6 +165,7 @@ impl Loop {
                                 .record(ctx.now.saturating_sub(*since_us));
                         }
                         let mut conn = Connection::client(proto.clone(), *seed, now_ms);
+                        conn.set_deflate(response.deflate);
                         ctx.on_established(&mut c.app, &mut conn, out);
                         c.phase = Phase::Open(conn);
                     }
