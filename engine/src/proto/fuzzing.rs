@@ -59,6 +59,34 @@ pub fn handshake(data: &[u8]) {
 /// Arbitrary bytes into a connection of either role, delivered in two reads split at a point the
 /// input chooses. Limits are small so the 1009 paths are reachable.
 pub fn frames(data: &[u8], server: bool) {
+    frames_with(data, server, None);
+}
+
+/// permessage-deflate: an offer (the input up to its first newline) is accepted or declined
+/// without a panic, and an accepted one's answer reads back to the same agreement; the rest is
+/// fed as frames to a server that negotiated the extension (compressed messages, RSV1 in the
+/// wrong places, inflate bombs against an 8 KiB message limit).
+pub fn deflate(data: &[u8]) {
+    let (offer, frames) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    if let Some(n) = super::deflate::negotiate([offer]) {
+        let again = super::deflate::negotiate([n.response.as_bytes()]).map(|m| m.deflate);
+        assert_eq!(again, Some(n.deflate), "{}", n.response);
+        assert_eq!(
+            super::deflate::client_accepts(Some(n.response.as_bytes())).map(|d| d.is_some()),
+            Ok(true)
+        );
+    }
+    frames_with(
+        frames,
+        true,
+        Some(super::deflate::Deflate { window_bits: 15 }),
+    );
+}
+
+fn frames_with(data: &[u8], server: bool, deflate: Option<super::deflate::Deflate>) {
     let Some((&split, data)) = data.split_first() else {
         return;
     };
@@ -72,6 +100,7 @@ pub fn frames(data: &[u8], server: bool) {
     } else {
         Connection::client(config, 1, 0)
     };
+    conn.set_deflate(deflate);
     let split = usize::from(split).min(data.len());
     let mut input = data[..split].to_vec();
     let mut out = Vec::new();
@@ -314,7 +343,8 @@ mod tests {
         let n = replay("handshake", super::handshake)
             + replay("frames_server", |d| super::frames(d, true))
             + replay("frames_client", |d| super::frames(d, false))
-            + replay("operations", super::operations);
+            + replay("operations", super::operations)
+            + replay("deflate", super::deflate);
         // The corpora are committed with the fuzz targets; an empty replay means they went missing.
         assert!(n > 100, "only {n} corpus inputs found under fuzz/");
     }
