@@ -2,7 +2,9 @@
 # The demo room (c10m serve's /demo/ over /signal/v1) in headless Chromium, as CI runs it:
 #   1. three participants decode each other's video and hear each other, a leaver's tile goes,
 #      twenty join/leave cycles renegotiate (tests/browser/demo.mjs);
-#   2. the same with ICE forced through a real coturn (TURN REST credentials from c10m).
+#   2. the same with ICE forced through a real coturn (TURN REST credentials from c10m);
+#   3. the same through the SFU (/demo/?sfu=1, c10m serve --sfu-udp): every page has one peer
+#      connection, with the server, which forwards the others' audio and video.
 # Installs Debian's chromium and coturn when missing, and playwright-core from npm (no browser
 # download). Stops only the processes it started.
 set -euo pipefail
@@ -42,6 +44,10 @@ echo "demo room, host candidates:"
 start_server "$work/serve.log"
 (cd tests/browser && node demo.mjs "http://$addr")
 
+echo "demo room through the SFU:"
+start_server "$work/serve-sfu.log" --sfu-udp 127.0.0.1:0
+(cd tests/browser && node demo.mjs "http://$addr" sfu)
+
 echo "demo room, relayed through coturn:"
 turn_port=$(free_port)
 secret=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -52,3 +58,4 @@ turnserver -n --listening-ip=127.0.0.1 --listening-port="$turn_port" --relay-ip=
 pids+=($!)
 start_server "$work/serve-turn.log" --turn-url "turn:127.0.0.1:$turn_port?transport=udp" --turn-secret "$secret"
 (cd tests/browser && node demo.mjs "http://$addr" relay)
+

@@ -6,6 +6,7 @@
 
 pub mod ice;
 pub mod rooms;
+pub mod sfu;
 
 pub use ice::{IceConfig, turn_credentials};
 pub use rooms::{Limits, RoomsApp, SignalError, Signaling};

@@ -8,7 +8,7 @@
 //! Messages, one JSON object per text frame (docs/SIGNALING.md):
 //!
 //! ```text
-//! -> {"type":"join","room":"R"}
+//! -> {"type":"join","room":"R"}                     (or "mode":"sfu": media through the SFU)
 //! <- {"type":"joined","id":ME,"room":"R","participants":["A","B"],"ice_servers":[...]}
 //! <- {"type":"participant-joined","id":"C"}        (everyone in the room, the joiner too)
 //! -> {"type":"offer","to":"A","sdp":"..."}          (also "answer", "candidate")
@@ -18,6 +18,11 @@
 //! <- {"type":"participant-left","id":"C"}            (to the others)
 //! <- {"type":"error","code":N,"message":"..."}
 //! ```
+//!
+//! In SFU mode the participant's one peer connection is with the server, addressed as `"sfu"`:
+//! `{"type":"offer","to":"sfu","sdp":...}` is answered by `{"type":"answer","from":"sfu",...}`,
+//! and the SFU's own offers (`{"type":"offer","from":"sfu",...}`) are answered with
+//! `{"type":"answer","to":"sfu","sdp":...}` ([`crate::sfu`]).
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -27,10 +32,11 @@ use c10m_cluster::protocol::valid_name;
 use c10m_cluster::{Backend, Done, Outcome, Present};
 use c10m_engine::proto::handshake::Request;
 use c10m_engine::proto::{CloseCode, Message};
-use c10m_engine::server::{App, Closed, ConnId, Ctx, Handle, SharedFrame};
+use c10m_engine::server::{App, Closed, ConnId, Ctx, Datagram, Handle, SharedFrame, UdpId};
 use serde_json::{Map, Value};
 
 use crate::ice::IceConfig;
+use crate::sfu::{self, Command, SfuShard};
 
 /// Limits of the signaling service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +79,10 @@ pub enum SignalError {
     NoSuchParticipant = 7,
     /// Larger than the message limit.
     TooLarge = 8,
+    /// An SDP the SFU could not take (sent by the SFU with the reason).
+    BadSdp = 9,
+    /// `"mode":"sfu"` on a server without the SFU, or a shard whose SFU socket failed.
+    NoSfu = 10,
     /// The backend (Redis) is unreachable.
     Unavailable = 100,
 }
@@ -88,6 +98,8 @@ impl SignalError {
             SignalError::NotJoined => "not in a room",
             SignalError::NoSuchParticipant => "no such participant in this room",
             SignalError::TooLarge => "message too large",
+            SignalError::BadSdp => "bad sdp",
+            SignalError::NoSfu => "no SFU on this server",
             SignalError::Unavailable => "unavailable, retry later",
         }
     }
@@ -113,6 +125,8 @@ pub struct Signaling {
     node: String,
     /// This process's participants: id -> (connection, room).
     local: Mutex<HashMap<String, (ConnId, String)>>,
+    /// The SFU's UDP address (shard i binds its port + i), if the SFU runs.
+    sfu: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Signaling {
@@ -139,6 +153,26 @@ impl Signaling {
             backend: OnceLock::new(),
             node: c10m_cluster::new_node_id(),
             local: Mutex::default(),
+            sfu: None,
+        })
+    }
+
+    /// The same service with the SFU on: each shard binds a UDP socket at `addr` (port
+    /// `addr.port() + shard`, or any free port for 0) for the media of the rooms it owns.
+    pub fn with_sfu(
+        limits: Limits,
+        ice: IceConfig,
+        sfu: std::net::SocketAddr,
+        make_backend: impl Fn(Handle) -> Arc<dyn Backend> + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Signaling {
+            limits,
+            ice,
+            make_backend: Box::new(make_backend),
+            backend: OnceLock::new(),
+            node: c10m_cluster::new_node_id(),
+            local: Mutex::default(),
+            sfu: Some(sfu),
         })
     }
 
@@ -149,6 +183,7 @@ impl Signaling {
             Box::new(RoomsApp {
                 service: service.clone(),
                 done: None,
+                sfu: None,
             })
         }
     }
@@ -170,6 +205,8 @@ struct Participant {
     room: Option<String>,
     /// A join waiting for the room's presence.
     joining: Option<String>,
+    /// Joined (or joining) in SFU mode: media through the server.
+    sfu: bool,
     errors: u32,
 }
 
@@ -189,6 +226,8 @@ fn participant_topic(id: &str) -> String {
 pub struct RoomsApp {
     service: Arc<Signaling>,
     done: Option<Done>,
+    /// This shard's SFU (when the service runs one and its socket bound).
+    sfu: Option<SfuShard>,
 }
 
 impl std::fmt::Debug for RoomsApp {
@@ -239,6 +278,15 @@ impl RoomsApp {
                     return self.fail(ctx, id, SignalError::BadName);
                 };
                 let room = room.to_owned();
+                let sfu = match msg.get("mode") {
+                    None => false,
+                    Some(Value::String(m)) if m == "mesh" => false,
+                    Some(Value::String(m)) if m == "sfu" => true,
+                    Some(_) => return self.fail(ctx, id, SignalError::BadMessage),
+                };
+                if sfu && self.service.sfu.is_none() {
+                    return self.fail(ctx, id, SignalError::NoSfu);
+                }
                 let Some(p) = ctx.state::<Participant>(id) else {
                     return;
                 };
@@ -246,6 +294,7 @@ impl RoomsApp {
                     return self.fail(ctx, id, SignalError::AlreadyJoined);
                 }
                 p.joining = Some(room.clone());
+                p.sfu = sfu;
                 let done = self.done(ctx);
                 self.backend(ctx)
                     .presence(&done, id, JOIN, &room_channel(&room));
@@ -266,6 +315,9 @@ impl RoomsApp {
         let Some(to) = msg.remove("to").and_then(|v| v.as_str().map(str::to_owned)) else {
             return self.fail(ctx, id, SignalError::NoSuchParticipant);
         };
+        if to == "sfu" {
+            return self.relay_to_sfu(ctx, id, msg);
+        }
         let Some((me, room)) = ctx
             .state::<Participant>(id)
             .and_then(|p| Some((p.id.clone(), p.room.clone()?)))
@@ -291,6 +343,57 @@ impl RoomsApp {
         }
     }
 
+    /// A message for the SFU: offers and answers go to the shard that owns the room's media;
+    /// candidates are dropped (the SFU is ICE-lite: it learns the participant's address from
+    /// its connectivity checks).
+    fn relay_to_sfu(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: &mut Map<String, Value>) {
+        let Some((me, room, sfu)) = ctx
+            .state::<Participant>(id)
+            .and_then(|p| Some((p.id.clone(), p.room.clone()?, p.sfu)))
+        else {
+            return self.fail(ctx, id, SignalError::NotJoined);
+        };
+        if !sfu {
+            return self.fail(ctx, id, SignalError::NoSuchParticipant);
+        }
+        let offer = msg.get("type").and_then(Value::as_str) == Some("offer");
+        if msg.get("type").and_then(Value::as_str) == Some("candidate") {
+            return;
+        }
+        let Some(sdp) = msg.remove("sdp").and_then(|v| match v {
+            Value::String(s) => Some(s),
+            _ => None,
+        }) else {
+            return self.fail(ctx, id, SignalError::BadMessage);
+        };
+        let command = if offer {
+            Command::Offer {
+                room: room.clone(),
+                id: me,
+                sdp,
+            }
+        } else {
+            Command::Answer {
+                room: room.clone(),
+                id: me,
+                sdp,
+            }
+        };
+        self.sfu_command(ctx, &room, command);
+    }
+
+    /// Hands a command to the shard that owns `room`'s media.
+    fn sfu_command(&mut self, ctx: &mut Ctx<'_>, room: &str, command: Command) {
+        let shard = sfu::room_shard(room, ctx.shards());
+        if shard == ctx.shard() {
+            if let Some(s) = &mut self.sfu {
+                s.command(ctx, command);
+            }
+        } else {
+            let _ = ctx.post(shard, Box::new(command));
+        }
+    }
+
     /// Leaves the room, if in one: presence, topics, the others told. False if in none.
     fn leave(&mut self, ctx: &mut Ctx<'_>, id: ConnId) -> bool {
         let Some(p) = ctx.state::<Participant>(id) else {
@@ -300,6 +403,13 @@ impl RoomsApp {
             return false;
         };
         let me = p.id.clone();
+        if std::mem::take(&mut p.sfu) {
+            let command = Command::Leave {
+                room: room.clone(),
+                id: me.clone(),
+            };
+            self.sfu_command(ctx, &room, command);
+        }
         self.service.local().remove(&me);
         self.backend(ctx).leave(&room_channel(&room), &me);
         let _ = ctx.unsubscribe(id, &room_topic(&room));
@@ -325,6 +435,7 @@ impl RoomsApp {
         }
         p.room = Some(room.clone());
         let me = p.id.clone();
+        let sfu = p.sfu;
         self.service.local().insert(me.clone(), (id, room.clone()));
         self.backend(ctx).join(
             &room_channel(&room),
@@ -344,12 +455,21 @@ impl RoomsApp {
             .service
             .ice
             .servers_json(&me, c10m_cluster::token::now_secs());
+        let mode = if sfu { "sfu" } else { "mesh" };
         let joined = format!(
-            "{{\"type\":\"joined\",\"id\":{},\"room\":{},\"participants\":{},\"ice_servers\":{ice}}}",
+            "{{\"type\":\"joined\",\"id\":{},\"room\":{},\"mode\":\"{mode}\",\"participants\":{},\"ice_servers\":{ice}}}",
             Value::String(me.clone()),
             Value::String(room.clone()),
             Value::Array(others)
         );
+        if sfu {
+            let command = Command::Join {
+                room: room.clone(),
+                id: me.clone(),
+                conn: id,
+            };
+            self.sfu_command(ctx, &room, command);
+        }
         let _ = ctx.send_text(id, &joined);
         let event = format!(
             "{{\"type\":\"participant-joined\",\"id\":{}}}",
@@ -369,6 +489,30 @@ impl App for RoomsApp {
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         let _ = self.backend(ctx);
         let _ = self.done(ctx);
+        if let Some(base) = self.service.sfu {
+            let addr = sfu::shard_addr(base, ctx.shard());
+            match SfuShard::bind(ctx, addr) {
+                Ok(s) => {
+                    tracing::info!(shard = ctx.shard(), addr = %s.local_addr(), "SFU listening");
+                    self.sfu = Some(s);
+                }
+                Err(e) => tracing::error!(shard = ctx.shard(), %addr, error = %e, "SFU socket"),
+            }
+        }
+    }
+
+    fn on_datagrams(&mut self, ctx: &mut Ctx<'_>, socket: UdpId, datagrams: &[Datagram<'_>]) {
+        if let Some(s) = &mut self.sfu {
+            s.datagrams(ctx, socket, datagrams);
+        }
+    }
+
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, token: u64) {
+        if token == sfu::TIMER
+            && let Some(s) = &mut self.sfu
+        {
+            s.timer(ctx);
+        }
     }
 
     fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId, _: &Request<'_>) {
@@ -397,6 +541,15 @@ impl App for RoomsApp {
     }
 
     fn on_post(&mut self, ctx: &mut Ctx<'_>, payload: Box<dyn Any + Send>) {
+        let payload = match payload.downcast::<Command>() {
+            Ok(command) => {
+                if let Some(s) = &mut self.sfu {
+                    s.command(ctx, *command);
+                }
+                return;
+            }
+            Err(other) => other,
+        };
         let Ok(outcome) = payload.downcast::<Outcome>() else {
             return;
         };

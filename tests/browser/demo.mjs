@@ -1,18 +1,22 @@
 // The demo room (c10m serve's /demo/ over /signal/v1) in headless Chromium with fake camera and
 // microphone: three participants each decode both others' video and receive their audio, a
 // leaver's tile disappears, and twenty join/leave cycles of a fourth renegotiate cleanly.
-// Usage: node demo.mjs http://127.0.0.1:PORT [relay]
+// With `sfu`, the same through the server's SFU (/demo/?sfu=1): one peer connection per page,
+// with the server, which forwards the others' tracks and renegotiates as they come and go.
+// Usage: node demo.mjs http://127.0.0.1:PORT [relay] [sfu]
 // Exits 0 when every check holds, 1 otherwise (each failure printed).
 import { chromium } from "playwright-core";
 
 const base = process.argv[2];
-const relay = process.argv[3] === "relay";
-if (!base) {
-  console.error("usage: node demo.mjs http://HOST:PORT [relay]");
+const flags = process.argv.slice(3);
+const relay = flags.includes("relay");
+const sfu = flags.includes("sfu");
+if (!base || flags.some((f) => f !== "relay" && f !== "sfu")) {
+  console.error("usage: node demo.mjs http://HOST:PORT [relay] [sfu]");
   process.exit(2);
 }
 const room = `t${Date.now()}`;
-const url = `${base}/demo/?room=${room}&autojoin=1${relay ? "&relay=1" : ""}`;
+const url = `${base}/demo/?room=${room}&autojoin=1${relay ? "&relay=1" : ""}${sfu ? "&sfu=1" : ""}`;
 
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
@@ -38,20 +42,22 @@ function check(ok, what) {
   if (!ok) failed += 1;
 }
 
-// Decoded video frames and received audio bytes per remote participant of a page.
+// Decoded video frames and received audio bytes per remote participant of a page (audio: the
+// inbound RTP of the audio tracks in that participant's tile, from any peer connection).
 async function media(page) {
   return page.evaluate(async () => {
+    const audioBytes = new Map(); // track id -> bytes received
+    for (const pc of window.c10mDemo.pcs()) {
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "audio") {
+          audioBytes.set(s.trackIdentifier, (audioBytes.get(s.trackIdentifier) ?? 0) + s.bytesReceived);
+        }
+      });
+    }
     const out = {};
     for (const v of document.querySelectorAll("video[data-remote]")) {
-      out[v.getAttribute("data-remote")] = { frames: v.getVideoPlaybackQuality().totalVideoFrames };
-    }
-    for (const [id, p] of window.c10mDemo.peers) {
-      const stats = await p.pc.getStats();
-      let audio = 0;
-      stats.forEach((s) => {
-        if (s.type === "inbound-rtp" && s.kind === "audio") audio += s.bytesReceived;
-      });
-      (out[id] ||= {}).audio = audio;
+      const audio = (v.srcObject?.getAudioTracks() ?? []).reduce((n, t) => n + (audioBytes.get(t.id) ?? 0), 0);
+      out[v.getAttribute("data-remote")] = { frames: v.getVideoPlaybackQuality().totalVideoFrames, audio };
     }
     return out;
   });
@@ -99,15 +105,16 @@ try {
     // Forced through TURN: every connection's selected pair uses a relayed local candidate.
     const types = await pages[0].evaluate(async () => {
       const out = [];
-      for (const [, p] of window.c10mDemo.peers) {
-        const stats = await p.pc.getStats();
+      for (const pc of window.c10mDemo.pcs()) {
+        const stats = await pc.getStats();
         let pair = null;
         stats.forEach((s) => { if (s.type === "transport" && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
         out.push(pair ? stats.get(pair.localCandidateId)?.candidateType : "none");
       }
       return out;
     });
-    check(types.length === 2 && types.every((t) => t === "relay"), `media flows through TURN (local candidates: ${types.join(", ")})`);
+    const pcs = sfu ? 1 : 2;
+    check(types.length === pcs && types.every((t) => t === "relay"), `media flows through TURN (local candidates: ${types.join(", ")})`);
   }
   // The third leaves: its tile disappears from the others.
   const leaver = await pages[2].evaluate(() => window.c10mDemo.me);

@@ -278,6 +278,12 @@ pub struct ServeArgs {
     #[arg(long, env = "C10M_TURN_TTL_SECS", value_name = "SECS", value_parser = whole!(u64))]
     pub turn_ttl_secs: Option<u64>,
 
+    /// Signaling: run the SFU for rooms joined with "mode":"sfu", on UDP at ADDR (an explicit
+    /// IP, the candidate participants are given); shard i binds port + i, port 0 any free
+    /// port (default: no SFU)
+    #[arg(long, env = "C10M_SFU_UDP", value_name = "ADDR")]
+    pub sfu_udp: Option<SocketAddr>,
+
     /// I/O backend: edge-triggered epoll, io_uring, or io_uring when the kernel offers it and
     /// epoll otherwise
     #[arg(long, env = "C10M_IO", value_name = "BACKEND", value_parser = io_mode())]
@@ -399,6 +405,9 @@ impl ServeArgs {
         if self.metrics.is_some() {
             c.metrics = self.metrics;
         }
+        if self.sfu_udp.is_some() {
+            c.sfu_udp = self.sfu_udp;
+        }
         if self.broker.is_some() {
             c.broker = self.broker.clone();
         }
@@ -510,7 +519,15 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     if !ice.turn.is_empty() && ice.turn_secret.is_none() {
         return usage_error("--turn-url needs --turn-secret (REST credentials)");
     }
-    let signaling = Signaling::new(SignalingLimits::default(), ice, move |h| make(h));
+    let signaling = match config.sfu_udp {
+        Some(addr) if addr.ip().is_unspecified() => {
+            return usage_error(format_args!(
+                "--sfu-udp {addr}: give an explicit IP (it is the ICE candidate participants connect to)"
+            ));
+        }
+        Some(addr) => Signaling::with_sfu(SignalingLimits::default(), ice, addr, move |h| make(h)),
+        None => Signaling::new(SignalingLimits::default(), ice, move |h| make(h)),
+    };
     let routes = Routes::new()
         .route("/echo", |_| Box::new(apps::Echo))
         .route("/pubsub", |_| Box::new(apps::PubSub))
@@ -521,6 +538,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     let drain_ms = config.drain_timeout_ms;
     let shards = config.shard_count();
     let listen = config.listen;
+    let sfu_udp = config.sfu_udp;
     let broker: Option<Arc<dyn Broker>> = match &config.broker {
         None => None,
         Some(url) => match RedisBroker::new(url) {
@@ -551,6 +569,11 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     println!(
         "c10m: signaling on ws://{addr}/signal/v1, demo room on http://{addr}/demo/?room=NAME"
     );
+    if let Some(sfu) = sfu_udp {
+        println!(
+            "c10m: SFU on udp://{sfu} (shard i at port + i), demo with http://{addr}/demo/?room=NAME&sfu=1"
+        );
+    }
     if let Some(m) = handle.metrics_addr() {
         println!("c10m: metrics on http://{m}/metrics, health on http://{m}/health");
     }

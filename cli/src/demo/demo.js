@@ -2,9 +2,13 @@
 // mute, over the signaling service at /signal/v1 (docs/SIGNALING.md). Media flows between
 // browsers (a mesh: each pair has a peer connection; the newcomer makes the offers) with the
 // ICE servers the server hands out at join, TURN included when configured.
+// With ?sfu=1 media goes through the server's SFU instead: one peer connection with the server
+// (addressed as "sfu"), which forwards everyone's tracks, each in a stream named by its
+// publisher's id, and renegotiates (the server offers) as participants come and go.
 const params = new URLSearchParams(location.search);
 const room = params.get("room") || "demo";
 const relayOnly = params.get("relay") === "1";
+const sfuMode = params.get("sfu") === "1";
 const $ = (id) => document.getElementById(id);
 $("room").textContent = `room: ${room}`;
 
@@ -13,6 +17,8 @@ let me = null;
 let local = null;
 let iceServers = [];
 const peers = new Map(); // id -> { pc, tile }
+let sfu = null; // SFU mode: the peer connection with the server
+let queue = Promise.resolve(); // signaling messages are handled one at a time, in order
 
 function status(text) { $("status").textContent = text; }
 
@@ -68,12 +74,46 @@ async function call(id) {
   send({ type: "offer", to: id, sdp: pc.localDescription.sdp });
 }
 
+// SFU mode: publish our tracks (sendonly) in the first offer; the tracks of the others arrive
+// in the server's later offers, each in a stream whose id is its publisher's.
+async function startSfu() {
+  const pc = new RTCPeerConnection({
+    iceServers,
+    iceTransportPolicy: relayOnly ? "relay" : "all",
+  });
+  sfu = pc;
+  for (const track of local.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [local] });
+  pc.ontrack = (e) => {
+    const stream = e.streams[0];
+    if (!stream) return;
+    const v = tile(stream.id).querySelector("video");
+    if (v.srcObject !== stream) v.srcObject = stream;
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  send({ type: "offer", to: "sfu", sdp: pc.localDescription.sdp });
+}
+
+async function onSfuSignal(msg) {
+  if (msg.type === "offer") {
+    await sfu.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+    await sfu.setLocalDescription(await sfu.createAnswer());
+    send({ type: "answer", to: "sfu", sdp: sfu.localDescription.sdp });
+  } else if (msg.type === "answer") {
+    await sfu.setRemoteDescription({ type: "answer", sdp: msg.sdp });
+  }
+}
+
 async function onSignal(msg) {
+  if (msg.from === "sfu" && sfu) return onSfuSignal(msg);
   switch (msg.type) {
     case "joined":
       me = msg.id;
       iceServers = msg.ice_servers || [];
-      status(`joined as ${me.slice(-6)} with ${msg.participants.length} other(s)`);
+      status(`joined as ${me.slice(-6)} with ${msg.participants.length} other(s)${sfuMode ? " through the SFU" : ""}`);
+      if (sfuMode) {
+        await startSfu();
+        break;
+      }
       // The newcomer offers to everyone already there.
       for (const id of msg.participants) await call(id);
       break;
@@ -117,16 +157,26 @@ async function join() {
   $("local").srcObject = local;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   ws = new WebSocket(`${scheme}://${location.host}/signal/v1`);
-  ws.onopen = () => send({ type: "join", room });
-  ws.onmessage = (e) => onSignal(JSON.parse(e.data)).catch((err) => status(String(err)));
-  ws.onclose = () => { status("disconnected"); for (const id of [...peers.keys()]) drop(id); $("join").disabled = false; };
+  ws.onopen = () => send(sfuMode ? { type: "join", room, mode: "sfu" } : { type: "join", room });
+  ws.onmessage = (e) => {
+    const msg = JSON.parse(e.data);
+    queue = queue.then(() => onSignal(msg)).catch((err) => status(String(err)));
+  };
+  ws.onclose = () => { status("disconnected"); dropAll(); $("join").disabled = false; };
   $("leave").disabled = false;
   $("mute").disabled = false;
 }
 
+function dropAll() {
+  for (const id of [...peers.keys()]) drop(id);
+  sfu?.close();
+  sfu = null;
+  for (const t of document.querySelectorAll(".tile[data-peer]")) t.remove();
+}
+
 function leave() {
   send({ type: "leave" });
-  for (const id of [...peers.keys()]) drop(id);
+  dropAll();
   ws?.close();
   ws = null;
   $("leave").disabled = true;
@@ -141,4 +191,10 @@ $("mute").onclick = () => {
 };
 // For tests and scripts: join at once with ?autojoin=1.
 if (params.get("autojoin") === "1") $("join").click();
-window.c10mDemo = { peers, get me() { return me; }, leave };
+window.c10mDemo = {
+  peers,
+  get me() { return me; },
+  // Every peer connection of this page (one per remote in a mesh, the one with the SFU).
+  pcs() { return sfu ? [sfu] : [...peers.values()].map((p) => p.pc); },
+  leave,
+};

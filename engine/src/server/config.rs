@@ -186,6 +186,10 @@ pub struct ServerConfig {
     pub turn_secret: Option<String>,
     /// Signaling: how long TURN credentials last, seconds.
     pub turn_ttl_secs: u64,
+    /// Signaling: the SFU's UDP address (rooms joined with `"mode":"sfu"`); shard i binds
+    /// port + i (0: any free port per shard). An explicit IP: it is the ICE candidate handed
+    /// to participants. None (the default) runs no SFU. Read by the `c10m` binary.
+    pub sfu_udp: Option<SocketAddr>,
     /// The I/O backend.
     pub io: IoMode,
     /// io_uring: provided buffers per shard (a power of two, at most [`MAX_RING_BUFFERS`]).
@@ -250,6 +254,7 @@ impl Default for ServerConfig {
             turn_url: Vec::new(),
             turn_secret: None,
             turn_ttl_secs: 86_400,
+            sfu_udp: None,
             io: IoMode::default(),
             ring_buffers: None,
             ring_buffer_size: 16 * 1024,
@@ -711,6 +716,7 @@ mod tests {
             shards: 7,
             ring_buffers: Some(128),
             metrics: Some("127.0.0.1:9100".parse().unwrap()),
+            sfu_udp: Some("127.0.0.1:40000".parse().unwrap()),
             allowed_origins: vec!["https://a.example".into()],
             io: IoMode::Uring,
             ..ServerConfig::default()

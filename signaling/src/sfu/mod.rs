@@ -1,0 +1,323 @@
+//! The SFU: a selective forwarding unit on webrtc-rs's sans-IO core (the `rtc` crate), driven
+//! by the shard that owns the room. Each shard running signaling binds one UDP socket
+//! ([`Ctx::bind_udp`]); a room's media lives on the shard its name hashes to
+//! ([`room_shard`]), so every packet of a room is read, forwarded and written on one thread
+//! with no hop and no task per connection. Signaling reaches that shard through
+//! [`Ctx::post`] as a [`Command`].
+//!
+//! Demultiplexing: the SFU is ICE-lite and has one candidate per shard (its socket), so a
+//! participant's STUN binding request names its peer connection by the server's ufrag (see
+//! [`stun`]); the source address of that request then routes everything else from it (DTLS,
+//! SRTP, SRTCP). Timers: the earliest deadline of the shard's connections is one engine timer
+//! ([`Ctx::set_timer`]).
+//!
+//! Negotiation: one peer connection per participant. The participant offers first (its audio
+//! and video, sendonly); after that the SFU is the only offerer: each time the tracks
+//! forwarded to a participant change (someone published, someone left), it sends a new offer
+//! once the previous one is answered.
+
+pub mod keyframe;
+pub mod peer;
+pub mod room;
+pub mod stun;
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use c10m_engine::server::{ConnId, Ctx, Datagram, TimerId, UdpId};
+
+use peer::Peer;
+use room::{Output, Room};
+
+/// The token of the SFU's engine timer.
+pub const TIMER: u64 = 0x5f0;
+
+/// What signaling asks of the shard that owns a room's media.
+#[derive(Debug)]
+pub enum Command {
+    /// Participant `id` (connection `conn`) joined `room` in SFU mode.
+    Join {
+        /// The room.
+        room: String,
+        /// The participant.
+        id: String,
+        /// Its signaling connection (SDP goes back there).
+        conn: ConnId,
+    },
+    /// The participant's offer (its first and only one).
+    Offer {
+        /// The room.
+        room: String,
+        /// The participant.
+        id: String,
+        /// The SDP.
+        sdp: String,
+    },
+    /// The participant's answer to the SFU's offer.
+    Answer {
+        /// The room.
+        room: String,
+        /// The participant.
+        id: String,
+        /// The SDP.
+        sdp: String,
+    },
+    /// The participant left (or its connection closed).
+    Leave {
+        /// The room.
+        room: String,
+        /// The participant.
+        id: String,
+    },
+}
+
+/// The shard that owns `room`'s media (FNV-1a of its name).
+pub fn room_shard(room: &str, shards: u16) -> u16 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in room.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h % u32::from(shards.max(1))) as u16
+}
+
+/// The address shard `shard` binds for the SFU's base address `base`: the same address with
+/// port `base + shard` (port 0: any free port).
+pub fn shard_addr(base: SocketAddr, shard: u16) -> SocketAddr {
+    let mut addr = base;
+    if base.port() != 0 {
+        addr.set_port(base.port().saturating_add(shard));
+    }
+    addr
+}
+
+/// The SSRCs of forwarded tracks: random (keyed per shard), never zero.
+#[derive(Debug, Default)]
+pub struct Ssrcs {
+    random: RandomState,
+    counter: u64,
+}
+
+impl Ssrcs {
+    /// The next SSRC.
+    pub fn fresh(&mut self) -> u32 {
+        self.counter += 1;
+        (self.random.hash_one(self.counter) as u32).max(1)
+    }
+}
+
+/// One shard's SFU.
+pub struct SfuShard {
+    socket: UdpId,
+    local: SocketAddr,
+    rooms: HashMap<String, Room>,
+    /// Server ufrag -> (room, participant).
+    by_ufrag: HashMap<String, (String, String)>,
+    /// Source address -> (room, participant).
+    by_addr: HashMap<SocketAddr, (String, String)>,
+    /// The armed engine timer and its deadline.
+    timer: Option<(Instant, TimerId)>,
+    ssrcs: Ssrcs,
+}
+
+impl std::fmt::Debug for SfuShard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SfuShard")
+            .field("local", &self.local)
+            .field("rooms", &self.rooms.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SfuShard {
+    /// Binds the shard's socket at `addr` (an explicit address: it is the candidate the
+    /// participants are given).
+    pub fn bind(ctx: &mut Ctx<'_>, addr: SocketAddr) -> io::Result<SfuShard> {
+        if addr.ip().is_unspecified() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the SFU's UDP address must be an explicit IP (it is the ICE candidate)",
+            ));
+        }
+        let socket = ctx.bind_udp(addr)?;
+        let local = ctx.udp_addr(socket).unwrap_or(addr);
+        Ok(SfuShard {
+            socket,
+            local,
+            rooms: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            timer: None,
+            ssrcs: Ssrcs::default(),
+        })
+    }
+
+    /// The socket's address (the candidate participants connect to).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Participants with a peer connection on this shard.
+    pub fn participants(&self) -> usize {
+        self.rooms.values().map(|r| r.peers.len()).sum()
+    }
+
+    /// Rooms with media on this shard.
+    pub fn rooms(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Carries out a command from signaling.
+    pub fn command(&mut self, ctx: &mut Ctx<'_>, command: Command) {
+        let now = Instant::now();
+        let mut out = Output::default();
+        let room_name = match &command {
+            Command::Join { room, .. }
+            | Command::Offer { room, .. }
+            | Command::Answer { room, .. }
+            | Command::Leave { room, .. } => room.clone(),
+        };
+        match command {
+            Command::Join { room, id, conn } => match Peer::new(id.clone(), conn, now) {
+                Ok(peer) => {
+                    let r = self.rooms.entry(room).or_default();
+                    if r.find(&id).is_none() {
+                        r.peers.push(peer);
+                    }
+                }
+                Err(e) => out.messages.push((conn, room::sdp_error(&e))),
+            },
+            Command::Offer { room, id, sdp } => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.offer(&id, sdp, self.local, now, &mut out, &mut self.ssrcs);
+                    if let Some(u) = r.find(&id).and_then(|i| r.peers[i].ufrag.clone()) {
+                        self.by_ufrag.insert(u, (room, id));
+                    }
+                }
+            }
+            Command::Answer { room, id, sdp } => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.answer(&id, sdp, now, &mut out);
+                }
+            }
+            Command::Leave { room, id } => {
+                if let Some(r) = self.rooms.get_mut(&room)
+                    && let Some(peer) = r.leave(&id)
+                {
+                    if let Some(u) = &peer.ufrag {
+                        self.by_ufrag.remove(u);
+                    }
+                    if let Some(a) = &peer.addr {
+                        self.by_addr.remove(a);
+                    }
+                    if r.peers.is_empty() {
+                        self.rooms.remove(&room);
+                    }
+                }
+            }
+        }
+        if let Some(r) = self.rooms.get_mut(&room_name) {
+            r.pump(now, &mut out, &mut self.ssrcs);
+        }
+        self.finish(ctx, out);
+    }
+
+    /// Datagrams arrived on a socket of this app.
+    pub fn datagrams(&mut self, ctx: &mut Ctx<'_>, socket: UdpId, datagrams: &[Datagram<'_>]) {
+        if socket != self.socket {
+            return;
+        }
+        let now = Instant::now();
+        let mut touched: HashSet<String> = HashSet::new();
+        for d in datagrams {
+            let route = match stun::server_ufrag(d.data) {
+                Some(ufrag) => {
+                    let Some(route) = self.by_ufrag.get(ufrag).cloned() else {
+                        continue;
+                    };
+                    // The participant's address: learned from its STUN (ICE-lite answers
+                    // every valid check; the latest one wins, as a nominated pair would).
+                    if self.by_addr.get(&d.from) != Some(&route) {
+                        self.learn_addr(d.from, &route);
+                    }
+                    route
+                }
+                None => match self.by_addr.get(&d.from) {
+                    Some(route) => route.clone(),
+                    None => continue,
+                },
+            };
+            let (room, id) = &route;
+            if let Some(r) = self.rooms.get_mut(room)
+                && let Some(i) = r.find(id)
+            {
+                r.read(i, self.local, d.from, d.data, now);
+                touched.insert(room.clone());
+            }
+        }
+        let mut out = Output::default();
+        for room in &touched {
+            if let Some(r) = self.rooms.get_mut(room) {
+                r.pump(now, &mut out, &mut self.ssrcs);
+            }
+        }
+        self.finish(ctx, out);
+    }
+
+    fn learn_addr(&mut self, from: SocketAddr, route: &(String, String)) {
+        let (room, id) = route;
+        if let Some(r) = self.rooms.get_mut(room)
+            && let Some(i) = r.find(id)
+        {
+            if let Some(old) = r.peers[i].addr.replace(from) {
+                self.by_addr.remove(&old);
+            }
+            self.by_addr.insert(from, route.clone());
+        }
+    }
+
+    /// The engine timer fired: runs every connection that is due.
+    pub fn timer(&mut self, ctx: &mut Ctx<'_>) {
+        self.timer = None;
+        let now = Instant::now();
+        let mut out = Output::default();
+        for r in self.rooms.values_mut() {
+            if r.next_timeout().is_some_and(|t| t <= now) {
+                r.timeout(now);
+                r.pump(now, &mut out, &mut self.ssrcs);
+            }
+        }
+        self.finish(ctx, out);
+    }
+
+    /// Sends what a pass produced and arms the timer for the earliest deadline.
+    fn finish(&mut self, ctx: &mut Ctx<'_>, out: Output) {
+        for (to, data) in out.datagrams {
+            let _ = ctx.send_datagram(self.socket, to, &data);
+        }
+        for (conn, text) in out.messages {
+            let _ = ctx.send_text(conn, &text);
+        }
+        let next = self.rooms.values_mut().filter_map(Room::next_timeout).min();
+        let Some(next) = next else {
+            return;
+        };
+        if let Some((armed, id)) = self.timer {
+            if armed <= next {
+                return;
+            }
+            ctx.cancel_timer(id);
+        }
+        let after = next.saturating_duration_since(Instant::now());
+        // Rounded up to the engine's millisecond timers.
+        let ms = after
+            .as_millis()
+            .saturating_add(u128::from(after.subsec_nanos() % 1_000_000 != 0));
+        let id = ctx.set_timer(u64::try_from(ms).unwrap_or(u64::MAX), TIMER);
+        self.timer = Some((next, id));
+    }
+}

@@ -1,0 +1,334 @@
+//! One room's media: its participants' peer connections and the forwarding between them.
+//! Every publisher's track goes to every other participant (a sendonly transceiver each, its
+//! own SSRC); RTP is forwarded with its SSRC and payload type rewritten and its header
+//! extensions dropped (their ids are per connection); a subscriber's keyframe request goes to
+//! the publisher as a PLI, at most one per [`PLI_INTERVAL`] per published track; a subscriber
+//! that connects, or whose new tracks were just answered, has a keyframe asked for each.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use c10m_engine::server::ConnId;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use serde_json::Value;
+
+use super::Ssrcs;
+use super::keyframe::is_keyframe_request;
+use super::peer::Peer;
+
+/// At most one keyframe request per published track in this interval.
+pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What a pass over a room produced: datagrams to send, signaling messages to participants.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// (to, payload).
+    pub datagrams: Vec<(SocketAddr, BytesMut)>,
+    /// (connection, JSON text).
+    pub messages: Vec<(ConnId, String)>,
+}
+
+/// A signaling message from the SFU to a participant.
+pub fn sdp_message(kind: &str, sdp: String) -> String {
+    format!(
+        "{{\"type\":{},\"from\":\"sfu\",\"sdp\":{}}}",
+        Value::String(kind.to_owned()),
+        Value::String(sdp)
+    )
+}
+
+/// An error from the SFU (code 9: the SDP was refused).
+pub fn sdp_error(detail: &str) -> String {
+    format!(
+        "{{\"type\":\"error\",\"code\":9,\"message\":{}}}",
+        Value::String(format!("bad sdp: {detail}"))
+    )
+}
+
+/// A room's participants with the SFU.
+#[derive(Debug, Default)]
+pub struct Room {
+    /// In join order.
+    pub peers: Vec<Peer>,
+}
+
+impl Room {
+    /// The index of participant `id`.
+    pub fn find(&self, id: &str) -> Option<usize> {
+        self.peers.iter().position(|p| p.id == id)
+    }
+
+    /// Takes participant `id`'s offer: answers it and, once answered, forwards every track
+    /// already published in the room to it.
+    pub fn offer(
+        &mut self,
+        id: &str,
+        sdp: String,
+        local: SocketAddr,
+        now: Instant,
+        out: &mut Output,
+        ssrc: &mut Ssrcs,
+    ) {
+        let Some(i) = self.find(id) else {
+            return;
+        };
+        let conn = self.peers[i].conn;
+        match self.peers[i].offer(sdp, local, now) {
+            Ok(answer) => {
+                out.messages.push((conn, sdp_message("answer", answer)));
+                let tracks: Vec<(String, String, RtpCodecKind)> = self
+                    .peers
+                    .iter()
+                    .filter(|p| p.id != id)
+                    .flat_map(|p| {
+                        p.published
+                            .iter()
+                            .map(|(t, pubd)| (p.id.clone(), t.clone(), pubd.kind))
+                    })
+                    .collect();
+                for (publisher, track, kind) in tracks {
+                    let _ = self.peers[i].add_forward(&publisher, &track, kind, ssrc.fresh());
+                }
+            }
+            Err(e) => out.messages.push((conn, sdp_error(&e))),
+        }
+    }
+
+    /// Takes participant `id`'s answer to the SFU's offer, then asks for keyframes of what it
+    /// receives.
+    pub fn answer(&mut self, id: &str, sdp: String, now: Instant, out: &mut Output) {
+        let Some(i) = self.find(id) else {
+            return;
+        };
+        match self.peers[i].answer(sdp, now) {
+            Ok(()) => self.keyframes_for(i, now),
+            Err(e) => out.messages.push((self.peers[i].conn, sdp_error(&e))),
+        }
+    }
+
+    /// Removes participant `id`: closes its connection and stops forwarding its tracks.
+    pub fn leave(&mut self, id: &str) -> Option<Peer> {
+        let i = self.find(id)?;
+        let mut peer = self.peers.remove(i);
+        peer.close();
+        for p in &mut self.peers {
+            p.remove_forwards_of(id);
+        }
+        Some(peer)
+    }
+
+    /// A datagram for participant `i`.
+    pub fn read(
+        &mut self,
+        i: usize,
+        local: SocketAddr,
+        from: SocketAddr,
+        data: &[u8],
+        now: Instant,
+    ) {
+        let Some(peer) = self.peers.get_mut(i) else {
+            return;
+        };
+        let _ = peer.pc.handle_read(TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: local,
+                peer_addr: from,
+                transport_protocol: TransportProtocol::UDP,
+                ecn: None,
+            },
+            message: BytesMut::from(data),
+        });
+    }
+
+    /// Runs the timers of the connections that are due.
+    pub fn timeout(&mut self, now: Instant) {
+        for p in &mut self.peers {
+            if p.pc.poll_timeout().is_some_and(|t| t <= now) {
+                let _ = p.pc.handle_timeout(now);
+            }
+        }
+    }
+
+    /// The earliest timer of the room's connections.
+    pub fn next_timeout(&mut self) -> Option<Instant> {
+        self.peers
+            .iter_mut()
+            .filter_map(|p| p.pc.poll_timeout())
+            .min()
+    }
+
+    /// Processes what the connections have to say: events (tracks opened, connection
+    /// state), media to forward, keyframe requests, offers to make, datagrams to send.
+    pub fn pump(&mut self, now: Instant, out: &mut Output, ssrc: &mut Ssrcs) {
+        for i in 0..self.peers.len() {
+            self.events(i, now, ssrc);
+            self.reads(i, now);
+        }
+        for p in &mut self.peers {
+            if let Some(made) = p.next_offer(now) {
+                let text = match made {
+                    Ok(sdp) => sdp_message("offer", sdp),
+                    Err(e) => sdp_error(&e),
+                };
+                out.messages.push((p.conn, text));
+            }
+        }
+        for p in &mut self.peers {
+            while let Some(w) = p.pc.poll_write() {
+                out.datagrams.push((w.transport.peer_addr, w.message));
+            }
+        }
+    }
+
+    fn events(&mut self, i: usize, now: Instant, ssrc: &mut Ssrcs) {
+        let mut opened = Vec::new();
+        let mut connected = false;
+        {
+            let peer = &mut self.peers[i];
+            while let Some(event) = peer.pc.poll_event() {
+                match event {
+                    RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                        let up = state == RTCPeerConnectionState::Connected;
+                        connected |= up && !peer.connected;
+                        peer.connected = up;
+                    }
+                    RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                        let Some(kind) = peer
+                            .pc
+                            .rtp_receiver(init.receiver_id)
+                            .map(|r| r.track().kind())
+                        else {
+                            continue;
+                        };
+                        peer.published.insert(
+                            init.track_id.clone(),
+                            super::peer::Published {
+                                kind,
+                                receiver: init.receiver_id,
+                                ssrc: init.ssrc,
+                                last_pli: None,
+                            },
+                        );
+                        opened.push((init.track_id, kind));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let publisher = self.peers[i].id.clone();
+        for (track, kind) in opened {
+            for (j, p) in self.peers.iter_mut().enumerate() {
+                if j != i && p.negotiated {
+                    let _ = p.add_forward(&publisher, &track, kind, ssrc.fresh());
+                }
+            }
+        }
+        if connected {
+            self.keyframes_for(i, now);
+        }
+    }
+
+    fn reads(&mut self, i: usize, now: Instant) {
+        let mut media = Vec::new();
+        let mut keyframe_requests = Vec::new();
+        while let Some(msg) = self.peers[i].pc.poll_read() {
+            match msg.message {
+                RTCMessage::RtpPacket(track, packet) => media.push((track, packet)),
+                RTCMessage::RtcpPacket(track, packets)
+                    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) =>
+                {
+                    keyframe_requests.push(track);
+                }
+                _ => {}
+            }
+        }
+        let publisher = self.peers[i].id.clone();
+        for (track, packet) in media {
+            let Some(kind) = self.peers[i].published.get(&track).map(|p| p.kind) else {
+                continue;
+            };
+            let key = (publisher.clone(), track);
+            for (j, sub) in self.peers.iter_mut().enumerate() {
+                if j == i || !sub.connected {
+                    continue;
+                }
+                let Some(f) = sub.forwards.get(&key) else {
+                    continue;
+                };
+                let (sender, ssrc, known) = (f.sender, f.ssrc, f.payload_type);
+                let Some(pt) = known.or_else(|| sub.payload_type(sender, kind)) else {
+                    continue;
+                };
+                if let Some(f) = sub.forwards.get_mut(&key) {
+                    f.payload_type = Some(pt);
+                }
+                let mut out = packet.clone();
+                out.header.ssrc = ssrc;
+                out.header.payload_type = pt;
+                out.header.extension = false;
+                out.header.extension_profile = 0;
+                out.header.extensions.clear();
+                out.header.extensions_padding = 0;
+                if let Some(mut s) = sub.pc.rtp_sender(sender) {
+                    let _ = s.write_rtp(now, out);
+                }
+            }
+        }
+        // Keyframe requests arrive under the subscriber's sender track id.
+        for track in keyframe_requests {
+            let source = self.peers[i]
+                .forwards
+                .iter()
+                .find(|(_, f)| f.track_id == track)
+                .map(|(k, _)| k.clone());
+            if let Some((publisher, published)) = source {
+                self.request_keyframe(&publisher, &published, now);
+            }
+        }
+    }
+
+    /// Asks for a keyframe of every video track forwarded to participant `i`.
+    fn keyframes_for(&mut self, i: usize, now: Instant) {
+        let keys: Vec<(String, String)> = self.peers[i].forwards.keys().cloned().collect();
+        for (publisher, track) in keys {
+            self.request_keyframe(&publisher, &track, now);
+        }
+    }
+
+    /// A PLI to `publisher` for its video track `track`, unless one went out within
+    /// [`PLI_INTERVAL`].
+    fn request_keyframe(&mut self, publisher: &str, track: &str, now: Instant) {
+        let Some(p) = self.peers.iter_mut().find(|p| p.id == publisher) else {
+            return;
+        };
+        let Some(published) = p.published.get_mut(track) else {
+            return;
+        };
+        if published.kind != RtpCodecKind::Video
+            || published
+                .last_pli
+                .is_some_and(|t| now.saturating_duration_since(t) < PLI_INTERVAL)
+        {
+            return;
+        }
+        published.last_pli = Some(now);
+        let (receiver, media_ssrc) = (published.receiver, published.ssrc);
+        if let Some(mut r) = p.pc.rtp_receiver(receiver) {
+            let _ = r.write_rtcp(
+                now,
+                vec![Box::new(PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                })],
+            );
+        }
+    }
+}
