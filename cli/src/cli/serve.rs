@@ -238,6 +238,15 @@ pub struct ServeArgs {
     #[arg(long, env = "C10M_TOKEN_RS256_KEY", value_name = "FILE")]
     pub token_rs256_key: Option<PathBuf>,
 
+    /// Serve wss:// (TLS) with this PEM certificate chain, the server's certificate first
+    /// (needs --tls-key; both are read again on SIGHUP; default: none, ws://)
+    #[arg(long, env = "C10M_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// wss://: the PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, env = "C10M_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
     /// The client protocol: publications kept per channel for history and recovery
     #[arg(long, env = "C10M_HISTORY_SIZE", value_name = "N", value_parser = count!(usize))]
     pub history_size: Option<usize>,
@@ -417,6 +426,12 @@ impl ServeArgs {
         if self.token_rs256_key.is_some() {
             c.token_rs256_key = self.token_rs256_key.clone();
         }
+        if self.tls_cert.is_some() {
+            c.tls_cert = self.tls_cert.clone();
+        }
+        if self.tls_key.is_some() {
+            c.tls_key = self.tls_key.clone();
+        }
         if self.ring_buffers.is_some() {
             c.ring_buffers = self.ring_buffers;
         }
@@ -432,7 +447,7 @@ impl ServeArgs {
 }
 
 /// Runs `c10m serve` until SIGTERM or SIGINT (a second one while draining exits at once, with
-/// status 130).
+/// status 130); SIGHUP reloads the TLS certificate and key.
 pub fn run(args: &ServeArgs) -> ExitCode {
     let config = match args.config() {
         Ok(c) => c,
@@ -448,6 +463,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ]) {
         Ok(s) => s,
         Err(e) => {
@@ -561,13 +577,18 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     };
     // The banner is output, not a log: scripts and tests read the addresses from stdout.
     let addr = handle.local_addr();
-    println!("c10m: listening on ws://{addr}/echo and ws://{addr}/pubsub");
+    let (ws, http) = if handle.tls() {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
+    println!("c10m: listening on {ws}://{addr}/echo and {ws}://{addr}/pubsub");
     println!("c10m: {shards} shard(s), SO_REUSEPORT");
     println!("c10m: backend: {}", handle.backend());
     println!("c10m: broker: {broker_line}");
-    println!("c10m: client protocol on ws://{addr}/connection/v1 ({tokens}, state {state})");
+    println!("c10m: client protocol on {ws}://{addr}/connection/v1 ({tokens}, state {state})");
     println!(
-        "c10m: signaling on ws://{addr}/signal/v1, demo room on http://{addr}/demo/?room=NAME"
+        "c10m: signaling on {ws}://{addr}/signal/v1, demo room on {http}://{addr}/demo/?room=NAME"
     );
     if let Some(sfu) = sfu_udp {
         println!(
@@ -585,12 +606,21 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         "serving"
     );
     preflight(shards);
-    if let Some(signal) = signals.forever().next() {
+    for signal in signals.forever() {
+        if signal == signal_hook::consts::SIGHUP {
+            reload_tls(&handle);
+            continue;
+        }
         tracing::info!(signal, drain_ms, "closing connections with 1001");
+        break;
     }
     // A second signal while draining: the operator does not want to wait.
+    // (SIGHUP still only reloads.)
     std::thread::spawn(move || {
-        if let Some(signal) = signals.forever().next() {
+        for signal in signals.forever() {
+            if signal == signal_hook::consts::SIGHUP {
+                continue;
+            }
             tracing::warn!(signal, "a second signal: exiting at once, without draining");
             std::process::exit(130);
         }
@@ -605,6 +635,21 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             tracing::error!(error = %e, "a shard failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// SIGHUP: the TLS certificate and key read again; new handshakes use them, open connections
+/// stay open. A file that cannot be used keeps the pair in use, with an error logged.
+fn reload_tls(handle: &server::ServerHandle) {
+    match handle.reload_tls() {
+        Ok(true) => {
+            tracing::info!("SIGHUP: TLS certificate and key reloaded; new handshakes use them")
+        }
+        Ok(false) => tracing::info!("SIGHUP: no TLS certificate to reload (serving ws://)"),
+        Err(e) => tracing::error!(
+            error = %e,
+            "SIGHUP: TLS certificate and key not reloaded; the ones in use stay"
+        ),
     }
 }
 

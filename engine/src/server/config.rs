@@ -164,6 +164,13 @@ pub struct ServerConfig {
     /// The client protocol: a PEM file with the RSA public key RS256 tokens are checked with.
     /// Read by the `c10m` binary.
     pub token_rs256_key: Option<std::path::PathBuf>,
+    /// wss://: a PEM file with the certificate chain, the server's own certificate first.
+    /// Given with `tls_key`, every connection speaks TLS (rustls; ALPN `http/1.1`); both are
+    /// read again on [`ServerHandle::reload_tls`](super::ServerHandle::reload_tls) (SIGHUP in
+    /// `c10m serve`).
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// wss://: a PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<std::path::PathBuf>,
     /// The client protocol: publications kept per channel for history and recovery. Read by
     /// the `c10m` binary.
     pub history_size: usize,
@@ -246,6 +253,8 @@ impl Default for ServerConfig {
             broker: None,
             token_hs256_secret: None,
             token_rs256_key: None,
+            tls_cert: None,
+            tls_key: None,
             history_size: 100,
             history_ttl_ms: 300_000,
             presence_ttl_ms: 30_000,
@@ -273,6 +282,13 @@ pub enum ConfigError {
     /// The file is not valid TOML for [`ServerConfig`] (a number in a TOML string that is not
     /// in the grammar is reported here, with its line).
     Toml(toml::de::Error),
+    /// One of two settings that go together was given without the other.
+    Unpaired {
+        /// The setting given (`tls_cert`).
+        given: &'static str,
+        /// The one missing (`tls_key`).
+        missing: &'static str,
+    },
     /// A setting is outside what the engine can run with ([`ServerConfig::validate`]).
     Invalid {
         /// The setting's TOML key (`max_frame_size`).
@@ -288,6 +304,12 @@ impl fmt::Display for ConfigError {
             ConfigError::Io(e) => write!(f, "cannot read config: {e}"),
             ConfigError::Toml(e) => write!(f, "invalid config: {e}"),
             ConfigError::Invalid { key, problem } => write!(f, "{key}: {problem}"),
+            ConfigError::Unpaired { given, missing } => write!(
+                f,
+                "{given} is given without {missing}: give both (--{} and --{}) or neither",
+                given.replace('_', "-"),
+                missing.replace('_', "-")
+            ),
         }
     }
 }
@@ -298,6 +320,7 @@ impl std::error::Error for ConfigError {
             ConfigError::Io(e) => Some(e),
             ConfigError::Toml(e) => Some(e),
             ConfigError::Invalid { problem, .. } => Some(problem),
+            ConfigError::Unpaired { .. } => None,
         }
     }
 }
@@ -557,7 +580,17 @@ impl ServerConfig {
                 },
             });
         }
-        Ok(())
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => Err(ConfigError::Unpaired {
+                given: "tls_cert",
+                missing: "tls_key",
+            }),
+            (None, Some(_)) => Err(ConfigError::Unpaired {
+                given: "tls_key",
+                missing: "tls_cert",
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Settings that work but probably do not say what was meant, one sentence each, for the

@@ -27,6 +27,8 @@ pub(crate) struct Shared {
     pub(crate) admission: Arc<super::admission::Admission>,
     /// Bytes of partial input held across every shard ([`super::budget`]).
     pub(crate) partial_input: super::budget::Budget,
+    /// wss://: the certificate and rustls' settings, when connections speak TLS.
+    pub(crate) tls: Option<Arc<super::tls::Acceptor>>,
 }
 
 /// The server, from any thread.

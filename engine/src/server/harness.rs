@@ -66,6 +66,7 @@ impl Harness {
                 paths: routes.paths().map(str::to_owned).collect(),
                 admission: Arc::new(super::admission::Admission::new(config.admission())),
                 partial_input: super::budget::Budget::new(config.max_reassembly_bytes),
+                tls: None,
             }),
         };
         let config = Arc::new(config);

@@ -34,6 +34,7 @@ mod mailbox;
 mod metrics;
 mod shard;
 mod timer;
+mod tls;
 mod topics;
 mod udp;
 mod upgrade;
@@ -61,6 +62,7 @@ pub use ctx::Ctx;
 pub use handle::{AppId, Handle};
 pub use id::ConnId;
 pub use metrics::ShardStats;
+pub use tls::TlsError;
 pub use udp::{Datagram, UdpError, UdpId, UdpStats};
 pub use upgrade::{Accept, DEFERRED_INPUT_MAX, Upgrade, UpgradeRequest};
 
@@ -195,6 +197,21 @@ impl ServerHandle {
         metrics::render(&self.stats)
     }
 
+    /// Whether connections speak TLS (wss://).
+    pub fn tls(&self) -> bool {
+        self.handle.shared.tls.is_some()
+    }
+
+    /// Reads the TLS certificate and key again (SIGHUP in `c10m serve`): new handshakes use
+    /// the new pair, open connections stay open with theirs. On an error the pair in use
+    /// stays. `Ok(false)` when the server does not speak TLS.
+    pub fn reload_tls(&self) -> Result<bool, TlsError> {
+        match &self.handle.shared.tls {
+            Some(acceptor) => acceptor.reload().map(|()| true),
+            None => Ok(false),
+        }
+    }
+
     /// The server for other threads: send, close, publish, post, answer deferred upgrades.
     pub fn handle(&self) -> Handle {
         self.handle.clone()
@@ -277,6 +294,14 @@ pub fn start_with_broker(
             "at most 255 routes",
         ));
     }
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(Arc::new(tls::Acceptor::new(cert, key).map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidInput, e)
+            })?))
+        }
+        _ => None,
+    };
     let (use_uring, why) = choose_backend(&config)?;
     let listeners = listeners(config.listen, n, config.backlog)?;
     let local_addr = listeners[0].local_addr()?;
@@ -312,6 +337,7 @@ pub fn start_with_broker(
             paths: routes.paths().map(str::to_owned).collect(),
             admission: Arc::new(admission::Admission::new(config.admission())),
             partial_input: budget::Budget::new(config.max_reassembly_bytes),
+            tls,
         }),
     };
     if let Some(b) = &broker {

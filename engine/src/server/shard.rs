@@ -30,6 +30,7 @@ use super::mailbox::Mail;
 use super::metrics::{HEARTBEAT_MS, ShardStats};
 use super::timer::Entry;
 use super::timer::TimerWheel;
+use super::tls::{Opened, Sessions};
 use super::topics::Topics;
 use super::udp::Udp;
 use super::udp::{BATCH, Received, UdpId};
@@ -111,6 +112,11 @@ impl Shard {
             dead: Vec::new(),
             dirty: Vec::new(),
             sink: Sink::Syscalls,
+            tls: handle
+                .shared
+                .tls
+                .clone()
+                .map(|acceptor| Box::new(Sessions::new(acceptor))),
         };
         let core = Core {
             shard: index,
@@ -199,8 +205,11 @@ impl Shard {
                     "shard full: refusing connections with 503 (counted in c10m_refused_total)"
                 );
             }
-            let _ = sock.set_nonblocking(true);
-            let _ = (&sock).write(REFUSED);
+            if io.tls.is_none() {
+                // (A TLS client could not read a plain answer: it is only closed.)
+                let _ = sock.set_nonblocking(true);
+                let _ = (&sock).write(REFUSED);
+            }
             return None;
         }
         if let Err(refusal) = self
@@ -215,13 +224,22 @@ impl Shard {
                 Refusal::GlobalRate => &stats.refused_global_rate,
             };
             ShardStats::add(counter, 1);
-            let _ = sock.set_nonblocking(true);
-            let _ = (&sock).write(refusal.answer());
+            if io.tls.is_none() {
+                let _ = sock.set_nonblocking(true);
+                let _ = (&sock).write(refusal.answer());
+            }
             return None;
         }
         let _ = sock.set_nodelay(true);
         let entry = io.conns.vacant_entry();
         let slot = entry.key();
+        if let Some(tls) = io.tls.as_deref_mut() {
+            if let Err(e) = tls.start(slot) {
+                tracing::error!(shard = self.core.shard, error = %e, "cannot start a TLS session");
+                self.core.gate.closed(slot, self.core.now);
+                return None;
+            }
+        }
         if slot >= io.generations.len() {
             io.generations.resize(slot + 1, 0);
         }
@@ -238,6 +256,9 @@ impl Shard {
     /// Forgets a connection the backend could not set up (no `on_close`: it never opened).
     pub fn abandon(&mut self, slot: usize) {
         if self.core.io.conns.try_remove(slot).is_some() {
+            if let Some(tls) = self.core.io.tls.as_deref_mut() {
+                tls.end(slot);
+            }
             ShardStats::sub(&self.core.io.stats.connections, 1);
             self.core.gate.closed(slot, self.core.now);
         }
@@ -334,8 +355,43 @@ impl Shard {
     /// Runs the protocol on `fresh` bytes just received (after any carried partial frame), in
     /// place, and keeps what remains incomplete. The caller's buffer is free again on return.
     pub fn process(&mut self, slot: usize, fresh: &mut [u8]) -> Processed {
+        if self.core.io.tls.as_ref().is_some_and(|t| t.has(slot)) {
+            return self.process_tls(slot, fresh);
+        }
         let done = self.process_input(slot, fresh);
         self.count_partial_input(slot);
+        done
+    }
+
+    /// wss://: `cipher` goes through the connection's TLS session, and the plaintext out of
+    /// it through the protocol as in [`Shard::process`]. A TLS failure ends the connection
+    /// once the alert rustls queued is written; `close_notify` ends its input.
+    fn process_tls(&mut self, slot: usize, cipher: &[u8]) -> Processed {
+        let Some(tls) = self.core.io.tls.as_deref_mut() else {
+            return Processed::default();
+        };
+        let mut plain = tls.take_plain();
+        let opened = tls.open(slot, cipher, &mut plain);
+        let done = self.process_input(slot, &mut plain);
+        self.count_partial_input(slot);
+        if let Some(tls) = self.core.io.tls.as_deref_mut() {
+            tls.restore_plain(plain);
+        }
+        let failed = match opened {
+            Opened::Open => return done,
+            Opened::Ended => {
+                self.input_ended(slot);
+                return done;
+            }
+            Opened::HandshakeFailed => {
+                ShardStats::add(&self.core.io.stats.handshake_failures, 1);
+                Why::HandshakeFailed
+            }
+            Opened::Failed => Why::ProtocolError,
+        };
+        if let Some(conn) = self.core.io.conns.get_mut(slot) {
+            conn.ending.get_or_insert((failed, CloseCode(1006)));
+        }
         done
     }
 
@@ -784,6 +840,9 @@ impl Shard {
             }
             self.core.unsubscribe_all(slot);
             let conn = self.core.io.conns.remove(slot);
+            if let Some(tls) = self.core.io.tls.as_deref_mut() {
+                tls.end(slot);
+            }
             // Counted before the socket closes, so a peer that sees the close sees it counted.
             let stats = &self.core.io.stats;
             ShardStats::sub(&stats.write_queue_bytes, conn.queued() as u64);

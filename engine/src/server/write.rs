@@ -11,6 +11,7 @@ use super::app::Why;
 use super::conn::Conn;
 use super::id::ConnId;
 use super::metrics::ShardStats;
+use super::tls::Sessions;
 use super::uring::sends::UringIo;
 use crate::proto::CloseCode;
 
@@ -43,6 +44,9 @@ pub struct Io {
     pub dirty: Vec<usize>,
     /// The half of the write path that differs by backend.
     pub sink: Sink,
+    /// wss://: each connection's TLS session; output is encrypted on its way into the cork's
+    /// write or a write queue, so both backends write ciphertext like any other bytes.
+    pub tls: Option<Box<Sessions>>,
 }
 
 /// Where output goes: the backend's half of the write path. The shared half (the cork, the
@@ -127,6 +131,32 @@ impl Io {
             }
             return;
         }
+        if let Some(tls) = self.tls.as_deref_mut().filter(|t| t.has(slot)) {
+            if self.conns.get(slot).is_none_or(|c| c.dead) {
+                return;
+            }
+            // Encrypted for this connection: a shared frame, encoded once, becomes this
+            // connection's own ciphertext.
+            let mut sealed = tls.take_scratch();
+            let ok = match out {
+                Out::Slices(parts) => tls.seal(slot, parts, &mut sealed),
+                Out::Shared(b) => tls.seal(slot, &[b], &mut sealed),
+            };
+            if ok {
+                self.queue(slot, Out::Slices(&[&sealed]));
+            } else {
+                self.kill(slot, Why::Io, CloseCode(1006));
+            }
+            if let Some(tls) = self.tls.as_deref_mut() {
+                tls.restore(sealed);
+            }
+            return;
+        }
+        self.queue(slot, out);
+    }
+
+    /// Queues bytes ready for the socket (after encryption, for TLS) on `slot`.
+    fn queue(&mut self, slot: usize, out: Out<'_>) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -191,6 +221,18 @@ impl Io {
         let Some(slot) = self.corked.take() else {
             return;
         };
+        if let Some(tls) = self.tls.as_deref_mut().filter(|t| t.has(slot)) {
+            // The cork becomes its ciphertext, led by whatever rustls has to send first (its
+            // handshake records, or an alert), so this runs even when the cork is empty.
+            let mut sealed = tls.take_scratch();
+            let ok = tls.seal(slot, &[&self.cork], &mut sealed);
+            std::mem::swap(&mut self.cork, &mut sealed);
+            tls.restore(sealed);
+            if !ok {
+                self.cork.clear();
+                self.kill(slot, Why::Io, CloseCode(1006));
+            }
+        }
         if self.cork.is_empty() {
             return;
         }
@@ -200,7 +242,7 @@ impl Io {
         };
         if !sent {
             let cork = std::mem::take(&mut self.cork);
-            self.output(slot, Out::Slices(&[&cork]));
+            self.queue(slot, Out::Slices(&[&cork]));
             self.cork = cork;
         }
         self.cork.clear();
@@ -222,6 +264,9 @@ impl Io {
 
     /// Ends the connection once its output is written (at once if nothing is queued).
     pub fn finish(&mut self, slot: usize, why: Why, code: CloseCode) {
+        if self.corked != Some(slot) {
+            self.close_notify(slot);
+        }
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -230,6 +275,26 @@ impl Io {
         }
         if !conn.has_output() && self.corked != Some(slot) {
             self.kill(slot, why, code);
+        }
+    }
+
+    /// wss://: queues TLS `close_notify` behind the connection's output, so that the peer sees
+    /// the end of the stream rather than a truncation (sent once; nothing for plain
+    /// connections or after a fatal alert).
+    fn close_notify(&mut self, slot: usize) {
+        let Some(tls) = self.tls.as_deref_mut().filter(|t| t.has(slot)) else {
+            return;
+        };
+        if self.conns.get(slot).is_none_or(|c| c.dead) {
+            return;
+        }
+        tls.close_notify(slot);
+        let mut sealed = tls.take_scratch();
+        if tls.seal(slot, &[], &mut sealed) && !sealed.is_empty() {
+            self.queue(slot, Out::Slices(&[&sealed]));
+        }
+        if let Some(tls) = self.tls.as_deref_mut() {
+            tls.restore(sealed);
         }
     }
 
