@@ -4,6 +4,9 @@
 //! backend, so a room spans shards on one node and nodes joined by Redis.
 #![deny(unsafe_code)]
 
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ice;
 pub mod rooms;
 pub mod sfu;

@@ -224,7 +224,13 @@ impl Peer {
             .local_description()
             .map(|d| d.sdp)
             .ok_or("no local description")?;
-        self.ufrag = ice_ufrag(&sdp).map(str::to_owned);
+        // Without the SFU's ICE username in the answer, no STUN check could be routed to
+        // this participant and its media would never flow: refuse the offer instead (found
+        // by fuzzing: an offer whose sections webrtc-rs answers without ICE attributes).
+        let Some(ufrag) = ice_ufrag(&sdp) else {
+            return Err("the offer left no media section with ICE to answer".into());
+        };
+        self.ufrag = Some(ufrag.to_owned());
         self.negotiated = true;
         Ok(sdp)
     }

@@ -1,0 +1,106 @@
+//! Fuzz harnesses for what the signaling layer reads from untrusted peers: a participant's SDP
+//! offer or answer (into the SFU's webrtc-rs peer connection) and the datagrams arriving on the
+//! SFU's UDP socket (routed by their STUN username). Kept in the library so each `cargo fuzz`
+//! target is one line and a unit test replays every committed corpus input.
+//!
+//! Compiled only under `cfg(fuzzing)` (set by cargo-fuzz) and in tests.
+
+// A harness reports a broken invariant by panicking: that is the fuzzer's finding.
+#![allow(clippy::expect_used)]
+
+use std::time::Instant;
+
+use c10m_engine::server::ConnId;
+
+use crate::sfu::peer::{Peer, ice_ufrag};
+use crate::sfu::stun::{is_stun, server_ufrag};
+
+/// An SDP offer from a participant: answered or refused with an error, never a panic; an
+/// answered one names the SFU's ICE username; an answer without an offer out is refused.
+pub fn sdp(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let now = Instant::now();
+    let mut peer = Peer::new("fuzz".into(), ConnId::from_u64(1), now).expect("a peer connection");
+    assert!(
+        peer.answer(text.to_owned(), now).is_err(),
+        "no offer was out"
+    );
+    if let Ok(answer) = peer.offer(
+        text.to_owned(),
+        "127.0.0.1:40000".parse().expect("addr"),
+        now,
+    ) {
+        assert!(
+            ice_ufrag(&answer).is_some(),
+            "an answer without ICE credentials"
+        );
+    }
+}
+
+/// A datagram on the SFU's socket: classified and its username read without a panic; a
+/// username is only ever found in what is classified as STUN.
+pub fn datagram(data: &[u8]) {
+    let stun = is_stun(data);
+    if let Some(ufrag) = server_ufrag(data) {
+        assert!(stun, "a username in a datagram that is not STUN");
+        assert!(!ufrag.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Replays the committed corpora (fuzz/corpus/sdp, fuzz/corpus/stun).
+    #![allow(clippy::unwrap_used)]
+    use std::path::Path;
+
+    fn replay(target: &str, run: impl Fn(&[u8])) -> usize {
+        let mut count = 0;
+        for dir in ["corpus", "artifacts"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../fuzz")
+                .join(dir)
+                .join(target);
+            let Ok(entries) = std::fs::read_dir(&path) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if let Ok(bytes) = std::fs::read(entry.path()) {
+                    run(&bytes);
+                    count += 1;
+                }
+            }
+        }
+        count
+    }
+
+    #[test]
+    fn the_seed_offer_is_answered() {
+        // The harness's answered branch is reachable: a browser-like offer (also a seed of
+        // the corpus) is answered.
+        let offer = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/offer.sdp"),
+        )
+        .unwrap();
+        let now = std::time::Instant::now();
+        let mut peer =
+            crate::sfu::peer::Peer::new("t".into(), c10m_engine::server::ConnId::from_u64(1), now)
+                .unwrap();
+        let answer = peer
+            .offer(offer, "127.0.0.1:40000".parse().unwrap(), now)
+            .unwrap();
+        assert!(answer.contains("a=ice-lite"), "{answer}");
+    }
+
+    #[test]
+    fn committed_corpora_replay_cleanly() {
+        let sdp = replay("sdp", super::sdp);
+        let stun = replay("stun", super::datagram);
+        // Committed with the targets; an empty replay means they went missing.
+        assert!(
+            sdp >= 5 && stun >= 5,
+            "only {sdp} SDP and {stun} STUN inputs under fuzz/"
+        );
+    }
+}
