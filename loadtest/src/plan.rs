@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +54,15 @@ pub enum ScenarioPlan {
         /// Failover: dropped subscribers reconnect, retrying with this backoff.
         reconnect: Option<Backoff>,
     },
+}
+
+/// wss://: how the server's certificate is checked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsPlan {
+    /// Trust anchors (PEM); `None`: the certificate is not verified (`--tls-insecure`).
+    pub ca: Option<PathBuf>,
+    /// The name checked and sent as SNI (default: the target's address).
+    pub server_name: Option<String>,
 }
 
 /// Everything one worker process needs; serialized to a child as its first stdin line.
@@ -102,6 +112,8 @@ pub struct Plan {
     pub idle_timeout_ms: Option<u64>,
     /// Offer permessage-deflate.
     pub deflate: bool,
+    /// Speak wss://.
+    pub tls: Option<TlsPlan>,
     /// Second 0 of the run (monotonic us), shared by every process.
     pub epoch_us: u64,
     /// When to stop opening connections.
@@ -331,6 +343,7 @@ pub fn plans(o: &Options, layout: Layout, epoch_us: u64) -> Vec<Plan> {
                 ping_interval_ms: o.ping_interval_ms,
                 idle_timeout_ms: o.idle_timeout_ms,
                 deflate: o.deflate,
+                tls: o.tls.clone(),
                 epoch_us,
                 ramp_deadline_us,
                 hard_deadline_us: ramp_deadline_us + after_ramp_us,

@@ -49,6 +49,10 @@ pub fn run(options: &Options) -> Result<Report, Error> {
         ),
         _ => None,
     };
+    // wss://: an unreadable --tls-ca or a bad --tls-server-name stops the run before it starts.
+    if let Some(tls) = &options.tls {
+        crate::worker::check_tls(tls)?;
+    }
     let (fd_limit, _) = sys::raise_nofile().map_err(error::io("read the fd limit"))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let layout = plan::layout(

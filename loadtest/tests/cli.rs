@@ -96,3 +96,27 @@ fn the_scripts_command_lines_parse() {
         }
     }
 }
+
+#[test]
+fn tls_needs_a_trust_choice_and_a_readable_ca() {
+    let out = loadtest(&["echo", "--tls"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--tls-insecure"), "{}", stderr(&out));
+    let out = loadtest(&["echo", "--tls", "--tls-insecure", "--tls-ca", "x.pem"]);
+    assert_eq!(out.status.code(), Some(2));
+    // Refused before any connection: the file is named.
+    let out = loadtest(&[
+        "echo",
+        "--tls",
+        "--tls-ca",
+        "/nonexistent/ca.pem",
+        "--connections",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    let text = stderr(&out);
+    assert!(
+        text.contains("/nonexistent/ca.pem") && !text.contains("RESULT"),
+        "{text}"
+    );
+}

@@ -263,6 +263,26 @@ struct RunArgs {
     #[arg(long, help_heading = "Messages")]
     deflate: bool,
 
+    /// Speak wss:// (rustls, ALPN http/1.1); the server's certificate is checked against
+    /// --tls-ca, or not at all with --tls-insecure
+    #[arg(long, requires = "tls_trust", help_heading = "TLS")]
+    tls: bool,
+    /// PEM file of the certificates to trust (a self-signed server's own certificate)
+    #[arg(
+        long,
+        value_name = "FILE",
+        group = "tls_trust",
+        requires = "tls",
+        help_heading = "TLS"
+    )]
+    tls_ca: Option<PathBuf>,
+    /// Accept any server certificate (benchmarks on loopback); the handshake is otherwise real
+    #[arg(long, group = "tls_trust", requires = "tls", help_heading = "TLS")]
+    tls_insecure: bool,
+    /// The name the certificate must carry, sent as SNI (default: the target's address)
+    #[arg(long, value_name = "NAME", requires = "tls", help_heading = "TLS")]
+    tls_server_name: Option<String>,
+
     /// Failover: the server process to kill with SIGKILL (it must listen on a subscriber
     /// target, and on no publisher target)
     #[arg(long, value_name = "PID", value_parser = values::pid, help_heading = "Failover")]
@@ -366,6 +386,12 @@ impl RunArgs {
         }
         o.confirm_subscriptions = self.confirm_subscriptions;
         o.deflate = self.deflate;
+        if self.tls {
+            o.tls = Some(crate::plan::TlsPlan {
+                ca: self.tls_ca,
+                server_name: self.tls_server_name,
+            });
+        }
         o.kill_pid = self.kill_pid;
         if let Some(Targets(t)) = self.upstreams {
             o.upstreams = t;

@@ -161,6 +161,8 @@ pub struct Options {
     pub confirm_subscriptions: bool,
     /// Offer permessage-deflate.
     pub deflate: bool,
+    /// Speak wss:// (None: ws://).
+    pub tls: Option<crate::plan::TlsPlan>,
     /// Failover: the server process to kill (SIGKILL).
     pub kill_pid: Option<u32>,
     /// Failover: the servers behind the subscribers' targets (a load balancer's upstreams);
@@ -224,6 +226,7 @@ impl Options {
             protocol: Protocol::Pubsub,
             confirm_subscriptions: false,
             deflate: false,
+            tls: None,
             kill_pid: None,
             upstreams: Vec::new(),
             kill_at_ms: None,

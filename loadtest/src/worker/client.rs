@@ -98,8 +98,10 @@ pub struct Client {
     pub phase: Phase,
     /// A partial frame (or response head) carried between reads; unallocated otherwise.
     pub rbuf: Vec<u8>,
-    /// Output the socket has not taken yet; unallocated otherwise.
+    /// Output the socket has not taken yet (ciphertext under TLS); unallocated otherwise.
     pub wq: Vec<u8>,
+    /// wss://: the TLS session (set once the socket connected).
+    pub tls: Option<Box<rustls::ClientConnection>>,
     /// Scenario state.
     pub app: App,
     /// Set when the connection must be ended after the current step.
@@ -114,6 +116,7 @@ impl Client {
             phase: Phase::Connecting { since_us: now_us },
             rbuf: Vec::new(),
             wq: Vec::new(),
+            tls: None,
             app,
             ending: None,
         }

@@ -81,6 +81,8 @@ pub struct Loop {
     clock: Clock,
     role: Role,
     sub_path: String,
+    /// wss://: what every session shares.
+    tls: Option<super::tls::Tls>,
     ramp_next: u64,
     ramp_total: u64,
     ramp_start: u64,
@@ -147,6 +149,7 @@ impl Loop {
                 *reconnect,
             ),
         };
+        let tls = plan.tls.as_ref().map(super::tls::Tls::new).transpose()?;
         let now = clock.now_us();
         let poll = Poll::new().map_err(crate::error::io("create epoll instance"))?;
         let ramp_total = share.publishers.len() as u64 + share.count;
@@ -165,6 +168,7 @@ impl Loop {
             clock,
             role,
             sub_path,
+            tls,
             ramp_next: 0,
             ramp_total,
             ramp_start: now,

@@ -15,6 +15,7 @@ mod ctx;
 mod event_loop;
 pub mod reason;
 mod sub;
+mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,6 +32,11 @@ use crate::plan::Plan;
 use crate::sys;
 use crate::sysmon;
 use crate::tick::{Tick, TickMerger};
+
+/// Builds the wss:// client configuration once, for its errors.
+pub fn check_tls(plan: &crate::plan::TlsPlan) -> Result<(), Error> {
+    tls::Tls::new(plan).map(drop)
+}
 
 /// Flags every thread of a process reads.
 #[derive(Debug, Default)]

@@ -33,15 +33,26 @@ impl Loop {
                 return;
             }
         }
-        // The server it reached names the Host header.
-        let host = match c.sock.peer_addr() {
-            Ok(peer) => peer.to_string(),
+        // The server it reached names the Host header (and, under TLS, the server's
+        // certificate unless a name was given).
+        let peer = match c.sock.peer_addr() {
+            Ok(peer) => peer,
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
             Err(e) => {
                 c.ending = Some(Reason::Connect(e));
                 return;
             }
         };
+        let host = peer.to_string();
+        if let Some(tls) = &self.tls {
+            match tls.session(peer) {
+                Ok(session) => c.tls = Some(session),
+                Err(e) => {
+                    c.ending = Some(Reason::Connect(e));
+                    return;
+                }
+            }
+        }
         // A subscriber coming back is counted among the reconnects, not the run's connections.
         if !c.app.returning() {
             self.ctx.counters.connected += 1;
@@ -81,6 +92,7 @@ impl Loop {
     /// event also carried the peer's FIN or an error, which only a read to EOF observes, so a
     /// short read does not end the turn.
     pub(super) fn on_readable(&mut self, slot: usize, to_the_end: bool) {
+        let tls = self.tls.is_some();
         for _ in 0..READS_PER_TURN {
             let Some(c) = self.clients.get_mut(slot) else {
                 return;
@@ -88,7 +100,17 @@ impl Loop {
             if c.ending.is_some() || matches!(c.phase, Phase::Connecting { .. }) {
                 return;
             }
-            let n = match c.sock.read(&mut self.buf) {
+            let read = match &mut c.tls {
+                None => c.sock.read(&mut self.buf),
+                Some(tls) => {
+                    let read = super::super::tls::read(tls, &mut c.sock, &mut self.buf, &mut c.wq);
+                    if !c.wq.is_empty() {
+                        drain_queue(c);
+                    }
+                    read
+                }
+            };
+            let n = match read {
                 Ok(0) => {
                     c.ending = Some(match &c.phase {
                         Phase::Handshake { .. } => Reason::HandshakeEof,
@@ -121,7 +143,8 @@ impl Loop {
             }
             // A short read emptied the receive queue: skip the read that would only say
             // EAGAIN. Data arriving later raises a new edge (EPOLLET fires on every arrival).
-            if n < self.buf.len() && !to_the_end {
+            // Under TLS a short read says only that one record ended.
+            if n < self.buf.len() && !to_the_end && !tls {
                 return;
             }
         }
@@ -226,7 +249,12 @@ impl Loop {
             return;
         }
         if let Some(c) = self.clients.get_mut(slot) {
-            if c.wq.is_empty() {
+            if let Some(tls) = &mut c.tls {
+                if let Err(e) = super::super::tls::seal(tls, &self.out, &mut c.wq) {
+                    c.ending.get_or_insert(Reason::Io(e));
+                }
+                drain_queue(c);
+            } else if c.wq.is_empty() {
                 match write_some(&mut c.sock, &self.out) {
                     Ok(n) if n < self.out.len() => c.wq.extend_from_slice(&self.out[n..]),
                     Ok(_) => {}
