@@ -7,7 +7,8 @@
 #      broker against a real redis-server (Debian's, installed here when missing),
 #   3. the Autobahn|Testsuite conformance cases against `c10m serve`, under each backend,
 #      diffed against the committed expected results (installs kosoku into .venv-ab),
-#   4. scripts/tune.sh, for real inside a private network namespace.
+#   4. wss:// against an independent client (Python ssl + websockets, into .venv-py),
+#   5. scripts/tune.sh, for real inside a private network namespace.
 # Anything a step needs is installed by the step itself; a missing tool is a failure.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,6 +37,9 @@ C10M_BIN="$root/target/release/c10m" C10M_SERVE_ARGS="--io epoll" scripts/autoba
 
 step "autobahn conformance (io_uring)"
 C10M_BIN="$root/target/release/c10m" C10M_SERVE_ARGS="--io uring" scripts/autobahn.sh
+
+step "wss:// with Python's ssl + websockets (both backends, deflate, SIGHUP reload)"
+C10M_BIN="$root/target/release/c10m" scripts/test-tls.sh
 
 # Last among the engine's runs: the 15,000-connection test of the first run leaves its sockets
 # in TIME_WAIT for 60 s, and running it again at once slows its handshakes sharply (seen here:

@@ -5,7 +5,7 @@
 listen_addr() {
   local log=$1 pid=$2 addr
   for _ in $(seq 1 100); do
-    addr=$(sed -n 's#.*listening on ws://\([0-9.:]*\)/.*#\1#p' "$log" | head -n1)
+    addr=$(sed -n 's#.*listening on wss\{0,1\}://\([0-9.:]*\)/.*#\1#p' "$log" | head -n1)
     if [ -n "$addr" ]; then
       echo "$addr"
       return 0
