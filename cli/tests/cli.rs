@@ -89,8 +89,10 @@ fn an_environment_variable_sets_a_setting() {
             ),
             ("C10M_PIN", "true"),
             ("C10M_IO", "auto"),
+            ("C10M_DEFLATE_PATHS", "/pubsub,/chat"),
         ],
     );
+    assert_eq!(s.deflate_paths, ["/pubsub", "/chat"]);
     assert_eq!(s.max_frame_size, 1000);
     assert_eq!(
         s.allowed_origins,
@@ -213,6 +215,7 @@ fn every_setting_is_a_flag_a_variable_and_a_toml_key() {
     let help = String::from_utf8(o.stdout).unwrap();
     let flag_of = |key: &str| match key {
         "allowed_origins" => "allowed-origin".to_owned(),
+        "deflate_paths" => "deflate-path".to_owned(),
         key => key.replace('_', "-"),
     };
     for key in keys {

@@ -257,3 +257,39 @@ fn a_publish_reaches_compressing_and_plain_subscribers_alike() {
     let (ev, rsv1) = next(&mut p, &mut pc);
     assert_eq!((ev, rsv1), (want, false));
 }
+
+#[test]
+fn deflate_paths_compress_only_those_paths() {
+    let config = ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shards: 1,
+        io: support::io_backend().parse().unwrap(),
+        deflate_paths: vec!["/pubsub".into()],
+        ..ServerConfig::default()
+    };
+    let routes = Routes::new()
+        .route("/echo", |_| Box::new(apps::Echo))
+        .route("/pubsub", |_| Box::new(apps::PubSub));
+    let server = server::start(config, routes).unwrap();
+    let offer = deflate::client_offer();
+    let (_, c) = client(server.local_addr(), "/pubsub?topic=a", Some(&offer));
+    assert_eq!(
+        c.deflate(),
+        ON,
+        "a listed path negotiates (the query is not part of it)"
+    );
+    let (_, c) = client(server.local_addr(), "/echo", Some(&offer));
+    assert_eq!(c.deflate(), None, "a path not listed does not");
+}
+
+#[test]
+fn a_deflate_path_must_be_a_path() {
+    for bad in ["pubsub", "/pubsub?x=1", ""] {
+        let config = ServerConfig {
+            deflate_paths: vec![bad.into()],
+            ..ServerConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("deflate_paths:"), "{bad:?}: {err}");
+    }
+}

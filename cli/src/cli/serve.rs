@@ -33,7 +33,8 @@ const DEMO_JS: &str = include_str!("../demo/demo.js");
 const AFTER_HELP: &str = "\
 Every setting is a flag, an environment variable (C10M_ and its TOML key in capitals:
 C10M_MAX_FRAME_SIZE) and a key of the --config TOML file (the flag's name with _ for -;
---allowed-origin is the list allowed_origins, C10M_ALLOWED_ORIGINS a comma-separated list).
+--allowed-origin is the list allowed_origins, C10M_ALLOWED_ORIGINS a comma-separated list;
+--deflate-path likewise deflate_paths, C10M_DEFLATE_PATHS).
 Precedence, highest first: flag > environment variable > TOML file > default.
 --print-config shows what is in effect.
 
@@ -106,6 +107,14 @@ pub struct ServeArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub deflate: Option<bool>,
+    /// permessage-deflate on this request path only (repeatable; --deflate covers all)
+    #[arg(
+        long = "deflate-path",
+        env = "C10M_DEFLATE_PATHS",
+        value_name = "PATH",
+        value_delimiter = ','
+    )]
+    pub deflate_paths: Vec<String>,
 
     /// Listen backlog per shard (the kernel caps it at net.core.somaxconn)
     #[arg(long, env = "C10M_BACKLOG", value_name = "N", value_parser = count!(i32))]
@@ -440,6 +449,9 @@ impl ServeArgs {
         }
         if !self.allowed_origins.is_empty() {
             c.allowed_origins = self.allowed_origins.clone();
+        }
+        if !self.deflate_paths.is_empty() {
+            c.deflate_paths = self.deflate_paths.clone();
         }
         c.validate()?;
         Ok(c)

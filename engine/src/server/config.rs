@@ -79,6 +79,10 @@ pub struct ServerConfig {
     /// `server_no_context_takeover` and `client_no_context_takeover`), so an idle connection
     /// holds nothing for it and a shared frame is compressed once for every subscriber.
     pub deflate: bool,
+    /// permessage-deflate on these request paths only (exact, query ignored), with `deflate`
+    /// off: a chatty text route compressed, a binary one left alone. `deflate` on covers every
+    /// path.
+    pub deflate_paths: Vec<String>,
     /// Listen backlog per shard (capped by net.core.somaxconn).
     #[serde(deserialize_with = "de::count")]
     pub backlog: i32,
@@ -228,6 +232,7 @@ impl Default for ServerConfig {
             shards: 0,
             pin: false,
             deflate: false,
+            deflate_paths: Vec::new(),
             backlog: 4096,
             max_frame_size: 16 << 20,
             max_message_size: 16 << 20,
@@ -363,6 +368,8 @@ pub enum ValueError {
         /// Its value.
         limit: u64,
     },
+    /// A request path that does not start with `/` (or holds a `?`).
+    NotAPath(String),
 }
 
 impl fmt::Display for ValueError {
@@ -388,6 +395,9 @@ impl fmt::Display for ValueError {
                 other,
                 limit,
             } => write!(f, "{value} must be below {other} ({limit})"),
+            ValueError::NotAPath(text) => {
+                write!(f, "'{text}' is not a request path (/name, without a query)")
+            }
         }
     }
 }
@@ -578,6 +588,16 @@ impl ServerConfig {
                     value: u64::from(n),
                     max: u64::from(MAX_RING_BUFFERS),
                 },
+            });
+        }
+        if let Some(bad) = self
+            .deflate_paths
+            .iter()
+            .find(|p| !p.starts_with('/') || p.contains('?'))
+        {
+            return Err(ConfigError::Invalid {
+                key: "deflate_paths",
+                problem: ValueError::NotAPath(bad.clone()),
             });
         }
         match (&self.tls_cert, &self.tls_key) {

@@ -971,8 +971,10 @@ fn handshake(
             return Handshake::Wait;
         }
     };
-    // permessage-deflate, when on and offered.
-    let deflate = if core.config.deflate {
+    // permessage-deflate, when on (for every path or for this one) and offered.
+    let path = request.path();
+    let wanted = core.config.deflate || core.config.deflate_paths.iter().any(|p| p == path);
+    let deflate = if wanted {
         deflate::negotiate(
             request
                 .headers()
