@@ -46,7 +46,7 @@ start_server "$work/serve.log"
 
 echo "demo room through the SFU:"
 start_server "$work/serve-sfu.log" --sfu-udp 127.0.0.1:0
-(cd tests/browser && node demo.mjs "http://$addr" sfu)
+(cd tests/browser && node demo.mjs "http://$addr" sfu) || { echo "c10m serve's log:"; tail -n 40 "$work/serve-sfu.log"; exit 1; }
 
 echo "demo room, relayed through coturn:"
 turn_port=$(free_port)

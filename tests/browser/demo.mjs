@@ -63,6 +63,25 @@ async function media(page) {
   });
 }
 
+// What a page's peer connections say, printed when a media check fails: connection states and,
+// per inbound stream, packets, frames and keyframe requests.
+async function diagnose(page, i) {
+  const lines = await page.evaluate(async () => {
+    const out = [];
+    for (const pc of window.c10mDemo.pcs()) {
+      out.push(`pc ${pc.connectionState}/${pc.iceConnectionState}`);
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp") {
+          out.push(`  in ${s.kind} ssrc ${s.ssrc}: ${s.packetsReceived} packets, ${s.packetsLost} lost, ` +
+            `${s.framesDecoded ?? "-"} frames (${s.keyFramesDecoded ?? "-"} key), ${s.pliCount ?? "-"} PLI, ${s.nackCount ?? "-"} NACK`);
+        }
+      });
+    }
+    return out;
+  });
+  for (const l of lines) console.log(`     page ${i}: ${l}`);
+}
+
 // Waits (bounded, 30 s) until `cond(page)` holds.
 async function until(page, what, cond) {
   const deadline = Date.now() + 30_000;
@@ -88,12 +107,13 @@ try {
     await until(page, `page ${i} has two remote tiles`, async (p) =>
       (await p.locator("video[data-remote]").count()) === 2);
     const first = await media(page);
-    await until(page, `page ${i} decodes and hears both others`, async (p) => {
+    const decoding = await until(page, `page ${i} decodes and hears both others`, async (p) => {
       const now = await media(p);
       const ids = Object.keys(now).filter((id) => now[id].frames !== undefined);
       return ids.length === 2 && ids.every((id) =>
         now[id].frames > (first[id]?.frames ?? 0) + 10 && now[id].audio > 0);
     });
+    if (!decoding) await diagnose(page, i);
     const a = await media(page);
     await new Promise((r) => setTimeout(r, 2000));
     const b = await media(page);

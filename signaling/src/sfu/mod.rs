@@ -7,7 +7,7 @@
 //!
 //! Demultiplexing: the SFU is ICE-lite and has one candidate per shard (its socket), so a
 //! participant's STUN binding request names its peer connection by the server's ufrag (see
-//! [`stun`]); the source address of that request then routes everything else from it (DTLS,
+//! [`stun`]); every address such a request came from then routes everything else from it (DTLS,
 //! SRTP, SRTCP). Timers: the earliest deadline of the shard's connections is one engine timer
 //! ([`Ctx::set_timer`]).
 //!
@@ -19,6 +19,7 @@
 pub mod keyframe;
 pub mod peer;
 pub mod room;
+pub mod routes;
 pub mod stun;
 
 use std::collections::hash_map::RandomState;
@@ -32,6 +33,7 @@ use c10m_engine::server::{ConnId, Ctx, Datagram, TimerId, UdpId};
 
 use peer::Peer;
 use room::{Output, Room};
+use routes::Routes;
 
 /// The token of the SFU's engine timer.
 pub const TIMER: u64 = 0x5f0;
@@ -115,10 +117,8 @@ pub struct SfuShard {
     socket: UdpId,
     local: SocketAddr,
     rooms: HashMap<String, Room>,
-    /// Server ufrag -> (room, participant).
-    by_ufrag: HashMap<String, (String, String)>,
-    /// Source address -> (room, participant).
-    by_addr: HashMap<SocketAddr, (String, String)>,
+    /// Which participant a datagram is from.
+    routes: Routes,
     /// The armed engine timer and its deadline.
     timer: Option<(Instant, TimerId)>,
     ssrcs: Ssrcs,
@@ -149,8 +149,7 @@ impl SfuShard {
             socket,
             local,
             rooms: HashMap::new(),
-            by_ufrag: HashMap::new(),
-            by_addr: HashMap::new(),
+            routes: Routes::default(),
             timer: None,
             ssrcs: Ssrcs::default(),
         })
@@ -195,7 +194,7 @@ impl SfuShard {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.offer(&id, sdp, self.local, now, &mut out, &mut self.ssrcs);
                     if let Some(u) = r.find(&id).and_then(|i| r.peers[i].ufrag.clone()) {
-                        self.by_ufrag.insert(u, (room, id));
+                        self.routes.set_ufrag((room, id), u);
                     }
                 }
             }
@@ -208,12 +207,7 @@ impl SfuShard {
                 if let Some(r) = self.rooms.get_mut(&room)
                     && let Some(peer) = r.leave(&id)
                 {
-                    if let Some(u) = &peer.ufrag {
-                        self.by_ufrag.remove(u);
-                    }
-                    if let Some(a) = &peer.addr {
-                        self.by_addr.remove(a);
-                    }
+                    self.routes.forget(&(room.clone(), peer.id.clone()));
                     if r.peers.is_empty() {
                         self.rooms.remove(&room);
                     }
@@ -236,17 +230,15 @@ impl SfuShard {
         for d in datagrams {
             let route = match stun::server_ufrag(d.data) {
                 Some(ufrag) => {
-                    let Some(route) = self.by_ufrag.get(ufrag).cloned() else {
+                    let Some(route) = self.routes.by_ufrag(ufrag).cloned() else {
                         continue;
                     };
-                    // The participant's address: learned from its STUN (ICE-lite answers
-                    // every valid check; the latest one wins, as a nominated pair would).
-                    if self.by_addr.get(&d.from) != Some(&route) {
-                        self.learn_addr(d.from, &route);
-                    }
+                    // The participant's addresses: learned from its STUN (ICE-lite answers
+                    // every valid check; the browser picks the pair its media takes).
+                    self.routes.learn(d.from, &route);
                     route
                 }
-                None => match self.by_addr.get(&d.from) {
+                None => match self.routes.by_addr(&d.from) {
                     Some(route) => route.clone(),
                     None => continue,
                 },
@@ -266,18 +258,6 @@ impl SfuShard {
             }
         }
         self.finish(ctx, out);
-    }
-
-    fn learn_addr(&mut self, from: SocketAddr, route: &(String, String)) {
-        let (room, id) = route;
-        if let Some(r) = self.rooms.get_mut(room)
-            && let Some(i) = r.find(id)
-        {
-            if let Some(old) = r.peers[i].addr.replace(from) {
-                self.by_addr.remove(&old);
-            }
-            self.by_addr.insert(from, route.clone());
-        }
     }
 
     /// The engine timer fired: runs every connection that is due.

@@ -196,6 +196,7 @@ impl Room {
             while let Some(event) = peer.pc.poll_event() {
                 match event {
                     RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                        tracing::debug!(id = %peer.id, ?state, "SFU: peer connection state");
                         let up = state == RTCPeerConnectionState::Connected;
                         connected |= up && !peer.connected;
                         peer.connected = up;
