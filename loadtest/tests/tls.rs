@@ -114,6 +114,14 @@ fn an_untrusted_certificate_fails_every_handshake() {
     let r = support::run(&o);
     let c = &r.connections;
     assert_eq!((c.established, c.handshake_failed), (0, 10), "{c:#?}");
+    // The reason carries rustls' verdict, not only "invalid data".
+    let reasons: Vec<&String> = c.reasons.keys().collect();
+    assert!(
+        c.reasons
+            .iter()
+            .any(|(why, n)| why.contains("certificate") && *n == 10),
+        "{reasons:?}"
+    );
     assert!(!r.ok);
     support::stop(server);
 }

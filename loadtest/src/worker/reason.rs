@@ -73,8 +73,12 @@ impl Reason {
     }
 }
 
-/// An I/O error as a short, stable label: the kind's description, or the OS message.
+/// An I/O error as a short, stable label: the OS message, or the text of the error it carries
+/// (a TLS failure: rustls' reason, such as an untrusted certificate), or the kind's description.
 fn io_label(e: &io::Error) -> String {
+    if let Some(inner) = e.get_ref() {
+        return format!("{}: {inner}", e.kind());
+    }
     match e.raw_os_error() {
         Some(code) => io::Error::from_raw_os_error(code)
             .to_string()
@@ -119,6 +123,14 @@ mod tests {
         );
         assert!(Reason::ClosedByUs.is_ours() && Reason::CloseNoReply.is_ours());
         assert!(!Reason::Eof.is_ours());
+        let tls = io::Error::new(
+            io::ErrorKind::InvalidData,
+            "invalid peer certificate: UnknownIssuer",
+        );
+        assert_eq!(
+            Reason::Connect(tls).label(),
+            "connect: invalid data: invalid peer certificate: UnknownIssuer"
+        );
         let emfile = io::Error::from_raw_os_error(libc::EMFILE);
         assert_eq!(
             Reason::Connect(emfile).label(),
