@@ -1,6 +1,7 @@
 // The demo room (c10m serve's /demo/ over /signal/v1) in headless Chromium with fake camera and
 // microphone: three participants each decode both others' video and receive their audio, a
-// leaver's tile disappears, and twenty join/leave cycles of a fourth renegotiate cleanly.
+// leaver's tile disappears, and twenty join/leave cycles of a fourth renegotiate cleanly (it
+// decodes the others and they decode it).
 // With `sfu`, the same through the server's SFU (/demo/?sfu=1): one peer connection per page,
 // with the server, which forwards the others' tracks and renegotiates as they come and go.
 // Usage: node demo.mjs http://127.0.0.1:PORT [relay] [sfu]
@@ -157,10 +158,14 @@ try {
       return ids.length === 2;
     });
     const id = await cycler.evaluate(() => window.c10mDemo.me);
+    // And a participant that stays decodes it (through the SFU: on the media section the
+    // previous cycler left, reused).
+    const seen = await until(pages[0], `cycle ${n}: page 0 decodes the fourth`, async (p) =>
+      ((await media(p))[id]?.frames ?? 0) > 0);
     await cycler.evaluate(() => window.c10mDemo.leave());
     const gone = await until(pages[0], `cycle ${n}: its tile goes`, async (p) =>
       (await p.locator(`video[data-remote="${id}"]`).count()) === 0);
-    if (ok && gone) clean += 1;
+    if (ok && seen && gone) clean += 1;
   }
   check(clean === 20, `twenty join/leave cycles renegotiated cleanly (${clean}/20)`);
 } catch (e) {

@@ -18,6 +18,7 @@
 
 pub mod keyframe;
 pub mod peer;
+pub mod rewrite;
 pub mod room;
 pub mod routes;
 pub mod stun;

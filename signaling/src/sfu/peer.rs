@@ -28,6 +28,7 @@ use rtc::rtp_transceiver::{
 use rtc::sansio::Protocol;
 
 use super::keyframe::KeyframeRequests;
+use super::rewrite::Rewrite;
 
 /// Why a description was refused.
 pub type SdpError = String;
@@ -56,6 +57,19 @@ pub struct Forward {
     pub payload_type: Option<u8>,
     /// The sender's track id (keyframe requests arrive under it).
     pub track_id: String,
+    /// Audio or video.
+    pub kind: RtpCodecKind,
+    /// Its sequence numbers and timestamps, continuous across the publishers it carried.
+    pub rewrite: Rewrite,
+}
+
+/// A media section whose publisher left: inactive until the next publisher of its kind.
+#[derive(Debug)]
+pub struct Free {
+    sender: RTCRtpSenderId,
+    kind: RtpCodecKind,
+    ssrc: u32,
+    rewrite: Rewrite,
 }
 
 /// A participant's peer connection.
@@ -81,6 +95,10 @@ pub struct Peer {
     pub published: HashMap<String, Published>,
     /// Others' tracks forwarded to it, by (publisher id, publisher's track id).
     pub forwards: HashMap<(String, String), Forward>,
+    /// Transceivers whose forwarded track went (its publisher left), reused for the next track
+    /// of their kind: a participant that stays while others come and go keeps as many media
+    /// sections as tracks it receives at once, not one per track it ever received.
+    pub free: Vec<Free>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -179,6 +197,7 @@ impl Peer {
             addr: None,
             published: HashMap::new(),
             forwards: HashMap::new(),
+            free: Vec::new(),
         })
     }
 
@@ -288,6 +307,15 @@ impl Peer {
         } else {
             "video"
         };
+        // A media section left by a publisher of this kind is reused, SSRC and all, so a
+        // participant that stays while others come and go keeps as many sections as tracks it
+        // receives at once.
+        let reused = self
+            .free
+            .iter()
+            .position(|f| f.kind == kind)
+            .map(|i| self.free.remove(i));
+        let ssrc = reused.as_ref().map_or(ssrc, |f| f.ssrc);
         let track_id = format!("{publisher}-{kind_name}-{ssrc:08x}");
         let media = MediaStreamTrack::new(
             publisher.to_owned(),
@@ -303,24 +331,45 @@ impl Peer {
                 ..Default::default()
             }],
         );
-        let transceiver = self
-            .pc
-            .add_transceiver_from_track(
-                media,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Sendonly,
-                    streams: vec![publisher.to_owned()],
-                    send_encodings: Vec::new(),
-                }),
-            )
-            .map_err(|e| e.to_string())?;
+        let (sender, rewrite) = match reused {
+            Some(mut free) => {
+                // Sending first: rtc hands out the sender of a sending transceiver only.
+                if let Some(mut t) = self.pc.rtp_transceiver(free.sender.into()) {
+                    t.set_direction(RTCRtpTransceiverDirection::Sendonly);
+                }
+                let mut s = self
+                    .pc
+                    .rtp_sender(free.sender)
+                    .ok_or("a reused media section has no sender")?;
+                s.replace_track(media).map_err(|e| e.to_string())?;
+                s.set_streams(vec![publisher.to_owned()]);
+                free.rewrite.new_source();
+                (free.sender, free.rewrite)
+            }
+            None => {
+                let transceiver = self
+                    .pc
+                    .add_transceiver_from_track(
+                        media,
+                        Some(RTCRtpTransceiverInit {
+                            direction: RTCRtpTransceiverDirection::Sendonly,
+                            streams: vec![publisher.to_owned()],
+                            send_encodings: Vec::new(),
+                        }),
+                    )
+                    .map_err(|e| e.to_string())?;
+                (RTCRtpSenderId::from(transceiver), Rewrite::default())
+            }
+        };
         self.forwards.insert(
             key,
             Forward {
-                sender: RTCRtpSenderId::from(transceiver),
+                sender,
                 ssrc,
                 payload_type: None,
                 track_id,
+                kind,
+                rewrite,
             },
         );
         self.renegotiate = true;
@@ -337,7 +386,15 @@ impl Peer {
             .collect();
         for key in gone {
             if let Some(f) = self.forwards.remove(&key) {
-                let _ = self.pc.remove_track(f.sender);
+                if let Some(mut t) = self.pc.rtp_transceiver(f.sender.into()) {
+                    t.set_direction(RTCRtpTransceiverDirection::Inactive);
+                }
+                self.free.push(Free {
+                    sender: f.sender,
+                    kind: f.kind,
+                    ssrc: f.ssrc,
+                    rewrite: f.rewrite,
+                });
                 self.renegotiate = true;
             }
         }

@@ -268,12 +268,18 @@ impl Room {
                 let Some(pt) = known.or_else(|| sub.payload_type(sender, kind)) else {
                     continue;
                 };
-                if let Some(f) = sub.forwards.get_mut(&key) {
-                    f.payload_type = Some(pt);
-                }
+                let Some(f) = sub.forwards.get_mut(&key) else {
+                    continue;
+                };
+                f.payload_type = Some(pt);
+                let (seq, ts) = f
+                    .rewrite
+                    .apply(packet.header.sequence_number, packet.header.timestamp);
                 let mut out = packet.clone();
                 out.header.ssrc = ssrc;
                 out.header.payload_type = pt;
+                out.header.sequence_number = seq;
+                out.header.timestamp = ts;
                 out.header.extension = false;
                 out.header.extension_profile = 0;
                 out.header.extensions.clear();

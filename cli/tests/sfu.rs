@@ -1,0 +1,185 @@
+//! The SFU of `c10m serve --sfu-udp` with webrtc-rs participants (`support/sfu_client.rs`):
+//! media forwarded both ways between two, and a leak check: a thousand join/leave cycles, each
+//! connecting (ICE, DTLS), publishing and being forwarded to a participant that stays, with the
+//! server's resident memory flat.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/sfu_client.rs"]
+mod sfu_client;
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use sfu_client::{SfuClient, drive};
+use support::spawn_serve;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn two_participants_receive_each_others_media() {
+    let (_server, addr, _lines) =
+        spawn_serve("", "--listen 127.0.0.1:0 --shards 2 --sfu-udp 127.0.0.1:0");
+    let mut a = SfuClient::join(addr, "pair", 0x1000);
+    let mut b = SfuClient::join(addr, "pair", 0x2000);
+    assert!(
+        drive(&mut [&mut a, &mut b], Duration::from_secs(20), |c| c
+            .iter()
+            .all(|c| c.connected)),
+        "not connected: a {} b {}",
+        a.connected,
+        b.connected
+    );
+    // Both publish until each has the other's two tracks open and packets flowing.
+    let mut ok = false;
+    for _ in 0..400 {
+        a.send_media();
+        b.send_media();
+        ok = drive(&mut [&mut a, &mut b], Duration::from_millis(20), |c| {
+            c.iter()
+                .all(|c| c.tracks_opened >= 2 && c.rtp_received >= 20)
+        });
+        if ok {
+            break;
+        }
+    }
+    assert!(
+        ok,
+        "a: {} tracks, {} packets, {} offers; b: {} tracks, {} packets, {} offers; errors {:?} {:?}",
+        a.tracks_opened,
+        a.rtp_received,
+        a.offers_answered,
+        b.tracks_opened,
+        b.rtp_received,
+        b.offers_answered,
+        a.errors,
+        b.errors
+    );
+    assert!(a.offers_answered >= 1 && b.offers_answered >= 1);
+    assert!(a.errors.is_empty() && b.errors.is_empty());
+}
+
+/// How many join/leave cycles the leak check runs (C10M_SFU_CYCLES overrides, for a longer run
+/// by hand).
+fn cycles() -> usize {
+    std::env::var("C10M_SFU_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+/// Where the rooms of the leak check meet the measurement.
+#[derive(Default)]
+struct Sync {
+    warmed: AtomicUsize,
+    measured: AtomicBool,
+}
+
+/// One room's cycles: a participant that stays, and `cycles` others, one at a time, each
+/// joining, connecting, publishing and being received by the stayer, then leaving; after
+/// `warm` cycles it counts itself in `warmed` and waits for `measured` (the server's memory
+/// is measured between).
+fn cycle_room(addr: std::net::SocketAddr, room: usize, cycles: usize, warm: usize, sync: &Sync) {
+    let name = format!("cycles-{room}");
+    let mut stay = SfuClient::join(addr, &name, 0x1000 + room as u32 * 2);
+    assert!(drive(&mut [&mut stay], Duration::from_secs(20), |c| c[0]
+        .connected));
+    for n in 0..cycles {
+        if n == warm {
+            sync.warmed.fetch_add(1, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !sync.measured.load(Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        let ssrc = 0x10_0000 + (room * cycles + n) as u32 * 2;
+        let mut c = SfuClient::join(addr, &name, ssrc);
+        // Connected, and each receives the other's media: the cycler has the stayer's tracks
+        // (offered to it), the stayer the cycler's (opened at the SFU, then offered).
+        let (stay_before, stay_offers) = (stay.rtp_received, stay.offers_answered);
+        let mut ok = false;
+        for _ in 0..1000 {
+            stay.send_media();
+            if c.connected {
+                c.send_media();
+            }
+            ok = drive(&mut [&mut stay, &mut c], Duration::from_millis(10), |x| {
+                x[1].connected
+                    && x[1].rtp_received >= 2
+                    && x[0].rtp_received >= stay_before + 2
+                    && x[0].offers_answered > stay_offers
+            });
+            if ok {
+                break;
+            }
+        }
+        assert!(
+            ok,
+            "room {room} cycle {n}: connected {} received {} (stayer {} more, {} offers); errors {:?} {:?}",
+            c.connected,
+            c.rtp_received,
+            stay.rtp_received - stay_before,
+            stay.offers_answered - stay_offers,
+            c.errors,
+            stay.errors
+        );
+        c.leave();
+        // The stayer answers the offers that take the cycler's tracks away.
+        let offers = stay.offers_answered;
+        assert!(
+            drive(&mut [&mut stay], Duration::from_secs(20), |x| x[0]
+                .offers_answered
+                > offers),
+            "room {room} cycle {n}: no offer after the leave"
+        );
+    }
+    assert!(stay.errors.is_empty(), "{:?}", stay.errors);
+    stay.leave();
+}
+
+#[test]
+fn a_thousand_join_leave_cycles_leave_the_servers_memory_flat() {
+    let (server, addr, _lines) =
+        spawn_serve("", "--listen 127.0.0.1:0 --shards 1 --sfu-udp 127.0.0.1:0");
+    let pid = server.0.id();
+    let rooms = 4;
+    let per_room = cycles().div_ceil(rooms);
+    let warm = per_room / 5;
+    let sync = Sync::default();
+    let (baseline, end) = std::thread::scope(|s| {
+        let threads: Vec<_> = (0..rooms)
+            .map(|r| {
+                let sync = &sync;
+                s.spawn(move || cycle_room(addr, r, per_room, warm, sync))
+            })
+            .collect();
+        // Every room warmed up (or one failed: its panic comes out of the join below).
+        while sync.warmed.load(Ordering::SeqCst) < rooms && !threads.iter().any(|t| t.is_finished())
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let baseline = rss_kib(pid);
+        sync.measured.store(true, Ordering::SeqCst);
+        for t in threads {
+            t.join().unwrap();
+        }
+        (baseline, rss_kib(pid))
+    });
+    let measured = (rooms * (per_room - warm)) as u64;
+    let per_cycle = end.saturating_sub(baseline) * 1024 / measured;
+    eprintln!(
+        "sfu leak check: {} cycles in {rooms} rooms; server RSS {baseline} KiB after {} cycles, {end} KiB after all: {per_cycle} B per cycle",
+        rooms * per_room,
+        rooms * warm
+    );
+    // A peer connection that stayed alive would hold its DTLS, SRTP and interceptor state: tens
+    // of kilobytes a cycle at the least.
+    assert!(
+        per_cycle < 2048,
+        "server RSS grew {per_cycle} B per join/leave cycle"
+    );
+}
