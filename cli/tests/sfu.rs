@@ -1,18 +1,27 @@
-//! The SFU of `c10m serve --sfu-udp` with webrtc-rs participants (`support/sfu_client.rs`):
+//! The SFU of `c10m serve --sfu-udp` with webrtc-rs participants (the load generator's,
+//! `loadtest/src/sfu/client.rs`):
 //! media forwarded both ways between two, and a leak check: a thousand join/leave cycles, each
 //! connecting (ICE, DTLS), publishing and being forwarded to a participant that stays, with the
 //! server's resident memory flat.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/sfu_client.rs"]
-mod sfu_client;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use sfu_client::{SfuClient, drive};
+use c10m_loadtest::sfu::client::{SfuClient, drive as try_drive};
 use support::spawn_serve;
+
+/// Steps the clients until `done` holds (true) or `limit` passes (false); a client's error fails
+/// the test.
+fn drive(
+    clients: &mut [&mut SfuClient],
+    limit: Duration,
+    done: impl FnMut(&[&mut SfuClient]) -> bool,
+) -> bool {
+    try_drive(clients, limit, done).unwrap()
+}
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -24,8 +33,8 @@ fn rss_kib(pid: u32) -> u64 {
 fn two_participants_receive_each_others_media() {
     let (_server, addr, _lines) =
         spawn_serve("", "--listen 127.0.0.1:0 --shards 2 --sfu-udp 127.0.0.1:0");
-    let mut a = SfuClient::join(addr, "pair", 0x1000);
-    let mut b = SfuClient::join(addr, "pair", 0x2000);
+    let mut a = SfuClient::join(addr, "/signal/v1", "pair", 0x1000).unwrap();
+    let mut b = SfuClient::join(addr, "/signal/v1", "pair", 0x2000).unwrap();
     assert!(
         drive(&mut [&mut a, &mut b], Duration::from_secs(20), |c| c
             .iter()
@@ -85,7 +94,7 @@ struct Sync {
 /// is measured between).
 fn cycle_room(addr: std::net::SocketAddr, room: usize, cycles: usize, warm: usize, sync: &Sync) {
     let name = format!("cycles-{room}");
-    let mut stay = SfuClient::join(addr, &name, 0x1000 + room as u32 * 2);
+    let mut stay = SfuClient::join(addr, "/signal/v1", &name, 0x1000 + room as u32 * 2).unwrap();
     assert!(drive(&mut [&mut stay], Duration::from_secs(20), |c| c[0]
         .connected));
     for n in 0..cycles {
@@ -97,7 +106,7 @@ fn cycle_room(addr: std::net::SocketAddr, room: usize, cycles: usize, warm: usiz
             }
         }
         let ssrc = 0x10_0000 + (room * cycles + n) as u32 * 2;
-        let mut c = SfuClient::join(addr, &name, ssrc);
+        let mut c = SfuClient::join(addr, "/signal/v1", &name, ssrc).unwrap();
         // Connected, and each receives the other's media: the cycler has the stayer's tracks
         // (offered to it), the stayer the cycler's (opened at the SFU, then offered).
         let (stay_before, stay_offers) = (stay.rtp_received, stay.offers_answered);
@@ -182,4 +191,38 @@ fn a_thousand_join_leave_cycles_leave_the_servers_memory_flat() {
         per_cycle < 2048,
         "server RSS grew {per_cycle} B per join/leave cycle"
     );
+}
+
+#[test]
+fn the_load_generators_sfu_scenario_counts_every_forwarded_packet() {
+    let (server, addr, _lines) =
+        spawn_serve("", "--listen 127.0.0.1:0 --shards 2 --sfu-udp 127.0.0.1:0");
+    let o = c10m_loadtest::sfu::SfuOptions {
+        target: addr,
+        path: "/signal/v1".into(),
+        rooms: 2,
+        publishers: 2,
+        subscribers: 3,
+        rate: 50,
+        size: 1000,
+        duration: Duration::from_secs(2),
+        server_pid: Some(server.0.id()),
+        json: false,
+    };
+    let r = c10m_loadtest::sfu::run(&o).unwrap();
+    assert_eq!(r.streams, 2 * 2 * 3);
+    // Every publisher sends at --rate through the window (fewer if this machine is starved).
+    assert!(r.sent > 4 * 10 && r.sent <= 4 * 101, "{r:?}");
+    assert_eq!(r.expected, r.sent * 3);
+    // What arrived is counted once, against what was sent: all of it on a machine that keeps
+    // up (UDP on loopback drops only when a starved receiver's buffer overflows).
+    assert!(
+        r.received <= r.expected && r.received * 10 >= r.expected * 9,
+        "{r:?}"
+    );
+    let lost = (r.expected - r.received) as f64 / r.expected as f64;
+    assert!((r.loss - lost).abs() < 1e-12 && r.ok == (r.received == r.expected));
+    assert!(r.server_cpu_s.is_some_and(|c| c > 0.0), "{r:?}");
+    assert!(r.server_rss_bytes.is_some_and(|b| b > 1 << 20), "{r:?}");
+    assert!(r.latency_p99_us >= r.latency_p50_us && r.latency_p50_us > 0);
 }

@@ -35,6 +35,7 @@ mod procs;
 pub mod report;
 pub mod run;
 pub mod seqtrack;
+pub mod sfu;
 pub mod socketio;
 #[allow(unsafe_code)] // setrlimit, setsockopt, clock_gettime, sysconf
 mod sys;

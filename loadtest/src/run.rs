@@ -144,6 +144,33 @@ pub fn write_outputs(options: &Options, report: &Report) -> Result<(), Error> {
     Ok(())
 }
 
+/// `c10m-loadtest sfu`: runs it and prints its report.
+fn sfu_main(o: &crate::sfu::SfuOptions) -> ExitCode {
+    let report = match crate::sfu::run(o) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("c10m-loadtest: sfu: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    if o.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(j) => println!("{j}"),
+            Err(e) => {
+                eprintln!("c10m-loadtest: {e}");
+                return ExitCode::from(3);
+            }
+        }
+    } else {
+        println!("{}", report.text());
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 /// The command-line program: parse, run, report; the exit status says how it went.
 pub fn main_entry(args: &[String]) -> ExitCode {
     let options = match cli::parse(args) {
@@ -152,6 +179,7 @@ pub fn main_entry(args: &[String]) -> ExitCode {
             return wire::worker_main();
         }
         Ok(Command::Run(o)) => o,
+        Ok(Command::Sfu(o)) => return sfu_main(&o),
         Err(e) => {
             // Help and the version on stdout (status 0), usage errors on stderr (status 2).
             e.print();

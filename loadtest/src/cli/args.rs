@@ -103,6 +103,45 @@ enum Scenario {
     /// subscribers reconnect to the other --subscriber-targets with exponential backoff; how
     /// long each was away, what it lost, and (--protocol v1) what it recovered
     Failover(RunArgs),
+    /// Rooms of webrtc-rs participants through c10m's SFU (c10m serve --sfu-udp): publishers
+    /// send one video stream each, subscribers receive; forwarded packets/s, loss, latency,
+    /// server CPU per forwarded packet
+    Sfu(SfuArgs),
+}
+
+/// `c10m-loadtest sfu`'s flags.
+#[derive(Debug, Args)]
+struct SfuArgs {
+    /// The server's IP:PORT (loopback)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
+    target: SocketAddr,
+    /// The signaling route
+    #[arg(long, value_name = "PATH", default_value = "/signal/v1")]
+    path: String,
+    /// Rooms
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    rooms: u32,
+    /// Publishers per room (one video stream each)
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    publishers: u32,
+    /// Subscribers per room (receive only)
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    subscribers: u32,
+    /// Video packets a second per publisher (50 x 1,200 B is about 500 kbit/s)
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10000))]
+    rate: u32,
+    /// Video payload bytes per packet (at least 20: publisher, sequence, send time)
+    #[arg(long, value_name = "BYTES", default_value_t = 1200, value_parser = clap::value_parser!(u16).range(20..=1400))]
+    size: u16,
+    /// The measured window (after every subscriber receives every publisher): 10, 10s, 500ms
+    #[arg(long, value_name = "TIME", default_value = "10s", value_parser = values::duration_ms)]
+    duration: u64,
+    /// The server's pid: its CPU per forwarded packet and its memory
+    #[arg(long, value_name = "PID", value_parser = values::pid)]
+    server_pid: Option<u32>,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 /// `--protocol` values.
@@ -439,6 +478,26 @@ where
         Some(Scenario::Echo(a)) => (ScenarioKind::Echo, a),
         Some(Scenario::Broadcast(a)) => (ScenarioKind::Broadcast, a),
         Some(Scenario::Failover(a)) => (ScenarioKind::Failover, a),
+        Some(Scenario::Sfu(a)) => {
+            if !a.target.ip().is_loopback() {
+                return Err(ParseError::Clap(Cli::command().error(
+                    clap::error::ErrorKind::ValueValidation,
+                    "sfu: --target must be a loopback address",
+                )));
+            }
+            return Ok(Command::Sfu(crate::sfu::SfuOptions {
+                target: a.target,
+                path: a.path,
+                rooms: a.rooms,
+                publishers: a.publishers,
+                subscribers: a.subscribers,
+                rate: a.rate,
+                size: usize::from(a.size),
+                duration: std::time::Duration::from_millis(a.duration),
+                server_pid: a.server_pid,
+                json: a.json,
+            }));
+        }
         None if cli.worker => {
             return Ok(Command::Worker {
                 log_format: cli.log_format,
@@ -448,7 +507,7 @@ where
             // Only `--log-format` alone gets here (no arguments at all prints the help).
             return Err(ParseError::Clap(Cli::command().error(
                 clap::error::ErrorKind::MissingSubcommand,
-                "no scenario given (connect, idle, echo, broadcast, failover)",
+                "no scenario given (connect, idle, echo, broadcast, failover, sfu)",
             )));
         }
     };

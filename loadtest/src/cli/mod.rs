@@ -174,6 +174,8 @@ pub enum Command {
     },
     /// Run a scenario.
     Run(Box<Options>),
+    /// Run `sfu` (its own flags and report).
+    Sfu(crate::sfu::SfuOptions),
 }
 
 /// Parses the arguments (without the program name).
@@ -401,8 +403,8 @@ mod tests {
         assert_eq!(
             behind.upstreams,
             [
-                "127.0.0.1:9001".parse().unwrap(),
-                "127.0.0.1:9002".parse().unwrap()
+                "127.0.0.1:9001".parse::<std::net::SocketAddr>().unwrap(),
+                "127.0.0.1:9002".parse::<std::net::SocketAddr>().unwrap()
             ]
         );
         assert_eq!(

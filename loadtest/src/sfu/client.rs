@@ -1,0 +1,428 @@
+//! A participant of a c10m SFU room: signaling over `/signal/v1` (tungstenite) and a webrtc-rs
+//! sans-IO peer connection (`rtc`, full ICE, the controlling side) on its own UDP socket,
+//! driven by [`SfuClient::step`]. It publishes an Opus and a VP8 track (sendonly), answers the
+//! SFU's offers, and hands what it receives to the caller. Used by `c10m-loadtest sfu` and by
+//! the tests.
+
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use c10m_signaling::sfu::peer::codec;
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use serde_json::{Value, json};
+use tungstenite::Message;
+
+type Ws = tungstenite::WebSocket<TcpStream>;
+
+/// How often [`SfuClient::step`] reads the signaling socket.
+const SIGNALING_POLL: Duration = Duration::from_millis(5);
+
+/// Why a participant stopped.
+pub type ClientError = String;
+
+/// A track this client publishes.
+#[derive(Debug)]
+struct Sender {
+    id: RTCRtpSenderId,
+    kind: RtpCodecKind,
+    ssrc: u32,
+    seq: u16,
+}
+
+/// One participant.
+pub struct SfuClient {
+    ws: Ws,
+    /// Its participant id.
+    pub id: String,
+    pc: RTCPeerConnection,
+    udp: UdpSocket,
+    local: SocketAddr,
+    senders: Vec<Sender>,
+    /// ICE and DTLS are up.
+    pub connected: bool,
+    /// The connection failed.
+    pub failed: bool,
+    /// Remote tracks opened (the others' tracks the SFU forwards).
+    pub tracks_opened: u64,
+    /// RTP packets received.
+    pub rtp_received: u64,
+    /// Offers of the SFU answered.
+    pub offers_answered: u64,
+    /// Errors the server sent.
+    pub errors: Vec<String>,
+    /// The payloads of the video packets received since the last [`SfuClient::take_video`]
+    /// (kept only with [`SfuClient::keep_video`]).
+    video: Vec<Bytes>,
+    keep_video: bool,
+    /// When the signaling socket is read next (every few milliseconds, not every step: with
+    /// hundreds of participants in one loop, a read per step is most of the loop's syscalls).
+    next_signaling: Instant,
+}
+
+impl std::fmt::Debug for SfuClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SfuClient")
+            .field("id", &self.id)
+            .field("connected", &self.connected)
+            .field("rtp_received", &self.rtp_received)
+            .finish_non_exhaustive()
+    }
+}
+
+fn peer_connection() -> Result<RTCPeerConnection, ClientError> {
+    let mut media = MediaEngine::default();
+    for (kind, pt) in [(RtpCodecKind::Audio, 111), (RtpCodecKind::Video, 96)] {
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: codec(kind),
+                    payload_type: pt,
+                },
+                kind,
+            )
+            .map_err(|e| e.to_string())?;
+    }
+    let registry =
+        register_default_interceptors(Registry::new(), &mut media).map_err(|e| e.to_string())?;
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build();
+    RTCPeerConnectionBuilder::new()
+        .with_media_engine(media)
+        .with_setting_engine(settings)
+        .with_interceptor_registry(registry)
+        .build(Instant::now())
+        .map_err(|e| e.to_string())
+}
+
+fn send_json(ws: &mut Ws, v: Value) -> Result<(), ClientError> {
+    match ws.send(Message::text(v.to_string())) {
+        Ok(()) => Ok(()),
+        // Queued in tungstenite: flushed by the next step.
+        Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(format!("signaling: {e}")),
+    }
+}
+
+impl SfuClient {
+    /// Joins `room` through the SFU of the server at `server` (`path`: its signaling route) and
+    /// sends its offer: an audio and a video track, sendonly, SSRCs `ssrc_base` and
+    /// `ssrc_base + 1`.
+    pub fn join(
+        server: SocketAddr,
+        path: &str,
+        room: &str,
+        ssrc_base: u32,
+    ) -> Result<SfuClient, ClientError> {
+        let io = |e: std::io::Error| format!("signaling: {e}");
+        let stream = TcpStream::connect(server).map_err(io)?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        let (mut ws, _) = tungstenite::client(format!("ws://{server}{path}"), stream)
+            .map_err(|e| format!("signaling handshake: {e}"))?;
+        send_json(
+            &mut ws,
+            json!({"type": "join", "room": room, "mode": "sfu"}),
+        )?;
+        let id = loop {
+            let Message::Text(t) = ws.read().map_err(|e| format!("signaling: {e}"))? else {
+                continue;
+            };
+            let v: Value = serde_json::from_str(&t).map_err(|e| e.to_string())?;
+            match v["type"].as_str() {
+                Some("joined") => break v["id"].as_str().unwrap_or_default().to_owned(),
+                Some("error") => return Err(format!("join refused: {v}")),
+                _ => {}
+            }
+        };
+        // From here on the signaling socket is polled.
+        ws.get_mut().set_nonblocking(true).map_err(io)?;
+        let mut pc = peer_connection()?;
+        let mut senders = Vec::new();
+        for (i, kind) in [RtpCodecKind::Audio, RtpCodecKind::Video]
+            .into_iter()
+            .enumerate()
+        {
+            let ssrc = ssrc_base.wrapping_add(i as u32);
+            let track = MediaStreamTrack::new(
+                id.clone(),
+                format!("{id}-{i}"),
+                format!("{id} {i}"),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: codec(kind),
+                    ..Default::default()
+                }],
+            );
+            let t = pc
+                .add_transceiver_from_track(
+                    track,
+                    Some(RTCRtpTransceiverInit {
+                        direction: RTCRtpTransceiverDirection::Sendonly,
+                        streams: vec![id.clone()],
+                        send_encodings: Vec::new(),
+                    }),
+                )
+                .map_err(|e| e.to_string())?;
+            senders.push(Sender {
+                id: RTCRtpSenderId::from(t),
+                kind,
+                ssrc,
+                seq: 0,
+            });
+        }
+        let udp = UdpSocket::bind(SocketAddr::new(server.ip(), 0)).map_err(io)?;
+        udp.set_nonblocking(true).map_err(io)?;
+        let local = udp.local_addr().map_err(io)?;
+        let offer = pc.create_offer(None).map_err(|e| e.to_string())?;
+        pc.set_local_description(Instant::now(), offer)
+            .map_err(|e| e.to_string())?;
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: local.ip().to_string(),
+                port: local.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .map_err(|e| e.to_string())?;
+        let init = RTCIceCandidate::from(&candidate)
+            .to_json()
+            .map_err(|e| e.to_string())?;
+        pc.add_local_candidate(init).map_err(|e| e.to_string())?;
+        let sdp = pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or("no local description")?;
+        send_json(&mut ws, json!({"type": "offer", "to": "sfu", "sdp": sdp}))?;
+        Ok(SfuClient {
+            ws,
+            id,
+            pc,
+            udp,
+            local,
+            senders,
+            connected: false,
+            failed: false,
+            tracks_opened: 0,
+            rtp_received: 0,
+            offers_answered: 0,
+            errors: Vec::new(),
+            video: Vec::new(),
+            keep_video: false,
+            next_signaling: Instant::now(),
+        })
+    }
+
+    /// Keeps the payloads of received video packets for [`SfuClient::take_video`].
+    pub fn keep_video(&mut self) {
+        self.keep_video = true;
+    }
+
+    /// The payloads of the video packets received since the last call.
+    pub fn take_video(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.video)
+    }
+
+    /// Does what is due: signaling, datagrams, timers, events. Whether anything happened.
+    pub fn step(&mut self) -> Result<bool, ClientError> {
+        let mut busy = false;
+        if Instant::now() >= self.next_signaling {
+            busy = self.signaling()?;
+            self.next_signaling = Instant::now() + SIGNALING_POLL;
+        }
+        let mut buf = [0u8; 2048];
+        loop {
+            match self.udp.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    busy = true;
+                    let _ = self.pc.handle_read(TaggedBytesMut {
+                        now: Instant::now(),
+                        transport: TransportContext {
+                            local_addr: self.local,
+                            peer_addr: from,
+                            transport_protocol: TransportProtocol::UDP,
+                            ecn: None,
+                        },
+                        message: BytesMut::from(&buf[..n]),
+                    });
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("udp: {e}")),
+            }
+        }
+        let now = Instant::now();
+        if self.pc.poll_timeout().is_some_and(|t| t <= now) {
+            let _ = self.pc.handle_timeout(now);
+        }
+        while let Some(event) = self.pc.poll_event() {
+            busy = true;
+            match event {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) => {
+                    self.connected = s == RTCPeerConnectionState::Connected;
+                    self.failed |= s == RTCPeerConnectionState::Failed;
+                }
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(_)) => {
+                    self.tracks_opened += 1;
+                }
+                _ => {}
+            }
+        }
+        while let Some(m) = self.pc.poll_read() {
+            if let RTCMessage::RtpPacket(_, packet) = m.message {
+                self.rtp_received += 1;
+                if self.keep_video && packet.header.payload_type == 96 {
+                    self.video.push(packet.payload);
+                }
+            }
+        }
+        self.flush();
+        Ok(busy)
+    }
+
+    fn flush(&mut self) {
+        while let Some(w) = self.pc.poll_write() {
+            let _ = self.udp.send_to(&w.message, w.transport.peer_addr);
+        }
+    }
+
+    fn signaling(&mut self) -> Result<bool, ClientError> {
+        let mut busy = false;
+        match self.ws.flush() {
+            Ok(()) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => return Err(format!("signaling: {e}")),
+        }
+        loop {
+            let text = match self.ws.read() {
+                Ok(Message::Text(t)) => t,
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => {
+                    return Ok(busy);
+                }
+                Err(e) => return Err(format!("signaling: {e}")),
+            };
+            busy = true;
+            let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+            let sdp = v["sdp"].as_str().map(str::to_owned);
+            match (v["type"].as_str(), v["from"].as_str(), sdp) {
+                (Some("answer"), Some("sfu"), Some(sdp)) => {
+                    let answer = RTCSessionDescription::answer(sdp).map_err(|e| e.to_string())?;
+                    self.pc
+                        .set_remote_description(Instant::now(), answer)
+                        .map_err(|e| e.to_string())?;
+                }
+                (Some("offer"), Some("sfu"), Some(sdp)) => {
+                    let offer = RTCSessionDescription::offer(sdp).map_err(|e| e.to_string())?;
+                    self.pc
+                        .set_remote_description(Instant::now(), offer)
+                        .map_err(|e| e.to_string())?;
+                    let answer = self.pc.create_answer(None).map_err(|e| e.to_string())?;
+                    self.pc
+                        .set_local_description(Instant::now(), answer)
+                        .map_err(|e| e.to_string())?;
+                    let sdp = self
+                        .pc
+                        .local_description()
+                        .map(|d| d.sdp)
+                        .ok_or("no local description")?;
+                    send_json(
+                        &mut self.ws,
+                        json!({"type": "answer", "to": "sfu", "sdp": sdp}),
+                    )?;
+                    self.offers_answered += 1;
+                }
+                (Some("error"), ..) => self.errors.push(v.to_string()),
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends one RTP packet on each published track: a VP8 payload that starts a keyframe and
+    /// an Opus one of silence (the SFU forwards without decoding).
+    pub fn send_media(&mut self) {
+        self.send(RtpCodecKind::Audio, &[0xf8, 0xff, 0xfe]);
+        self.send(
+            RtpCodecKind::Video,
+            &[0x10, 0x00, 0x9d, 0x01, 0x2a, 0, 0, 0, 0, 0],
+        );
+    }
+
+    /// Sends one RTP packet with `payload` on the published track of `kind`.
+    pub fn send(&mut self, kind: RtpCodecKind, payload: &[u8]) {
+        let now = Instant::now();
+        if let Some(s) = self.senders.iter_mut().find(|s| s.kind == kind) {
+            s.seq = s.seq.wrapping_add(1);
+            let mut p = rtc::rtp::Packet::default();
+            p.header.version = 2;
+            p.header.ssrc = s.ssrc;
+            p.header.sequence_number = s.seq;
+            p.header.timestamp = u32::from(s.seq).wrapping_mul(3000);
+            p.header.payload_type = if kind == RtpCodecKind::Video { 96 } else { 111 };
+            p.header.marker = true;
+            p.payload = Bytes::copy_from_slice(payload);
+            if let Some(mut sender) = self.pc.rtp_sender(s.id) {
+                let _ = sender.write_rtp(now, p);
+            }
+        }
+        self.flush();
+    }
+
+    /// Leaves the room (a `leave`, then the signaling connection and the peer connection close).
+    pub fn leave(mut self) {
+        let _ = send_json(&mut self.ws, json!({"type": "leave"}));
+        let _ = self.ws.close(None);
+        let _ = self.ws.flush();
+        let _ = self.pc.close();
+        self.flush();
+    }
+}
+
+/// Steps every client until `done` holds or `limit` passes; whether it held.
+pub fn drive(
+    clients: &mut [&mut SfuClient],
+    limit: Duration,
+    mut done: impl FnMut(&[&mut SfuClient]) -> bool,
+) -> Result<bool, ClientError> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let mut busy = false;
+        for c in clients.iter_mut() {
+            busy |= c.step()?;
+        }
+        if done(clients) {
+            return Ok(true);
+        }
+        if !busy {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    Ok(false)
+}
