@@ -23,8 +23,8 @@ pub mod room;
 pub mod routes;
 pub mod stun;
 
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::io;
 use std::net::SocketAddr;
@@ -227,7 +227,8 @@ impl SfuShard {
             return;
         }
         let now = Instant::now();
-        let mut touched: HashSet<String> = HashSet::new();
+        // Which participants read something, by room.
+        let mut touched: HashMap<String, Vec<usize>> = HashMap::new();
         for d in datagrams {
             let route = match stun::server_ufrag(d.data) {
                 Some(ufrag) => {
@@ -249,13 +250,13 @@ impl SfuShard {
                 && let Some(i) = r.find(id)
             {
                 r.read(i, self.local, d.from, d.data, now);
-                touched.insert(room.clone());
+                touched.entry(room.clone()).or_default().push(i);
             }
         }
         let mut out = Output::default();
-        for room in &touched {
+        for (room, peers) in &touched {
             if let Some(r) = self.rooms.get_mut(room) {
-                r.pump(now, &mut out, &mut self.ssrcs);
+                r.pump_peers(peers, now, &mut out, &mut self.ssrcs);
             }
         }
         self.finish(ctx, out);
@@ -268,8 +269,8 @@ impl SfuShard {
         let mut out = Output::default();
         for r in self.rooms.values_mut() {
             if r.next_timeout().is_some_and(|t| t <= now) {
-                r.timeout(now);
-                r.pump(now, &mut out, &mut self.ssrcs);
+                let due = r.timeout(now);
+                r.pump_peers(&due, now, &mut out, &mut self.ssrcs);
             }
         }
         self.finish(ctx, out);
@@ -283,7 +284,7 @@ impl SfuShard {
         for (conn, text) in out.messages {
             let _ = ctx.send_text(conn, &text);
         }
-        let next = self.rooms.values_mut().filter_map(Room::next_timeout).min();
+        let next = self.rooms.values().filter_map(Room::next_timeout).min();
         let Some(next) = next else {
             return;
         };

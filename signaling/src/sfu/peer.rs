@@ -99,6 +99,9 @@ pub struct Peer {
     /// of their kind: a participant that stays while others come and go keeps as many media
     /// sections as tracks it receives at once, not one per track it ever received.
     pub free: Vec<Free>,
+    /// Its connection's next timer, as of the last pass over it (every operation on the
+    /// connection is followed by a pass, so the shard's timer needs no call into each one).
+    pub deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -198,6 +201,7 @@ impl Peer {
             published: HashMap::new(),
             forwards: HashMap::new(),
             free: Vec::new(),
+            deadline: None,
         })
     }
 

@@ -148,31 +148,60 @@ impl Room {
         });
     }
 
-    /// Runs the timers of the connections that are due.
-    pub fn timeout(&mut self, now: Instant) {
-        for p in &mut self.peers {
-            if p.pc.poll_timeout().is_some_and(|t| t <= now) {
+    /// Runs the timers of the connections that are due; their indices (to pass over).
+    pub fn timeout(&mut self, now: Instant) -> Vec<usize> {
+        let mut due = Vec::new();
+        for (i, p) in self.peers.iter_mut().enumerate() {
+            if p.deadline.is_some_and(|t| t <= now) {
                 let _ = p.pc.handle_timeout(now);
+                due.push(i);
             }
         }
+        due
     }
 
     /// The earliest timer of the room's connections.
-    pub fn next_timeout(&mut self) -> Option<Instant> {
-        self.peers
-            .iter_mut()
-            .filter_map(|p| p.pc.poll_timeout())
-            .min()
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.peers.iter().filter_map(|p| p.deadline).min()
     }
 
-    /// Processes what the connections have to say: events (tracks opened, connection
-    /// state), media to forward, keyframe requests, offers to make, datagrams to send.
+    /// Processes what every connection has to say (after signaling: offers, answers, joins,
+    /// leaves touch more than one).
     pub fn pump(&mut self, now: Instant, out: &mut Output, ssrc: &mut Ssrcs) {
-        for i in 0..self.peers.len() {
-            self.events(i, now, ssrc);
-            self.reads(i, now);
+        let all: Vec<usize> = (0..self.peers.len()).collect();
+        self.pump_peers(&all, now, out, ssrc);
+    }
+
+    /// Processes what connections `peers` have to say (they read datagrams or ran timers):
+    /// events (tracks opened, connection state), media to forward, keyframe requests; then
+    /// offers to make and datagrams to send of them and of every connection they wrote to.
+    /// A packet costs a pass over its publisher and its subscribers, not over the room.
+    pub fn pump_peers(
+        &mut self,
+        peers: &[usize],
+        now: Instant,
+        out: &mut Output,
+        ssrc: &mut Ssrcs,
+    ) {
+        let mut dirty = vec![false; self.peers.len()];
+        let mut done = vec![false; self.peers.len()];
+        for &i in peers {
+            if i >= self.peers.len() || done[i] {
+                continue;
+            }
+            done[i] = true;
+            dirty[i] = true;
+            if self.events(i, now, ssrc) {
+                // Tracks opened or a connection came up: forwards and keyframe requests may
+                // have touched anyone.
+                dirty.fill(true);
+            }
+            self.reads(i, now, &mut dirty);
         }
-        for p in &mut self.peers {
+        for (i, p) in self.peers.iter_mut().enumerate() {
+            if !dirty[i] {
+                continue;
+            }
             if let Some(made) = p.next_offer(now) {
                 let text = match made {
                     Ok(sdp) => sdp_message("offer", sdp),
@@ -180,15 +209,15 @@ impl Room {
                 };
                 out.messages.push((p.conn, text));
             }
-        }
-        for p in &mut self.peers {
             while let Some(w) = p.pc.poll_write() {
                 out.datagrams.push((w.transport.peer_addr, w.message));
             }
+            p.deadline = p.pc.poll_timeout();
         }
     }
 
-    fn events(&mut self, i: usize, now: Instant, ssrc: &mut Ssrcs) {
+    /// Participant `i`'s events; whether any may have touched other connections.
+    fn events(&mut self, i: usize, now: Instant, ssrc: &mut Ssrcs) -> bool {
         let mut opened = Vec::new();
         let mut connected = false;
         {
@@ -225,6 +254,7 @@ impl Room {
             }
         }
         let publisher = self.peers[i].id.clone();
+        let opened_any = !opened.is_empty();
         for (track, kind) in opened {
             for (j, p) in self.peers.iter_mut().enumerate() {
                 if j != i && p.negotiated {
@@ -235,9 +265,12 @@ impl Room {
         if connected {
             self.keyframes_for(i, now);
         }
+        connected || opened_any
     }
 
-    fn reads(&mut self, i: usize, now: Instant) {
+    /// Participant `i`'s media and RTCP: forwarded, keyframe requests relayed; every connection
+    /// written to is marked in `dirty`.
+    fn reads(&mut self, i: usize, now: Instant, dirty: &mut [bool]) {
         let mut media = Vec::new();
         let mut keyframe_requests = Vec::new();
         while let Some(msg) = self.peers[i].pc.poll_read() {
@@ -286,6 +319,7 @@ impl Room {
                 out.header.extensions_padding = 0;
                 if let Some(mut s) = sub.pc.rtp_sender(sender) {
                     let _ = s.write_rtp(now, out);
+                    dirty[j] = true;
                 }
             }
         }
@@ -297,7 +331,9 @@ impl Room {
                 .find(|(_, f)| f.track_id == track)
                 .map(|(k, _)| k.clone());
             if let Some((publisher, published)) = source {
-                self.request_keyframe(&publisher, &published, now);
+                if let Some(k) = self.request_keyframe(&publisher, &published, now) {
+                    dirty[k] = true;
+                }
             }
         }
     }
@@ -312,19 +348,17 @@ impl Room {
 
     /// A PLI to `publisher` for its video track `track`, unless one went out within
     /// [`PLI_INTERVAL`].
-    fn request_keyframe(&mut self, publisher: &str, track: &str, now: Instant) {
-        let Some(p) = self.peers.iter_mut().find(|p| p.id == publisher) else {
-            return;
-        };
-        let Some(published) = p.published.get_mut(track) else {
-            return;
-        };
+    /// (The publisher's index when a PLI went out.)
+    fn request_keyframe(&mut self, publisher: &str, track: &str, now: Instant) -> Option<usize> {
+        let k = self.peers.iter().position(|p| p.id == publisher)?;
+        let p = &mut self.peers[k];
+        let published = p.published.get_mut(track)?;
         if published.kind != RtpCodecKind::Video
             || published
                 .last_pli
                 .is_some_and(|t| now.saturating_duration_since(t) < PLI_INTERVAL)
         {
-            return;
+            return None;
         }
         published.last_pli = Some(now);
         let (receiver, media_ssrc) = (published.receiver, published.ssrc);
@@ -337,5 +371,6 @@ impl Room {
                 })],
             );
         }
+        Some(k)
     }
 }
