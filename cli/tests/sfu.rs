@@ -226,3 +226,32 @@ fn the_load_generators_sfu_scenario_counts_every_forwarded_packet() {
     assert!(r.server_rss_bytes.is_some_and(|b| b > 1 << 20), "{r:?}");
     assert!(r.latency_p99_us >= r.latency_p50_us && r.latency_p50_us > 0);
 }
+
+#[test]
+fn an_sfu_port_another_process_holds_is_refused_at_start_up() {
+    let held = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_c10m"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--shards", "1"])
+        .args(["--sfu-udp", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("c10m serve kept running with its SFU port taken");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot bind the SFU's UDP socket"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+}

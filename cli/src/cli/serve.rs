@@ -580,6 +580,18 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         .broker
         .as_deref()
         .map_or_else(|| "in-process".to_string(), |url| format!("Redis at {url}"));
+    // The SFU's sockets are bound by the shards once they run, where a failure could only be
+    // logged: a port another process holds is refused here, before anything starts.
+    if let Some(base) = sfu_udp.filter(|a| a.port() != 0) {
+        for shard in 0..shards {
+            let addr =
+                c10m_signaling::sfu::shard_addr(base, u16::try_from(shard).unwrap_or(u16::MAX));
+            if let Err(e) = std::net::UdpSocket::bind(addr) {
+                tracing::error!(%addr, shard, error = %e, "cannot bind the SFU's UDP socket (--sfu-udp)");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let handle = match server::start_with_broker(config, routes, broker) {
         Ok(h) => h,
         Err(e) => {
