@@ -534,3 +534,46 @@ fn settings_that_probably_mean_something_else_are_warned_about() {
         assert!(stderr(&o).contains(phrase), "{args:?}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn a_closed_stdout_does_not_stop_the_server() {
+    // A free port (released just before the server binds it).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_c10m"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--shards",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Nobody reads the banner: every line of it meets a broken pipe.
+    drop(child.stdout.take());
+    let child = support::KillOnDrop(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let stream = loop {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "c10m serve never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (mut ws, _) = tungstenite::client(format!("ws://127.0.0.1:{port}/echo"), stream).unwrap();
+    ws.send(tungstenite::Message::text("still here")).unwrap();
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::text("still here"));
+    // Past the start-up checks' output too.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut child = child;
+    assert!(child.0.try_wait().unwrap().is_none(), "c10m serve exited");
+}

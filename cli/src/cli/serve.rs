@@ -25,6 +25,15 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 
 use super::usage_error;
 
+/// A line of the banner on stdout. A closed stdout (`c10m serve | head -1`) must not stop the
+/// server, as `println!` would by panicking on the broken pipe: the line is dropped instead.
+macro_rules! banner {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// The demo room page and its script, served at /demo/.
 const DEMO_HTML: &str = include_str!("../demo/index.html");
 const DEMO_JS: &str = include_str!("../demo/demo.js");
@@ -606,21 +615,21 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     } else {
         ("ws", "http")
     };
-    println!("c10m: listening on {ws}://{addr}/echo and {ws}://{addr}/pubsub");
-    println!("c10m: {shards} shard(s), SO_REUSEPORT");
-    println!("c10m: backend: {}", handle.backend());
-    println!("c10m: broker: {broker_line}");
-    println!("c10m: client protocol on {ws}://{addr}/connection/v1 ({tokens}, state {state})");
-    println!(
+    banner!("c10m: listening on {ws}://{addr}/echo and {ws}://{addr}/pubsub");
+    banner!("c10m: {shards} shard(s), SO_REUSEPORT");
+    banner!("c10m: backend: {}", handle.backend());
+    banner!("c10m: broker: {broker_line}");
+    banner!("c10m: client protocol on {ws}://{addr}/connection/v1 ({tokens}, state {state})");
+    banner!(
         "c10m: signaling on {ws}://{addr}/signal/v1, demo room on {http}://{addr}/demo/?room=NAME"
     );
     if let Some(sfu) = sfu_udp {
-        println!(
+        banner!(
             "c10m: SFU on udp://{sfu} (shard i at port + i), demo with http://{addr}/demo/?room=NAME&sfu=1"
         );
     }
     if let Some(m) = handle.metrics_addr() {
-        println!("c10m: metrics on http://{m}/metrics, health on http://{m}/health");
+        banner!("c10m: metrics on http://{m}/metrics, health on http://{m}/health");
     }
     tracing::info!(
         %addr,
@@ -702,9 +711,11 @@ fn preflight(shards: usize) {
     match c10m_sysctl::Host::read() {
         Ok(host) => {
             let ceiling = c10m_sysctl::process_ceiling(&host);
-            println!(
+            banner!(
                 "c10m: fd limit {} (soft) / {} (hard): this process holds at most ~{} connections over {shards} shard(s)",
-                ceiling.soft, ceiling.hard, ceiling.connections
+                ceiling.soft,
+                ceiling.hard,
+                ceiling.connections
             );
             if !ceiling.holds(1_000_000) {
                 tracing::warn!(
