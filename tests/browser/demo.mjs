@@ -137,6 +137,22 @@ try {
     const pcs = sfu ? 1 : 2;
     check(types.length === pcs && types.every((t) => t === "relay"), `media flows through TURN (local candidates: ${types.join(", ")})`);
   }
+  if (sfu) {
+    // The active speaker: with only page 0's microphone on, the others are told page 0
+    // speaks; then with only page 2's, page 2 (levels from the audio level extension).
+    const ids = await Promise.all(pages.map((p) => p.evaluate(() => window.c10mDemo.me)));
+    const told = (i, who) => until(pages[i], `page ${i} is told page ${who} speaks`, (p) =>
+      p.evaluate((id) => window.c10mDemo.speaker === id, ids[who]));
+    const mute = (i, on) => pages[i].evaluate((m) => window.c10mDemo.mute(m), on);
+    await mute(1, true);
+    await mute(2, true);
+    const first = (await told(1, 0)) && (await told(2, 0));
+    await mute(0, true);
+    await mute(2, false);
+    const second = (await told(0, 2)) && (await told(1, 2));
+    check(first && second, "the active speaker follows the one microphone on");
+    for (const i of [0, 1, 2]) await mute(i, false);
+  }
   // The third leaves: its tile disappears from the others.
   const leaver = await pages[2].evaluate(() => window.c10mDemo.me);
   await pages[2].evaluate(() => window.c10mDemo.leave());

@@ -17,6 +17,7 @@ let me = null;
 let local = null;
 let iceServers = [];
 const peers = new Map(); // id -> { pc, tile }
+let speaker = null; // SFU mode: the active speaker's id
 let sfu = null; // SFU mode: the peer connection with the server
 let queue = Promise.resolve(); // signaling messages are handled one at a time, in order
 
@@ -145,6 +146,13 @@ async function onSignal(msg) {
       else p.pending.push(msg.candidate);
       break;
     }
+    case "active-speaker":
+      // Through the SFU: the loudest participant (it may be us: only others have a tile).
+      speaker = msg.id;
+      for (const t of document.querySelectorAll(".tile")) {
+        t.classList.toggle("speaking", t.getAttribute("data-peer") === speaker);
+      }
+      break;
     case "error":
       status(`error ${msg.code}: ${msg.message}`);
       break;
@@ -194,6 +202,9 @@ if (params.get("autojoin") === "1") $("join").click();
 window.c10mDemo = {
   peers,
   get me() { return me; },
+  get speaker() { return speaker; },
+  // Mutes or unmutes this page's microphone (the Mute button).
+  mute(on) { for (const t of local.getAudioTracks()) t.enabled = !on; },
   // Every peer connection of this page (one per remote in a mesh, the one with the SFU).
   pcs() { return sfu ? [sfu] : [...peers.values()].map((p) => p.pc); },
   leave,

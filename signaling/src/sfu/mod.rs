@@ -21,6 +21,7 @@ pub mod peer;
 pub mod rewrite;
 pub mod room;
 pub mod routes;
+pub mod speaker;
 pub mod stun;
 
 use std::collections::HashMap;

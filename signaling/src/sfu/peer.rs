@@ -20,7 +20,7 @@ use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCI
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{
     RTCRtpReceiverId, RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit,
@@ -99,6 +99,8 @@ pub struct Peer {
     /// of their kind: a participant that stays while others come and go keeps as many media
     /// sections as tracks it receives at once, not one per track it ever received.
     pub free: Vec<Free>,
+    /// The id its audio level extension was negotiated with (its audio then says how loud).
+    pub audio_level_id: Option<u8>,
     /// Its connection's next timer, as of the last pass over it (every operation on the
     /// connection is followed by a pass, so the shard's timer needs no call into each one).
     pub deadline: Option<Instant>,
@@ -173,6 +175,16 @@ impl Peer {
                 RtpCodecKind::Video,
             )
             .map_err(|e| e.to_string())?;
+        // Audio levels from publishers (the active speaker).
+        media
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: super::speaker::AUDIO_LEVEL_URI.to_owned(),
+                },
+                RtpCodecKind::Audio,
+                Some(RTCRtpTransceiverDirection::Recvonly),
+            )
+            .map_err(|e| e.to_string())?;
         // NACK generation and answers, receiver reports, TWCC feedback; keyframe requests
         // marked so they reach the SFU instead of ending in the chain.
         let registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
@@ -201,6 +213,7 @@ impl Peer {
             published: HashMap::new(),
             forwards: HashMap::new(),
             free: Vec::new(),
+            audio_level_id: None,
             deadline: None,
         })
     }
@@ -254,6 +267,7 @@ impl Peer {
             return Err("the offer left no media section with ICE to answer".into());
         };
         self.ufrag = Some(ufrag.to_owned());
+        self.audio_level_id = super::speaker::audio_level_id(&sdp);
         self.negotiated = true;
         Ok(sdp)
     }

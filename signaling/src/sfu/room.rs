@@ -22,6 +22,7 @@ use serde_json::Value;
 use super::Ssrcs;
 use super::keyframe::is_keyframe_request;
 use super::peer::Peer;
+use super::speaker::{Speakers, level, speaker_message};
 
 /// At most one keyframe request per published track in this interval.
 pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
@@ -57,6 +58,8 @@ pub fn sdp_error(detail: &str) -> String {
 pub struct Room {
     /// In join order.
     pub peers: Vec<Peer>,
+    /// Who is speaking.
+    pub speakers: Speakers,
 }
 
 impl Room {
@@ -118,6 +121,7 @@ impl Room {
         let i = self.find(id)?;
         let mut peer = self.peers.remove(i);
         peer.close();
+        self.speakers.forget(id);
         for p in &mut self.peers {
             p.remove_forwards_of(id);
         }
@@ -214,6 +218,12 @@ impl Room {
             }
             p.deadline = p.pc.poll_timeout();
         }
+        if let Some(speaker) = self.speakers.decide(now) {
+            let text = speaker_message(&speaker);
+            for p in &self.peers {
+                out.messages.push((p.conn, text.clone()));
+            }
+        }
     }
 
     /// Participant `i`'s events; whether any may have touched other connections.
@@ -289,6 +299,12 @@ impl Room {
             let Some(kind) = self.peers[i].published.get(&track).map(|p| p.kind) else {
                 continue;
             };
+            if kind == RtpCodecKind::Audio
+                && let Some(ext) = self.peers[i].audio_level_id
+                && let Some(l) = packet.header.get_extension(ext).and_then(|e| level(&e))
+            {
+                self.speakers.record(&publisher, l);
+            }
             let key = (publisher.clone(), track);
             for (j, sub) in self.peers.iter_mut().enumerate() {
                 if j == i || !sub.connected {
