@@ -85,6 +85,8 @@ fn cycles() -> usize {
 #[derive(Default)]
 struct Sync {
     warmed: AtomicUsize,
+    /// Newcomers replaced because they did not connect.
+    retries: AtomicUsize,
     measured: AtomicBool,
 }
 
@@ -95,6 +97,7 @@ struct Sync {
 fn cycle_room(addr: std::net::SocketAddr, room: usize, cycles: usize, warm: usize, sync: &Sync) {
     let name = format!("cycles-{room}");
     let mut stay = SfuClient::join(addr, "/signal/v1", &name, 0x1000 + room as u32 * 2).unwrap();
+    stay.keep_video();
     assert!(drive(&mut [&mut stay], Duration::from_secs(20), |c| c[0]
         .connected));
     for n in 0..cycles {
@@ -107,31 +110,49 @@ fn cycle_room(addr: std::net::SocketAddr, room: usize, cycles: usize, warm: usiz
         }
         let ssrc = 0x10_0000 + (room * cycles + n) as u32 * 2;
         let mut c = SfuClient::join(addr, "/signal/v1", &name, ssrc).unwrap();
+        // A newcomer whose ICE and DTLS have not completed in 20 s (seen only with both cores
+        // saturated by other work) is replaced, at most 8 times in all: counted and reported.
+        let mut started = Instant::now();
+        while !c.connected && sync.retries.load(Ordering::SeqCst) < 2 * 4 {
+            drive(&mut [&mut stay, &mut c], Duration::from_millis(50), |x| {
+                x[1].connected
+            });
+            if !c.connected && started.elapsed() > Duration::from_secs(20) {
+                sync.retries.fetch_add(1, Ordering::SeqCst);
+                c.leave();
+                c = SfuClient::join(addr, "/signal/v1", &name, ssrc).unwrap();
+                started = Instant::now();
+            }
+        }
         // Connected, and each receives the other's media: the cycler has the stayer's tracks
-        // (offered to it), the stayer the cycler's (opened at the SFU, then offered).
-        let (stay_before, stay_offers) = (stay.rtp_received, stay.offers_answered);
-        let mut ok = false;
-        for _ in 0..1000 {
+        // (offered to it), the stayer this cycler's (opened at the SFU, then offered): a video
+        // payload only this cycler sends, since packets of the previous one may still arrive.
+        let marker = format!("cycle {room} {n}").into_bytes();
+        let stay_offers = stay.offers_answered;
+        let (mut ok, mut seen) = (false, false);
+        // Generous: on a loaded machine a handshake and a renegotiation can take seconds.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
             stay.send_media();
             if c.connected {
                 c.send_media();
+                c.send_video(&marker);
             }
-            ok = drive(&mut [&mut stay, &mut c], Duration::from_millis(10), |x| {
-                x[1].connected
-                    && x[1].rtp_received >= 2
-                    && x[0].rtp_received >= stay_before + 2
-                    && x[0].offers_answered > stay_offers
+            drive(&mut [&mut stay, &mut c], Duration::from_millis(10), |x| {
+                x[1].connected && x[1].rtp_received >= 2
             });
+            seen |= stay.take_video().iter().any(|p| p[..] == marker[..]);
+            ok = seen && c.connected && c.rtp_received >= 2 && stay.offers_answered > stay_offers;
             if ok {
                 break;
             }
         }
         assert!(
             ok,
-            "room {room} cycle {n}: connected {} received {} (stayer {} more, {} offers); errors {:?} {:?}",
+            "room {room} cycle {n}: connected {} (failed {}) received {} (stayer: its media {seen}, {} offers); errors {:?} {:?}",
             c.connected,
+            c.failed,
             c.rtp_received,
-            stay.rtp_received - stay_before,
             stay.offers_answered - stay_offers,
             c.errors,
             stay.errors
@@ -140,10 +161,11 @@ fn cycle_room(addr: std::net::SocketAddr, room: usize, cycles: usize, warm: usiz
         // The stayer answers the offers that take the cycler's tracks away.
         let offers = stay.offers_answered;
         assert!(
-            drive(&mut [&mut stay], Duration::from_secs(20), |x| x[0]
+            drive(&mut [&mut stay], Duration::from_secs(60), |x| x[0]
                 .offers_answered
                 > offers),
-            "room {room} cycle {n}: no offer after the leave"
+            "room {room} cycle {n}: no offer after the leave; errors {:?}",
+            stay.errors
         );
     }
     assert!(stay.errors.is_empty(), "{:?}", stay.errors);
@@ -181,9 +203,10 @@ fn a_thousand_join_leave_cycles_leave_the_servers_memory_flat() {
     let measured = (rooms * (per_room - warm)) as u64;
     let per_cycle = end.saturating_sub(baseline) * 1024 / measured;
     eprintln!(
-        "sfu leak check: {} cycles in {rooms} rooms; server RSS {baseline} KiB after {} cycles, {end} KiB after all: {per_cycle} B per cycle",
+        "sfu leak check: {} cycles in {rooms} rooms; server RSS {baseline} KiB after {} cycles, {end} KiB after all: {per_cycle} B per cycle; {} newcomers replaced for not connecting",
         rooms * per_room,
-        rooms * warm
+        rooms * warm,
+        sync.retries.load(Ordering::SeqCst)
     );
     // A peer connection that stayed alive would hold its DTLS, SRTP and interceptor state: tens
     // of kilobytes a cycle at the least.

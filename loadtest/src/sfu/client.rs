@@ -375,6 +375,11 @@ impl SfuClient {
         );
     }
 
+    /// Sends one RTP packet with `payload` on the published video track.
+    pub fn send_video(&mut self, payload: &[u8]) {
+        self.send(RtpCodecKind::Video, payload);
+    }
+
     /// Sends one RTP packet with `payload` on the published track of `kind`.
     pub fn send(&mut self, kind: RtpCodecKind, payload: &[u8]) {
         let now = Instant::now();

@@ -274,6 +274,7 @@ impl Peer {
 
     /// Takes the participant's answer to the SFU's offer.
     pub fn answer(&mut self, sdp: String, now: Instant) -> Result<(), SdpError> {
+        tracing::debug!(id = %self.id, offering = self.offering, "SFU: answer");
         if !self.offering {
             return Err("no offer of the SFU is waiting for an answer".into());
         }
@@ -287,9 +288,13 @@ impl Peer {
 
     /// An offer, when the forwarded tracks changed and no other offer is out.
     pub fn next_offer(&mut self, now: Instant) -> Option<Result<String, SdpError>> {
+        if self.renegotiate && (self.offering || !self.negotiated) {
+            tracing::debug!(id = %self.id, offering = self.offering, negotiated = self.negotiated, "SFU: offer deferred");
+        }
         if !self.negotiated || self.offering || !self.renegotiate {
             return None;
         }
+        tracing::debug!(id = %self.id, "SFU: offer made");
         self.renegotiate = false;
         let made = (|| {
             let offer = self.pc.create_offer(None).map_err(|e| e.to_string())?;
