@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use c10m_signaling::sfu::peer::codec;
+use c10m_signaling::sfu::peer::{codec, host_candidate};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -19,7 +19,6 @@ use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -201,21 +200,7 @@ impl SfuClient {
         let offer = pc.create_offer(None).map_err(|e| e.to_string())?;
         pc.set_local_description(Instant::now(), offer)
             .map_err(|e| e.to_string())?;
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: local.ip().to_string(),
-                port: local.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()
-        .map_err(|e| e.to_string())?;
-        let init = RTCIceCandidate::from(&candidate)
-            .to_json()
-            .map_err(|e| e.to_string())?;
+        let init = host_candidate(local)?;
         pc.add_local_candidate(init).map_err(|e| e.to_string())?;
         let sdp = pc
             .local_description()

@@ -123,6 +123,15 @@ struct Room {
     subscribers: Vec<SfuClient>,
 }
 
+impl Room {
+    fn participants(&self) -> impl Iterator<Item = &SfuClient> {
+        self.publishers
+            .iter()
+            .map(|(_, c)| c)
+            .chain(self.subscribers.iter())
+    }
+}
+
 /// Runs the scenario.
 pub fn run(o: &SfuOptions) -> Result<SfuReport, String> {
     let clocks = SystemClocks;
@@ -164,26 +173,9 @@ pub fn run(o: &SfuOptions) -> Result<SfuReport, String> {
         .collect();
     loop {
         if Instant::now() >= warm_deadline {
-            let connected: usize = rooms
-                .iter()
-                .flat_map(|r| {
-                    r.publishers
-                        .iter()
-                        .map(|(_, c)| c)
-                        .chain(r.subscribers.iter())
-                })
-                .filter(|c| c.connected)
-                .count();
-            let failed = rooms
-                .iter()
-                .flat_map(|r| {
-                    r.publishers
-                        .iter()
-                        .map(|(_, c)| c)
-                        .chain(r.subscribers.iter())
-                })
-                .filter(|c| c.failed)
-                .count();
+            let everyone = || rooms.iter().flat_map(Room::participants);
+            let connected = everyone().filter(|c| c.connected).count();
+            let failed = everyone().filter(|c| c.failed).count();
             let receiving: usize = seen.iter().flatten().filter(|m| !m.is_empty()).count();
             return Err(format!(
                 "warm-up: not every subscriber received every publisher within 20 s \

@@ -16,7 +16,9 @@ use rtc::peer_connection::configuration::media_engine::{
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -233,21 +235,7 @@ impl Peer {
         self.pc
             .set_remote_description(now, offer)
             .map_err(|e| e.to_string())?;
-        let candidate = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: local.ip().to_string(),
-                port: local.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()
-        .map_err(|e| e.to_string())?;
-        let init = RTCIceCandidate::from(&candidate)
-            .to_json()
-            .map_err(|e| e.to_string())?;
+        let init = host_candidate(local)?;
         self.pc
             .add_local_candidate(init)
             .map_err(|e| e.to_string())?;
@@ -439,6 +427,25 @@ impl Peer {
     pub fn close(&mut self) {
         let _ = self.pc.close();
     }
+}
+
+/// The ICE host candidate of a UDP socket at `local` (the SFU's, or a test participant's).
+pub fn host_candidate(local: SocketAddr) -> Result<RTCIceCandidateInit, String> {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: local.ip().to_string(),
+            port: local.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()
+    .map_err(|e| e.to_string())?;
+    RTCIceCandidate::from(&candidate)
+        .to_json()
+        .map_err(|e| e.to_string())
 }
 
 /// The `a=ice-ufrag` of an SDP.
