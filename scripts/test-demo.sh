@@ -4,7 +4,9 @@
 #      twenty join/leave cycles renegotiate (tests/browser/demo.mjs);
 #   2. the same with ICE forced through a real coturn (TURN REST credentials from c10m);
 #   3. the same through the SFU (/demo/?sfu=1, c10m serve --sfu-udp): every page has one peer
-#      connection, with the server, which forwards the others' audio and video.
+#      connection, with the server, which forwards the others' audio and video;
+#   4. simulcast through the SFU: two pages publish two layers each, and one receives the
+#      other's layer it asks for.
 # Installs Debian's chromium and coturn when missing, and playwright-core from npm (no browser
 # download). Stops only the processes it started.
 set -euo pipefail
@@ -47,6 +49,8 @@ start_server "$work/serve.log"
 echo "demo room through the SFU:"
 start_server "$work/serve-sfu.log" --sfu-udp 127.0.0.1:0
 (cd tests/browser && node demo.mjs "http://$addr" sfu) || { echo "c10m serve's log:"; tail -n 40 "$work/serve-sfu.log"; exit 1; }
+echo "simulcast through the SFU:"
+(cd tests/browser && node demo.mjs "http://$addr" simulcast) || { echo "c10m serve's log:"; tail -n 40 "$work/serve-sfu.log"; exit 1; }
 
 echo "demo room, relayed through coturn:"
 turn_port=$(free_port)

@@ -70,6 +70,39 @@ fn two_participants_receive_each_others_media() {
     );
     assert!(a.offers_answered >= 1 && b.offers_answered >= 1);
     assert!(a.errors.is_empty() && b.errors.is_empty());
+    // Layer requests: a present publisher is taken (no reply), an absent one is error 7, a
+    // malformed rid error 1; forwarding goes on.
+    let b_id = b.id.clone();
+    a.signal(serde_json::json!({"type": "layer", "publisher": b_id, "rid": "h"}))
+        .unwrap();
+    a.signal(serde_json::json!({"type": "layer", "publisher": "nobody", "rid": "h"}))
+        .unwrap();
+    a.signal(serde_json::json!({"type": "layer", "publisher": b_id, "rid": "no spaces"}))
+        .unwrap();
+    let before = a.rtp_received;
+    let mut replied = false;
+    for _ in 0..400 {
+        b.send_media();
+        replied = drive(&mut [&mut a, &mut b], Duration::from_millis(20), |c| {
+            c[0].errors.len() >= 2 && c[0].rtp_received >= before + 20
+        });
+        if replied {
+            break;
+        }
+    }
+    assert!(replied, "errors {:?}, {} packets", a.errors, a.rtp_received);
+    // (Error 1 comes from signaling, 7 from the room's SFU shard: in either order.)
+    let mut codes: Vec<u64> = a
+        .errors
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<serde_json::Value>(e).unwrap()["code"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    codes.sort_unstable();
+    assert_eq!(codes, [1, 7], "{:?}", a.errors);
 }
 
 /// How many join/leave cycles the leak check runs (C10M_SFU_CYCLES overrides, for a longer run

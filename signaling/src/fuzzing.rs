@@ -49,6 +49,23 @@ pub fn datagram(data: &[u8]) {
     }
 }
 
+/// A video RTP payload (VP8) and a participant's renegotiation answer, as the SFU reads them
+/// for simulcast: keyframe and width read without a panic, a width only from a keyframe; the
+/// answer's rewriting keeps every line outside the simulcast sections.
+pub fn vp8(data: &[u8]) {
+    let keyframe = crate::sfu::vp8::starts_keyframe(data);
+    if crate::sfu::vp8::keyframe_width(data).is_some() {
+        assert!(keyframe, "a width from a payload that starts no keyframe");
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let kept = crate::sfu::simulcast::keep_simulcast_receivers(text);
+        assert!(kept.len() <= text.len());
+        if !text.contains("a=rid:") {
+            assert_eq!(kept, text, "rewritten without simulcast");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Replays the committed corpora (fuzz/corpus/sdp, fuzz/corpus/stun).
@@ -97,10 +114,11 @@ mod tests {
     fn committed_corpora_replay_cleanly() {
         let sdp = replay("sdp", super::sdp);
         let stun = replay("stun", super::datagram);
+        let vp8 = replay("vp8", super::vp8);
         // Committed with the targets; an empty replay means they went missing.
         assert!(
-            sdp >= 5 && stun >= 5,
-            "only {sdp} SDP and {stun} STUN inputs under fuzz/"
+            sdp >= 5 && stun >= 5 && vp8 >= 4,
+            "only {sdp} SDP, {stun} STUN and {vp8} VP8 inputs under fuzz/"
         );
     }
 }

@@ -13,6 +13,7 @@
 //! <- {"type":"participant-joined","id":"C"}        (everyone in the room, the joiner too)
 //! -> {"type":"offer","to":"A","sdp":"..."}          (also "answer", "candidate")
 //! <- {"type":"offer","from":ME,"sdp":"..."}          (at A: the message, "to" replaced)
+//! -> {"type":"layer","publisher":"A","rid":"h"}   (SFU mode: A's simulcast layer; null: best)
 //! -> {"type":"leave"}
 //! <- {"type":"left"}                                 (to the leaver)
 //! <- {"type":"participant-left","id":"C"}            (to the others)
@@ -307,6 +308,7 @@ impl RoomsApp {
                 }
             }
             "offer" | "answer" | "candidate" => self.relay(ctx, id, &mut msg),
+            "layer" => self.layer(ctx, id, &msg),
             _ => self.fail(ctx, id, SignalError::UnknownType),
         }
     }
@@ -378,6 +380,40 @@ impl RoomsApp {
                 id: me,
                 sdp,
             }
+        };
+        self.sfu_command(ctx, &room, command);
+    }
+
+    /// A subscriber's choice of a publisher's simulcast layer (SFU mode):
+    /// `{"type":"layer","publisher":ID,"rid":"h"}`, `"rid":null` (or absent) for the best one
+    /// sent.
+    fn layer(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: &Map<String, Value>) {
+        let Some((me, room, sfu)) = ctx
+            .state::<Participant>(id)
+            .and_then(|p| Some((p.id.clone(), p.room.clone()?, p.sfu)))
+        else {
+            return self.fail(ctx, id, SignalError::NotJoined);
+        };
+        if !sfu {
+            return self.fail(ctx, id, SignalError::NoSfu);
+        }
+        let Some(publisher) = msg
+            .get("publisher")
+            .and_then(Value::as_str)
+            .filter(|p| valid_name(p))
+        else {
+            return self.fail(ctx, id, SignalError::BadMessage);
+        };
+        let rid = match msg.get("rid") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(r)) if sfu::simulcast::valid_rid(r) => Some(r.clone()),
+            Some(_) => return self.fail(ctx, id, SignalError::BadMessage),
+        };
+        let command = Command::Layer {
+            room: room.clone(),
+            id: me,
+            publisher: publisher.to_owned(),
+            rid,
         };
         self.sfu_command(ctx, &room, command);
     }

@@ -168,6 +168,9 @@ fn bad_input_gets_clear_errors_and_rooms_have_a_limit() {
     assert_eq!(err(&mut a), 5);
     send(&mut a, json!({"type":"offer","to":"nobody","sdp":""}));
     assert_eq!(err(&mut a), 7, "an absent participant");
+    // A simulcast layer request outside SFU mode.
+    send(&mut a, json!({"type":"layer","publisher":"x","rid":"h"}));
+    assert_eq!(err(&mut a), 10);
     let mut b = client(&server);
     let (idb, _) = join(&mut b, "small");
     assert_eq!(next(&mut a)["id"], idb);

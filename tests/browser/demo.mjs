@@ -3,21 +3,27 @@
 // leaver's tile disappears, and twenty join/leave cycles of a fourth renegotiate cleanly (it
 // decodes the others and they decode it).
 // With `sfu`, the same through the server's SFU (/demo/?sfu=1): one peer connection per page,
-// with the server, which forwards the others' tracks and renegotiates as they come and go.
-// Usage: node demo.mjs http://127.0.0.1:PORT [relay] [sfu]
+// with the server, which forwards the others' tracks and renegotiates as they come and go;
+// the active speaker is announced.
+// With `simulcast` (through the SFU), two pages instead: both publish their camera in two
+// simulcast layers ("h", half size, and "f"), and page 0 asks for page 1's "h", then "f", then
+// the best one sent; the three-page run above publishes one layer (&simulcast=0).
+// Usage: node demo.mjs http://127.0.0.1:PORT [relay] [sfu] [simulcast]
 // Exits 0 when every check holds, 1 otherwise (each failure printed).
 import { chromium } from "playwright-core";
 
 const base = process.argv[2];
 const flags = process.argv.slice(3);
 const relay = flags.includes("relay");
-const sfu = flags.includes("sfu");
-if (!base || flags.some((f) => f !== "relay" && f !== "sfu")) {
-  console.error("usage: node demo.mjs http://HOST:PORT [relay] [sfu]");
+const simulcast = flags.includes("simulcast");
+const sfu = flags.includes("sfu") || simulcast;
+if (!base || flags.some((f) => !["relay", "sfu", "simulcast"].includes(f))) {
+  console.error("usage: node demo.mjs http://HOST:PORT [relay] [sfu] [simulcast]");
   process.exit(2);
 }
 const room = `t${Date.now()}`;
-const url = `${base}/demo/?room=${room}&autojoin=1${relay ? "&relay=1" : ""}${sfu ? "&sfu=1" : ""}`;
+const url = `${base}/demo/?room=${room}&autojoin=1${relay ? "&relay=1" : ""}` +
+  `${sfu ? "&sfu=1" : ""}${sfu && !simulcast ? "&simulcast=0" : ""}`;
 
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",
@@ -94,7 +100,63 @@ async function until(page, what, cond) {
   return false;
 }
 
+// Simulcast through the SFU: page 0 asks for page 1's "h" layer, then its "f", then the best one
+// sent; each time what page 0 decodes has the width page 1 sends on that layer (read from page
+// 1's own outbound stats, so a resolution its encoder adapts under load still matches), and it
+// keeps decoding across the switches.
+async function simulcastChecks() {
+  const pages = [];
+  for (let i = 0; i < 2; i++) {
+    const page = await browser.newPage();
+    page.on("pageerror", (e) => check(false, `page ${i} error: ${e.message}`));
+    await page.goto(url);
+    await until(page, `page ${i} joined`, (p) => p.evaluate(() => !!window.c10mDemo?.me));
+    pages.push(page);
+  }
+  const ids = await Promise.all(pages.map((p) => p.evaluate(() => window.c10mDemo.me)));
+  const decoding = await until(pages[0], "page 0 decodes page 1", async (p) =>
+    ((await media(p))[ids[1]]?.frames ?? 0) > 10);
+  if (!decoding) await diagnose(pages[0], 0);
+  const sentWidth = (rid) => pages[1].evaluate(async (r) => {
+    let w = null;
+    (await window.c10mDemo.pcs()[0].getStats()).forEach((s) => {
+      if (s.type === "outbound-rtp" && s.kind === "video" && s.rid === r) w = s.frameWidth ?? null;
+    });
+    return w;
+  }, rid);
+  const seenWidth = () => pages[0].evaluate((id) =>
+    document.querySelector(`video[data-remote="${id}"]`)?.videoWidth ?? 0, ids[1]);
+  const widths = {};
+  for (const rid of ["h", "f"]) {
+    await pages[0].evaluate(([id, r]) => window.c10mDemo.layer(id, r), [ids[1], rid]);
+    const ok = await until(pages[0], `page 0 decodes page 1's layer ${rid}`, async () => {
+      const [sent, seen] = [await sentWidth(rid), await seenWidth()];
+      widths[rid] = { sent, seen };
+      return sent > 0 && seen === sent;
+    });
+    if (!ok) await diagnose(pages[0], 0);
+  }
+  console.log(`     widths sent by page 1 and decoded by page 0, per layer: ${JSON.stringify(widths)}`);
+  check(widths.h?.seen === widths.h?.sent && widths.f?.seen === widths.f?.sent && widths.h.sent < widths.f.sent,
+    "page 0 receives the layer of page 1 it asks for, h then f");
+  // Back to the best one sent: the widest.
+  await pages[0].evaluate((id) => window.c10mDemo.layer(id, null), ids[1]);
+  const before = await media(pages[0]);
+  const best = await until(pages[0], "page 0 decodes page 1's widest layer and keeps decoding", async (p) =>
+    ((await media(p))[ids[1]]?.frames ?? 0) > (before[ids[1]]?.frames ?? 0) + 10 &&
+    (await seenWidth()) === (await sentWidth("f")));
+  check(best, "with no layer asked for, page 0 receives page 1's widest");
+  // And the other way round, page 1 decodes page 0 (both publish simulcast).
+  check(await until(pages[1], "page 1 decodes page 0", async (p) =>
+    ((await media(p))[ids[0]]?.frames ?? 0) > 10), "page 1 decodes page 0");
+}
+
 try {
+  if (simulcast) {
+    await simulcastChecks();
+    await browser.close();
+    process.exit(failed === 0 ? 0 : 1);
+  }
   const pages = [];
   for (let i = 0; i < 3; i++) {
     const page = await browser.newPage();
@@ -152,6 +214,7 @@ try {
     const second = (await told(0, 2)) && (await told(1, 2));
     check(first && second, "the active speaker follows the one microphone on");
     for (const i of [0, 1, 2]) await mute(i, false);
+
   }
   // The third leaves: its tile disappears from the others.
   const leaver = await pages[2].evaluate(() => window.c10mDemo.me);

@@ -4,11 +4,20 @@
 // ICE servers the server hands out at join, TURN included when configured.
 // With ?sfu=1 media goes through the server's SFU instead: one peer connection with the server
 // (addressed as "sfu"), which forwards everyone's tracks, each in a stream named by its
-// publisher's id, and renegotiates (the server offers) as participants come and go.
+// publisher's id, and renegotiates (the server offers) as participants come and go. The
+// camera is published in two simulcast layers ("h": half the resolution, "f": full; off with
+// &simulcast=0) and each remote tile has a layer choice: auto (the best the publisher sends),
+// f or h; the server switches on the next keyframe of the chosen layer.
 const params = new URLSearchParams(location.search);
 const room = params.get("room") || "demo";
 const relayOnly = params.get("relay") === "1";
 const sfuMode = params.get("sfu") === "1";
+const simulcast = sfuMode && params.get("simulcast") !== "0";
+// The simulcast layers published through the SFU, by RTP stream id.
+const LAYERS = [
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 300_000 },
+  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_200_000 },
+];
 const $ = (id) => document.getElementById(id);
 $("room").textContent = `room: ${room}`;
 
@@ -38,6 +47,14 @@ function tile(id) {
   const label = document.createElement("span");
   label.textContent = id.slice(-6);
   t.append(v, label);
+  if (sfuMode) {
+    // The layer of this participant's video to receive (when it publishes simulcast).
+    const choice = document.createElement("select");
+    choice.className = "layer";
+    for (const rid of ["auto", ...LAYERS.map((l) => l.rid).reverse()]) choice.add(new Option(rid, rid));
+    choice.onchange = () => chooseLayer(id, choice.value === "auto" ? null : choice.value);
+    t.append(choice);
+  }
   $("tiles").append(t);
   return t;
 }
@@ -83,7 +100,11 @@ async function startSfu() {
     iceTransportPolicy: relayOnly ? "relay" : "all",
   });
   sfu = pc;
-  for (const track of local.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [local] });
+  for (const track of local.getTracks()) {
+    const init = { direction: "sendonly", streams: [local] };
+    if (simulcast && track.kind === "video") init.sendEncodings = LAYERS;
+    pc.addTransceiver(track, init);
+  }
   pc.ontrack = (e) => {
     const stream = e.streams[0];
     if (!stream) return;
@@ -92,6 +113,13 @@ async function startSfu() {
   };
   await pc.setLocalDescription(await pc.createOffer());
   send({ type: "offer", to: "sfu", sdp: pc.localDescription.sdp });
+}
+
+// Asks the SFU for `id`'s simulcast layer `rid` (null: the best one it sends).
+function chooseLayer(id, rid) {
+  send({ type: "layer", publisher: id, rid });
+  const choice = document.querySelector(`.tile[data-peer="${CSS.escape(id)}"] select.layer`);
+  if (choice) choice.value = rid ?? "auto";
 }
 
 async function onSfuSignal(msg) {
@@ -208,4 +236,6 @@ window.c10mDemo = {
   // Every peer connection of this page (one per remote in a mesh, the one with the SFU).
   pcs() { return sfu ? [sfu] : [...peers.values()].map((p) => p.pc); },
   leave,
+  // SFU mode: receive participant `id`'s simulcast layer `rid` (null: the best it sends).
+  layer: chooseLayer,
 };

@@ -350,6 +350,12 @@ impl SfuClient {
         }
     }
 
+    /// Sends a signaling message (a `layer` request, for instance); errors in reply land in
+    /// [`SfuClient::errors`].
+    pub fn signal(&mut self, v: Value) -> Result<(), ClientError> {
+        send_json(&mut self.ws, v)
+    }
+
     /// Sends one RTP packet on each published track: a VP8 payload that starts a keyframe and
     /// an Opus one of silence (the SFU forwards without decoding).
     pub fn send_media(&mut self) {

@@ -21,8 +21,10 @@ pub mod peer;
 pub mod rewrite;
 pub mod room;
 pub mod routes;
+pub mod simulcast;
 pub mod speaker;
 pub mod stun;
+pub mod vp8;
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -69,6 +71,17 @@ pub enum Command {
         id: String,
         /// The SDP.
         sdp: String,
+    },
+    /// The participant asks for `publisher`'s simulcast layer `rid` (`None`: the best sent).
+    Layer {
+        /// The room.
+        room: String,
+        /// The participant (the subscriber).
+        id: String,
+        /// Whose video.
+        publisher: String,
+        /// The layer's RTP stream id.
+        rid: Option<String>,
     },
     /// The participant left (or its connection closed).
     Leave {
@@ -180,6 +193,7 @@ impl SfuShard {
             Command::Join { room, .. }
             | Command::Offer { room, .. }
             | Command::Answer { room, .. }
+            | Command::Layer { room, .. }
             | Command::Leave { room, .. } => room.clone(),
         };
         match command {
@@ -203,6 +217,16 @@ impl SfuShard {
             Command::Answer { room, id, sdp } => {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.answer(&id, sdp, now, &mut out);
+                }
+            }
+            Command::Layer {
+                room,
+                id,
+                publisher,
+                rid,
+            } => {
+                if let Some(r) = self.rooms.get_mut(&room) {
+                    r.want_layer(&id, &publisher, rid, &mut out);
                 }
             }
             Command::Leave { room, id } => {

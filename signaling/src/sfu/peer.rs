@@ -31,6 +31,7 @@ use rtc::sansio::Protocol;
 
 use super::keyframe::KeyframeRequests;
 use super::rewrite::Rewrite;
+use super::simulcast::{Layer, Selection};
 
 /// Why a description was refused.
 pub type SdpError = String;
@@ -42,10 +43,8 @@ pub struct Published {
     pub kind: RtpCodecKind,
     /// Its receiver in this peer connection (keyframe requests go out through it).
     pub receiver: RTCRtpReceiverId,
-    /// The SSRC it arrives with.
-    pub ssrc: u32,
-    /// When a keyframe was last asked of it.
-    pub last_pli: Option<Instant>,
+    /// Its layers (one without simulcast), in the order they started.
+    pub layers: Vec<Layer>,
 }
 
 /// A track of another participant forwarded to this one.
@@ -61,8 +60,11 @@ pub struct Forward {
     pub track_id: String,
     /// Audio or video.
     pub kind: RtpCodecKind,
-    /// Its sequence numbers and timestamps, continuous across the publishers it carried.
+    /// Its sequence numbers and timestamps, continuous across the publishers and layers it
+    /// carried.
     pub rewrite: Rewrite,
+    /// Which of the track's simulcast layers it carries.
+    pub selection: Selection,
 }
 
 /// A media section whose publisher left: inactive until the next publisher of its kind.
@@ -101,6 +103,8 @@ pub struct Peer {
     /// of their kind: a participant that stays while others come and go keeps as many media
     /// sections as tracks it receives at once, not one per track it ever received.
     pub free: Vec<Free>,
+    /// The simulcast layer (`rid`) it asked for, by publisher (absent: the best one sent).
+    pub wants: HashMap<String, String>,
     /// The id its audio level extension was negotiated with (its audio then says how loud).
     pub audio_level_id: Option<u8>,
     /// Its connection's next timer, as of the last pass over it (every operation on the
@@ -215,6 +219,7 @@ impl Peer {
             published: HashMap::new(),
             forwards: HashMap::new(),
             free: Vec::new(),
+            wants: HashMap::new(),
             audio_level_id: None,
             deadline: None,
         })
@@ -266,6 +271,7 @@ impl Peer {
         if !self.offering {
             return Err("no offer of the SFU is waiting for an answer".into());
         }
+        let sdp = super::simulcast::keep_simulcast_receivers(&sdp);
         let answer = RTCSessionDescription::answer(sdp).map_err(|e| e.to_string())?;
         self.pc
             .set_remote_description(now, answer)
@@ -381,14 +387,32 @@ impl Peer {
                 track_id,
                 kind,
                 rewrite,
+                selection: Selection {
+                    want: self.wants.get(publisher).cloned(),
+                    current: None,
+                },
             },
         );
         self.renegotiate = true;
         Ok(())
     }
 
+    /// Asks for `publisher`'s simulcast layer `rid` (`None`: the best one sent).
+    pub fn want_layer(&mut self, publisher: &str, rid: Option<String>) {
+        match &rid {
+            Some(r) => self.wants.insert(publisher.to_owned(), r.clone()),
+            None => self.wants.remove(publisher),
+        };
+        for ((p, _), f) in &mut self.forwards {
+            if p == publisher {
+                f.selection.want.clone_from(&rid);
+            }
+        }
+    }
+
     /// Stops forwarding every track of `publisher` to this participant.
     pub fn remove_forwards_of(&mut self, publisher: &str) {
+        self.wants.remove(publisher);
         let gone: Vec<(String, String)> = self
             .forwards
             .keys()

@@ -14,11 +14,18 @@ pub struct Rewrite {
     ts_offset: u32,
     /// The last outgoing sequence number and timestamp, if any packet went out.
     last: Option<(u16, u32)>,
+    /// The current source's first sequence number, when a source went before it (a packet
+    /// of the current source from before that would land on the previous one's numbers).
+    start: Option<u16>,
 }
 
 /// The timestamp step between the previous source's last packet and the next source's first:
 /// 20 ms of 90 kHz video or of 48 kHz audio would do; one value keeps it simple and monotonic.
 pub const TS_GAP: u32 = 3000;
+
+/// How far (in sequence numbers) past a source's first packet a packet from before it is
+/// still looked for; beyond, every sequence number is the source's own (the space wraps).
+pub const LATE_WINDOW: u16 = 1024;
 
 impl Rewrite {
     /// The next packet comes from a new source (the next publisher on this SSRC).
@@ -26,11 +33,24 @@ impl Rewrite {
         self.seq_offset = None;
     }
 
-    /// The outgoing (sequence number, timestamp) of a source packet.
-    pub fn apply(&mut self, seq: u16, ts: u32) -> (u16, u32) {
+    /// The outgoing (sequence number, timestamp) of a source packet; `None` for a late
+    /// packet from before the source's first when another source went before it (its numbers
+    /// belong to that source).
+    pub fn apply(&mut self, seq: u16, ts: u32) -> Option<(u16, u32)> {
+        if let (Some(_), Some(start)) = (self.seq_offset, self.start) {
+            let ahead = seq.wrapping_sub(start);
+            if ahead >= 0x8000 {
+                return None;
+            }
+            // Far enough in that no late packet from before it can still come.
+            if ahead >= LATE_WINDOW {
+                self.start = None;
+            }
+        }
         let seq_offset = match self.seq_offset {
             Some(o) => o,
             None => {
+                self.start = self.last.map(|_| seq);
                 let (seq_offset, ts_offset) = match self.last {
                     Some((last_seq, last_ts)) => (
                         last_seq.wrapping_add(1).wrapping_sub(seq),
@@ -54,7 +74,7 @@ impl Rewrite {
         if newer {
             self.last = Some(out);
         }
-        out
+        Some(out)
     }
 }
 
@@ -65,8 +85,10 @@ mod tests {
     #[test]
     fn the_first_source_goes_out_unchanged() {
         let mut r = Rewrite::default();
-        assert_eq!(r.apply(100, 5000), (100, 5000));
-        assert_eq!(r.apply(101, 8000), (101, 8000));
+        assert_eq!(r.apply(100, 5000), Some((100, 5000)));
+        assert_eq!(r.apply(101, 8000), Some((101, 8000)));
+        // A late packet of the first source still goes.
+        assert_eq!(r.apply(99, 2000), Some((99, 2000)));
     }
 
     #[test]
@@ -76,11 +98,18 @@ mod tests {
         r.apply(65_535, 3010);
         r.new_source();
         // The new source starts anywhere: it continues one past the last, a gap later.
-        assert_eq!(r.apply(7, 999_999), (0, 3010 + TS_GAP));
-        assert_eq!(r.apply(8, 999_999 + 3000), (1, 3010 + TS_GAP + 3000));
+        assert_eq!(r.apply(7, 999_999), Some((0, 3010 + TS_GAP)));
+        assert_eq!(r.apply(9, 999_999 + 3000), Some((2, 3010 + TS_GAP + 3000)));
         // A late packet of the source keeps its place and does not move the end back.
-        assert_eq!(r.apply(6, 999_999 - 3000), (65_535, 3010 + TS_GAP - 3000));
+        assert_eq!(r.apply(8, 999_999 + 3000), Some((1, 3010 + TS_GAP + 3000)));
+        // One from before the source's first would land on the previous source's numbers.
+        assert_eq!(r.apply(6, 999_999 - 3000), None);
         r.new_source();
-        assert_eq!(r.apply(500, 0), (2, 3010 + TS_GAP + 3000 + TS_GAP));
+        assert_eq!(r.apply(500, 0), Some((3, 3010 + TS_GAP + 3000 + TS_GAP)));
+        // Long after the source's start, the whole sequence space is its own again.
+        for seq in 501..=500 + LATE_WINDOW {
+            assert!(r.apply(seq, 0).is_some());
+        }
+        assert!(r.apply(500 + 0x8000 + 10, 0).is_some());
     }
 }

@@ -22,10 +22,15 @@ use serde_json::Value;
 use super::Ssrcs;
 use super::keyframe::is_keyframe_request;
 use super::peer::Peer;
+use super::simulcast::{self, Layer, Verdict};
 use super::speaker::{Speakers, level, speaker_message};
+use super::vp8;
 
-/// At most one keyframe request per published track in this interval.
+/// At most one keyframe request per published layer in this interval.
 pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
+
+/// At most this many simulcast layers per published track (browsers send up to three).
+pub const MAX_LAYERS: usize = 4;
 
 /// What a pass over a room produced: datagrams to send, signaling messages to participants.
 #[derive(Debug, Default)]
@@ -248,16 +253,29 @@ impl Room {
                         else {
                             continue;
                         };
-                        peer.published.insert(
-                            init.track_id.clone(),
-                            super::peer::Published {
-                                kind,
-                                receiver: init.receiver_id,
-                                ssrc: init.ssrc,
-                                last_pli: None,
-                            },
-                        );
-                        opened.push((init.track_id, kind));
+                        tracing::debug!(id = %peer.id, track = %init.track_id, rid = ?init.rid, ssrc = init.ssrc, "SFU: track opened");
+                        let layer = Layer::new(init.rid.unwrap_or_default(), init.ssrc, now);
+                        match peer.published.get_mut(&init.track_id) {
+                            // Another simulcast layer of a track already forwarded.
+                            Some(p) => {
+                                if p.layers.len() < MAX_LAYERS
+                                    && p.layers.iter().all(|l| l.ssrc != layer.ssrc)
+                                {
+                                    p.layers.push(layer);
+                                }
+                            }
+                            None => {
+                                peer.published.insert(
+                                    init.track_id.clone(),
+                                    super::peer::Published {
+                                        kind,
+                                        receiver: init.receiver_id,
+                                        layers: vec![layer],
+                                    },
+                                );
+                                opened.push((init.track_id, kind));
+                            }
+                        }
                     }
                     _ => {}
                 }
@@ -278,8 +296,8 @@ impl Room {
         connected || opened_any
     }
 
-    /// Participant `i`'s media and RTCP: forwarded, keyframe requests relayed; every connection
-    /// written to is marked in `dirty`.
+    /// Participant `i`'s media and RTCP: forwarded (each subscriber's simulcast layer only),
+    /// keyframe requests relayed; every connection written to is marked in `dirty`.
     fn reads(&mut self, i: usize, now: Instant, dirty: &mut [bool]) {
         let mut media = Vec::new();
         let mut keyframe_requests = Vec::new();
@@ -295,10 +313,29 @@ impl Room {
             }
         }
         let publisher = self.peers[i].id.clone();
+        // Out of the publisher while its subscribers are written to (put back below).
+        let mut published = std::mem::take(&mut self.peers[i].published);
+        // Layers a subscriber waits to switch to: (track, SSRC).
+        let mut wanted: Vec<(String, u32)> = Vec::new();
         for (track, packet) in media {
-            let Some(kind) = self.peers[i].published.get(&track).map(|p| p.kind) else {
+            let Some(pubd) = published.get_mut(&track) else {
                 continue;
             };
+            let kind = pubd.kind;
+            let ssrc_in = packet.header.ssrc;
+            let simulcast = pubd.layers.len() > 1;
+            let keyframe = simulcast && vp8::starts_keyframe(&packet.payload);
+            if simulcast {
+                let width = if keyframe {
+                    vp8::keyframe_width(&packet.payload)
+                } else {
+                    None
+                };
+                match pubd.layers.iter_mut().find(|l| l.ssrc == ssrc_in) {
+                    Some(l) => l.record(width, now),
+                    None => continue,
+                }
+            }
             if kind == RtpCodecKind::Audio
                 && let Some(ext) = self.peers[i].audio_level_id
                 && let Some(l) = packet.header.get_extension(ext).and_then(|e| level(&e))
@@ -321,9 +358,28 @@ impl Room {
                     continue;
                 };
                 f.payload_type = Some(pt);
-                let (seq, ts) = f
+                if simulcast {
+                    let target = simulcast::target(&pubd.layers, f.selection.want.as_deref(), now);
+                    if let Some(t) = f.selection.waiting_for(target)
+                        && !wanted.iter().any(|(k, s)| *s == t && *k == key.1)
+                    {
+                        wanted.push((key.1.clone(), t));
+                    }
+                    match f.selection.packet(ssrc_in, target, keyframe) {
+                        Verdict::Drop => continue,
+                        Verdict::Switch => {
+                            tracing::debug!(subscriber = %sub.id, publisher = %publisher, layer = ssrc_in, "SFU: layer switch");
+                            f.rewrite.new_source();
+                        }
+                        Verdict::Forward => {}
+                    }
+                }
+                let Some((seq, ts)) = f
                     .rewrite
-                    .apply(packet.header.sequence_number, packet.header.timestamp);
+                    .apply(packet.header.sequence_number, packet.header.timestamp)
+                else {
+                    continue;
+                };
                 let mut out = packet.clone();
                 out.header.ssrc = ssrc;
                 out.header.payload_type = pt;
@@ -334,58 +390,99 @@ impl Room {
                 out.header.extensions.clear();
                 out.header.extensions_padding = 0;
                 if let Some(mut s) = sub.pc.rtp_sender(sender) {
-                    let _ = s.write_rtp(now, out);
+                    if let Err(e) = s.write_rtp(now, out) {
+                        tracing::debug!(subscriber = %sub.id, publisher = %publisher, %e, "SFU: write_rtp");
+                    }
                     dirty[j] = true;
+                } else {
+                    tracing::debug!(subscriber = %sub.id, publisher = %publisher, "SFU: no sender");
                 }
             }
         }
-        // Keyframe requests arrive under the subscriber's sender track id.
+        self.peers[i].published = published;
+        for (track, layer) in wanted {
+            if let Some(k) = self.request_keyframe(&publisher, &track, Some(layer), now) {
+                dirty[k] = true;
+            }
+        }
+        // Keyframe requests arrive under the subscriber's sender track id; they go to the
+        // layer it receives.
         for track in keyframe_requests {
             let source = self.peers[i]
                 .forwards
                 .iter()
                 .find(|(_, f)| f.track_id == track)
-                .map(|(k, _)| k.clone());
-            if let Some((publisher, published)) = source {
-                if let Some(k) = self.request_keyframe(&publisher, &published, now) {
-                    dirty[k] = true;
-                }
+                .map(|(k, f)| (k.clone(), f.selection.current));
+            if let Some(((publisher, published), layer)) = source
+                && let Some(k) = self.request_keyframe(&publisher, &published, layer, now)
+            {
+                dirty[k] = true;
             }
         }
     }
 
-    /// Asks for a keyframe of every video track forwarded to participant `i`.
+    /// Participant `id` asks for `publisher`'s simulcast layer `rid` (`None`: the best sent).
+    pub fn want_layer(&mut self, id: &str, publisher: &str, rid: Option<String>, out: &mut Output) {
+        let Some(i) = self.find(id) else {
+            return;
+        };
+        if publisher == id || self.find(publisher).is_none() {
+            out.messages.push((
+                self.peers[i].conn,
+                "{\"type\":\"error\",\"code\":7,\"message\":\"no such participant in this room\"}"
+                    .to_owned(),
+            ));
+            return;
+        }
+        self.peers[i].want_layer(publisher, rid);
+    }
+
+    /// Asks for a keyframe of every video track forwarded to participant `i` (every layer:
+    /// it may receive any).
     fn keyframes_for(&mut self, i: usize, now: Instant) {
         let keys: Vec<(String, String)> = self.peers[i].forwards.keys().cloned().collect();
         for (publisher, track) in keys {
-            self.request_keyframe(&publisher, &track, now);
+            self.request_keyframe(&publisher, &track, None, now);
         }
     }
 
-    /// A PLI to `publisher` for its video track `track`, unless one went out within
-    /// [`PLI_INTERVAL`].
+    /// A PLI to `publisher` for layer `layer` (every layer: `None`) of its video track `track`,
+    /// for each layer no keyframe was asked of within [`PLI_INTERVAL`].
     /// (The publisher's index when a PLI went out.)
-    fn request_keyframe(&mut self, publisher: &str, track: &str, now: Instant) -> Option<usize> {
+    fn request_keyframe(
+        &mut self,
+        publisher: &str,
+        track: &str,
+        layer: Option<u32>,
+        now: Instant,
+    ) -> Option<usize> {
         let k = self.peers.iter().position(|p| p.id == publisher)?;
         let p = &mut self.peers[k];
         let published = p.published.get_mut(track)?;
-        if published.kind != RtpCodecKind::Video
-            || published
-                .last_pli
-                .is_some_and(|t| now.saturating_duration_since(t) < PLI_INTERVAL)
-        {
+        if published.kind != RtpCodecKind::Video {
             return None;
         }
-        published.last_pli = Some(now);
-        let (receiver, media_ssrc) = (published.receiver, published.ssrc);
+        let mut plis: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
+        for l in &mut published.layers {
+            if layer.is_some_and(|s| s != l.ssrc)
+                || l.last_pli
+                    .is_some_and(|t| now.saturating_duration_since(t) < PLI_INTERVAL)
+            {
+                continue;
+            }
+            l.last_pli = Some(now);
+            tracing::debug!(publisher, rid = %l.rid, ssrc = l.ssrc, "SFU: PLI");
+            plis.push(Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: l.ssrc,
+            }));
+        }
+        if plis.is_empty() {
+            return None;
+        }
+        let receiver = published.receiver;
         if let Some(mut r) = p.pc.rtp_receiver(receiver) {
-            let _ = r.write_rtcp(
-                now,
-                vec![Box::new(PictureLossIndication {
-                    sender_ssrc: 0,
-                    media_ssrc,
-                })],
-            );
+            let _ = r.write_rtcp(now, plis);
         }
         Some(k)
     }
