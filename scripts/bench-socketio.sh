@@ -3,7 +3,8 @@
 # Redis, in the same run, driven by the bundled load generator:
 #
 #   scripts/bench-socketio.sh [--subscribers 1000] [--rate 100] [--size 64] [--duration 20s]
-#                             [--rounds 1] [--out reports/bench-socketio] [--bin-dir DIR]
+#                             [--rounds 1] [--write-delay-ms 0] [--out reports/bench-socketio]
+#                             [--bin-dir DIR]
 #
 # Node A takes one publisher at --rate messages/s, node B holds --subscribers subscribers of
 # the topic: every delivery crosses Redis. Three servers, each as two nodes:
@@ -12,6 +13,9 @@
 #                 history on (--history-size 100: each publish is appended to the topic's
 #                 history in Redis as it is published, as Centrifugo's "history on")
 #   c10m-pubsub   the same nodes, the /pubsub text protocol (no history)
+#   c10m-*-delay  with --write-delay-ms N (N > 0): the same two cases on two more nodes started
+#                 with `--write-delay-ms N` (deliveries to a connection wait up to N ms to share
+#                 one write)
 #   socketio      benches/socketio/server.js under node (Socket.IO 4.8, WebSocket transport
 #                 only, no compression; `io.to(topic).emit`), installed here with npm ci
 #
@@ -33,6 +37,7 @@ rate=100
 size=64
 duration=20s
 rounds=1
+write_delay=0
 out=reports/bench-socketio
 bin_dir=""
 args="$*"
@@ -43,6 +48,7 @@ while [ $# -gt 0 ]; do
     --size) size=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
+    --write-delay-ms) write_delay=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --bin-dir) bin_dir=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
@@ -91,10 +97,11 @@ started+=("$redis_pid")
 wait_port "$redis_port" "$redis_pid" redis-server
 broker=redis://127.0.0.1:$redis_port
 
-c10m_node() { # NAME -> sets pid and addr
+c10m_node() { # NAME [FLAG...] -> sets pid and addr
   local log="$out/$1.log"
+  shift
   taskset -c 0 "$c10m" serve --listen 127.0.0.1:0 --shards 1 --broker "$broker" \
-    --history-size 100 >"$log" 2>&1 &
+    --history-size 100 "$@" >"$log" 2>&1 &
   pid=$!
   started+=("$pid")
   addr=$(listen_addr "$log" "$pid") || { echo "bench-socketio: $1 did not start" >&2; cat "$log" >&2; exit 1; }
@@ -110,6 +117,13 @@ sio_node() { # NAME -> sets pid and addr
 }
 c10m_node c10m-a; c10m_a=$pid c10m_a_addr=$addr
 c10m_node c10m-b; c10m_b=$pid c10m_b_addr=$addr
+cases="c10m-v1 c10m-pubsub"
+if [ "$write_delay" != 0 ]; then
+  c10m_node c10m-delay-a --write-delay-ms "$write_delay"; delay_a=$pid delay_a_addr=$addr
+  c10m_node c10m-delay-b --write-delay-ms "$write_delay"; delay_b=$pid delay_b_addr=$addr
+  cases="$cases c10m-v1-delay c10m-pubsub-delay"
+fi
+cases="$cases socketio"
 sio_node sio-a; sio_a=$pid sio_a_addr=$addr
 sio_node sio-b; sio_b=$pid sio_b_addr=$addr
 echo "bench-socketio: Redis :$redis_port; c10m $c10m_a_addr + $c10m_b_addr; Socket.IO $sio_a_addr + $sio_b_addr; servers on core 0, load generator on core 1"
@@ -147,12 +161,17 @@ for round in $(seq 1 "$rounds"); do
   echo "bench-socketio: round $round of $rounds: $subscribers subscribers on node B, 1 publisher on node A at $rate/s"
   run "c10m-v1-$round" "$c10m_a" "$c10m_b" "$c10m_a_addr" "$c10m_b_addr" v1
   run "c10m-pubsub-$round" "$c10m_a" "$c10m_b" "$c10m_a_addr" "$c10m_b_addr" pubsub
+  if [ "$write_delay" != 0 ]; then
+    run "c10m-v1-delay-$round" "$delay_a" "$delay_b" "$delay_a_addr" "$delay_b_addr" v1
+    run "c10m-pubsub-delay-$round" "$delay_a" "$delay_b" "$delay_a_addr" "$delay_b_addr" pubsub
+  fi
   run "socketio-$round" "$sio_a" "$sio_b" "$sio_a_addr" "$sio_b_addr" socketio
 done
 
-python3 - "$out" "$(getconf CLK_TCK)" "$rounds" <<'PY'
+python3 - "$out" "$(getconf CLK_TCK)" "$rounds" "$cases" "$write_delay" <<'PY'
 import json, sys
 out, hz, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+cases, delay = sys.argv[4].split(), sys.argv[5]
 cpu = {}
 for line in open(f"{out}/cpu.tsv"):
     name, a, b, r = line.split("\t")
@@ -167,7 +186,7 @@ print()
 print("  ".join(f"{h:>12}" for h in head))
 per = {}
 for rnd in range(1, rounds + 1):
-    for case in ("c10m-v1", "c10m-pubsub", "socketio"):
+    for case in cases:
         name = f"{case}-{rnd}"
         r = json.load(open(f"{out}/{name}.json"))
         b, lat = r["broadcast"], r["messages"]["latency"]
@@ -182,9 +201,12 @@ for rnd in range(1, rounds + 1):
         print("  ".join(f"{str(v):>12}" for v in row))
 print()
 med = {c: sorted(v)[len(v) // 2] for c, v in per.items()}
-for c in ("c10m-v1", "c10m-pubsub"):
+for c in (c for c in cases if c != "socketio"):
     print(f"server CPU per delivery (A+B+Redis), {c} against Socket.IO: {med[c] / med['socketio']:.2f}x "
           f"({med[c]:.2f}us against {med['socketio']:.2f}us, median of {rounds} round(s))")
+if delay != "0":
+    for c in ("c10m-v1", "c10m-pubsub"):
+        print(f"{c} with --write-delay-ms {delay} against without: {med[c + '-delay'] / med[c]:.2f}x")
 print("CPU is utime+stime from /proc/PID/stat around each whole run (connection set-up and")
 print(f"close included; 10 ms ticks). Reports and logs: {out}")
 PY

@@ -54,6 +54,9 @@ pub const MAX_PAYLOAD_LIMIT: usize = isize::MAX as usize - proto::frame::MAX_HEA
 /// plus a setting, in `u64` milliseconds, and must not overflow.
 pub const MAX_MILLIS: u64 = 1 << 40;
 
+/// Longest `write_delay_ms`: a delivery should not wait longer than a second to be written.
+pub const MAX_WRITE_DELAY_MS: u64 = 1_000;
+
 /// The most shards: a [`ConnId`](super::ConnId) holds the shard in 10 bits.
 pub const MAX_SHARDS: usize = 1 << super::id::SHARD_BITS;
 
@@ -113,6 +116,13 @@ pub struct ServerConfig {
     /// always be queued on top, so memory per connection is bounded by this plus one message.
     #[serde(deserialize_with = "de::bytes")]
     pub write_queue_limit: usize,
+    /// Output for connections other than the one whose input is being processed (fan-out,
+    /// sends from other shards or threads) waits up to this long to be written, so that
+    /// several deliveries to one connection share one write (Centrifugo's `write_delay`);
+    /// 0 writes at the end of every loop iteration. A connection's queue past 64 KiB is
+    /// written at once; replies to a connection's own input never wait. At most 1,000.
+    #[serde(deserialize_with = "de::millis")]
+    pub write_delay_ms: u64,
     /// Most connections per shard; further accepts are closed at once. At most
     /// [`MAX_CONNECTIONS_PER_SHARD`].
     #[serde(deserialize_with = "de::count")]
@@ -242,6 +252,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: 75_000,
             close_timeout_ms: 5_000,
             write_queue_limit: 1 << 20,
+            write_delay_ms: 0,
             max_connections_per_shard: 1 << 24,
             max_connections_per_source: 0,
             max_reassembly_bytes: 1 << 30,
@@ -533,6 +544,7 @@ impl ServerConfig {
             at_most(key, ms, MAX_MILLIS)?;
         }
         at_least("timer_tick_ms", self.timer_tick_ms, 1)?;
+        at_most("write_delay_ms", self.write_delay_ms, MAX_WRITE_DELAY_MS)?;
         // Connection deadlines live in the timer wheel, whose wrapping ticks reach only so far.
         let horizon = self
             .timer_tick_ms

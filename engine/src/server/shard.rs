@@ -111,6 +111,8 @@ impl Shard {
             limit: config.write_queue_limit,
             dead: Vec::new(),
             dirty: Vec::new(),
+            delay_ms: config.write_delay_ms,
+            flush_due: None,
             sink: Sink::Syscalls,
             tls: handle
                 .shared
@@ -305,7 +307,7 @@ impl Shard {
             }
         }
         self.apply_answers();
-        self.core.io.flush_dirty();
+        self.core.io.flush_gathered(self.core.now);
         self.core.udp.flush();
         self.reap();
         if let Some(deadline) = self.draining_until {
@@ -342,9 +344,15 @@ impl Shard {
                 .map_or(HEARTBEAT_MS, |w| w.min(HEARTBEAT_MS)),
         );
         let app_timer = self.core.app_timers.next_deadline();
-        for t in [self.accept_paused_until, self.draining_until, app_timer]
-            .into_iter()
-            .flatten()
+        let flush = self.core.io.flush_wait(now).map(|d| now + d);
+        for t in [
+            self.accept_paused_until,
+            self.draining_until,
+            app_timer,
+            flush,
+        ]
+        .into_iter()
+        .flatten()
         {
             let d = t.saturating_sub(now);
             wait = Some(wait.map_or(d, |w| w.min(d)));

@@ -42,6 +42,10 @@ pub struct Io {
     pub dead: Vec<usize>,
     /// Slots with output gathered this iteration, written by [`Io::flush_dirty`].
     pub dirty: Vec<usize>,
+    /// How long gathered output may wait for more before it is written (`write_delay_ms`).
+    pub delay_ms: u64,
+    /// With a delay: when the oldest gathered output is due (shard milliseconds).
+    pub flush_due: Option<u64>,
     /// The half of the write path that differs by backend.
     pub sink: Sink,
     /// wss://: each connection's TLS session; output is encrypted on its way into the cork's
@@ -197,6 +201,26 @@ impl Io {
         if pending >= FLUSH_AT {
             self.drain(slot);
         }
+    }
+
+    /// Writes the gathered output at the end of an iteration: at once without a write delay;
+    /// with one, once the oldest output has waited `delay_ms` (else the loop wakes for it:
+    /// [`Io::flush_wait`]).
+    pub fn flush_gathered(&mut self, now: u64) {
+        if self.delay_ms == 0 || self.dirty.is_empty() {
+            self.flush_due = None;
+            return self.flush_dirty();
+        }
+        let due = *self.flush_due.get_or_insert(now + self.delay_ms);
+        if now >= due {
+            self.flush_due = None;
+            self.flush_dirty();
+        }
+    }
+
+    /// How long the loop may sleep before gathered output is due.
+    pub fn flush_wait(&self, now: u64) -> Option<u64> {
+        self.flush_due.map(|due| due.saturating_sub(now))
     }
 
     /// Writes the output gathered this iteration for every connection that has some.

@@ -568,3 +568,39 @@ fn mail_is_read_with_a_budget_per_iteration() {
         "the rest next iteration"
     );
 }
+
+#[test]
+fn a_write_delay_gathers_deliveries_and_wakes_the_loop_for_them() {
+    let mut h = Harness::new(
+        ServerConfig {
+            write_delay_ms: 50,
+            ..config()
+        },
+        || Box::new(Recorder(Log::default())),
+    );
+    let (mut c, id) = h.open();
+    let handle = h.shard.core.handle.clone();
+    let start = h.shard.core.now;
+    // Three deliveries 10 ms apart: none written before the first has waited 50 ms.
+    for i in 0..3u8 {
+        let _ = handle.send(id, &SharedFrame::binary(&[i]));
+        h.at(start + 10 * u64::from(i));
+        assert!(c.read_all().is_empty(), "written before the delay");
+    }
+    // The loop sleeps no longer than until they are due.
+    assert_eq!(h.shard.core.io.flush_wait(start + 20), Some(30));
+    h.at(start + 50);
+    assert_eq!(
+        frames(&c.read_all()),
+        [
+            (OpCode::Binary, vec![0]),
+            (OpCode::Binary, vec![1]),
+            (OpCode::Binary, vec![2])
+        ]
+    );
+    assert_eq!(h.shard.core.io.flush_wait(start + 50), None, "nothing left");
+    // A reply to the connection's own input does not wait.
+    c.write(&client_frame(OpCode::Text, b"echo"));
+    h.pump(&c);
+    assert_eq!(frames(&c.read_all()), [(OpCode::Text, b"echo".to_vec())]);
+}
