@@ -7,7 +7,7 @@
 // the active speaker is announced.
 // With `simulcast` (through the SFU), two pages instead: both publish their camera in two
 // simulcast layers ("h", half size, and "f"), and page 0 asks for page 1's "h", then "f", then
-// the best one sent; the three-page run above publishes one layer (&simulcast=0).
+// the best one sent (&simulcast=1); the three-page run above publishes one layer.
 // Usage: node demo.mjs http://127.0.0.1:PORT [relay] [sfu] [simulcast]
 // Exits 0 when every check holds, 1 otherwise (each failure printed).
 import { chromium } from "playwright-core";
@@ -23,7 +23,7 @@ if (!base || flags.some((f) => !["relay", "sfu", "simulcast"].includes(f))) {
 }
 const room = `t${Date.now()}`;
 const url = `${base}/demo/?room=${room}&autojoin=1${relay ? "&relay=1" : ""}` +
-  `${sfu ? "&sfu=1" : ""}${sfu && !simulcast ? "&simulcast=0" : ""}`;
+  `${sfu ? "&sfu=1" : ""}${simulcast ? "&simulcast=1" : ""}`;
 
 const browser = await chromium.launch({
   executablePath: "/usr/bin/chromium",

@@ -4,15 +4,15 @@
 // ICE servers the server hands out at join, TURN included when configured.
 // With ?sfu=1 media goes through the server's SFU instead: one peer connection with the server
 // (addressed as "sfu"), which forwards everyone's tracks, each in a stream named by its
-// publisher's id, and renegotiates (the server offers) as participants come and go. The
-// camera is published in two simulcast layers ("h": half the resolution, "f": full; off with
-// &simulcast=0) and each remote tile has a layer choice: auto (the best the publisher sends),
-// f or h; the server switches on the next keyframe of the chosen layer.
+// publisher's id, and renegotiates (the server offers) as participants come and go. With
+// &simulcast=1 the camera is published in two simulcast layers ("h": half the resolution, "f":
+// full) and each remote tile has a layer choice: auto (the best the publisher sends), f or h;
+// the server switches on the next keyframe of the chosen layer.
 const params = new URLSearchParams(location.search);
 const room = params.get("room") || "demo";
 const relayOnly = params.get("relay") === "1";
 const sfuMode = params.get("sfu") === "1";
-const simulcast = sfuMode && params.get("simulcast") !== "0";
+const simulcast = sfuMode && params.get("simulcast") === "1";
 // The simulcast layers published through the SFU, by RTP stream id.
 const LAYERS = [
   { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 300_000 },
