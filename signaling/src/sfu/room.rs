@@ -65,6 +65,10 @@ pub struct Room {
     pub peers: Vec<Peer>,
     /// Who is speaking.
     pub speakers: Speakers,
+    /// Per participant, kept between passes (no allocation per datagram batch): whether a
+    /// pass wrote to it, and whether it was already processed.
+    dirty: Vec<bool>,
+    done: Vec<bool>,
 }
 
 impl Room {
@@ -192,8 +196,12 @@ impl Room {
         out: &mut Output,
         ssrc: &mut Ssrcs,
     ) {
-        let mut dirty = vec![false; self.peers.len()];
-        let mut done = vec![false; self.peers.len()];
+        let mut dirty = std::mem::take(&mut self.dirty);
+        let mut done = std::mem::take(&mut self.done);
+        dirty.clear();
+        dirty.resize(self.peers.len(), false);
+        done.clear();
+        done.resize(self.peers.len(), false);
         for &i in peers {
             if i >= self.peers.len() || done[i] {
                 continue;
@@ -223,6 +231,8 @@ impl Room {
             }
             p.deadline = p.pc.poll_timeout();
         }
+        self.dirty = dirty;
+        self.done = done;
         if let Some(speaker) = self.speakers.decide(now) {
             let text = speaker_message(&speaker);
             for p in &self.peers {
