@@ -109,7 +109,8 @@ def transcript(addr):
         (b, b"sub", TEXT),
         (b, b"hello", TEXT),
         (b, b"", TEXT),
-        (b, b"pub t " + b"p" * 70000, TEXT),
+        # Near /pubsub's 64 KiB message limit (both servers take it; past it both close).
+        (b, b"pub t " + b"p" * 65000, TEXT),
     ]
     for i, (who, payload, opcode) in enumerate(steps):
         who.send(payload, opcode)

@@ -101,7 +101,8 @@ int main(int argc, char **argv) {
     app = &server;
     server.ws<PerSocketData>("/pubsub", {
         .compression = uWS::DISABLED,
-        .maxPayloadLength = 100 * 1024 * 1024,
+        // c10m's /pubsub limit (PUBSUB_MAX_MESSAGE, 64 KiB): both close a larger message alike.
+        .maxPayloadLength = 64 * 1024,
         .idleTimeout = 16,
         .maxBackpressure = 100 * 1024 * 1024,
         .closeOnBackpressureLimit = false,
