@@ -211,6 +211,12 @@ struct Participant {
     errors: u32,
 }
 
+/// A joined participant's id, room and whether its media goes through the SFU.
+fn joined(ctx: &mut Ctx<'_>, id: ConnId) -> Option<(String, String, bool)> {
+    ctx.state::<Participant>(id)
+        .and_then(|p| Some((p.id.clone(), p.room.clone()?, p.sfu)))
+}
+
 fn room_channel(room: &str) -> String {
     format!("sig:{room}")
 }
@@ -349,10 +355,7 @@ impl RoomsApp {
     /// candidates are dropped (the SFU is ICE-lite: it learns the participant's address from
     /// its connectivity checks).
     fn relay_to_sfu(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: &mut Map<String, Value>) {
-        let Some((me, room, sfu)) = ctx
-            .state::<Participant>(id)
-            .and_then(|p| Some((p.id.clone(), p.room.clone()?, p.sfu)))
-        else {
+        let Some((me, room, sfu)) = joined(ctx, id) else {
             return self.fail(ctx, id, SignalError::NotJoined);
         };
         if !sfu {
@@ -388,10 +391,7 @@ impl RoomsApp {
     /// `{"type":"layer","publisher":ID,"rid":"h"}`, `"rid":null` (or absent) for the best one
     /// sent.
     fn layer(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: &Map<String, Value>) {
-        let Some((me, room, sfu)) = ctx
-            .state::<Participant>(id)
-            .and_then(|p| Some((p.id.clone(), p.room.clone()?, p.sfu)))
-        else {
+        let Some((me, room, sfu)) = joined(ctx, id) else {
             return self.fail(ctx, id, SignalError::NotJoined);
         };
         if !sfu {
