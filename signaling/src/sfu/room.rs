@@ -334,18 +334,22 @@ impl Room {
             let kind = pubd.kind;
             let ssrc_in = packet.header.ssrc;
             let simulcast = pubd.layers.len() > 1;
-            let keyframe = simulcast && vp8::starts_keyframe(&packet.payload);
-            if simulcast {
-                let width = if keyframe {
-                    vp8::keyframe_width(&packet.payload)
-                } else {
-                    None
-                };
-                match pubd.layers.iter_mut().find(|l| l.ssrc == ssrc_in) {
-                    Some(l) => l.record(width, now),
-                    None => continue,
-                }
-            }
+            let keyframe = kind == RtpCodecKind::Video && vp8::starts_keyframe(&packet.payload);
+            // Only packets of a layer whose opening was seen: rtc hands out a new layer's
+            // first packets before its open event (events and media are separate queues), and
+            // forwarding them onto the subscriber's SSRC would interleave two layers' sequence
+            // numbers there; the receiver's SRTP index then jumps and it rejects the real
+            // layer's packets as replays from then on (a stream that stopped after its first
+            // keyframe).
+            let Some(layer) = pubd.layers.iter_mut().find(|l| l.ssrc == ssrc_in) else {
+                continue;
+            };
+            let width = if keyframe {
+                vp8::keyframe_width(&packet.payload)
+            } else {
+                None
+            };
+            layer.record(width, now);
             if kind == RtpCodecKind::Audio
                 && let Some(ext) = self.peers[i].audio_level_id
                 && let Some(l) = packet.header.get_extension(ext).and_then(|e| level(&e))
@@ -368,7 +372,12 @@ impl Room {
                     continue;
                 };
                 f.payload_type = Some(pt);
-                if simulcast {
+                // Every forward tracks the layer it carries, simulcast or not yet: a track
+                // whose second layer opens later must switch to it as a new source (its
+                // numbers continued), not take it for the one it was already carrying.
+                if !simulcast {
+                    f.selection.current = Some(ssrc_in);
+                } else {
                     let target = simulcast::target(&pubd.layers, f.selection.want.as_deref(), now);
                     if let Some(t) = f.selection.waiting_for(target)
                         && !wanted.iter().any(|(k, s)| *s == t && *k == key.1)
