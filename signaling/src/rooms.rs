@@ -105,7 +105,7 @@ impl SignalError {
         }
     }
 
-    fn json(self) -> String {
+    pub(crate) fn json(self) -> String {
         format!(
             "{{\"type\":\"error\",\"code\":{},\"message\":\"{}\"}}",
             self as u16,

@@ -448,8 +448,7 @@ impl Room {
         if publisher == id || self.find(publisher).is_none() {
             out.messages.push((
                 self.peers[i].conn,
-                "{\"type\":\"error\",\"code\":7,\"message\":\"no such participant in this room\"}"
-                    .to_owned(),
+                crate::rooms::SignalError::NoSuchParticipant.json(),
             ));
             return;
         }
