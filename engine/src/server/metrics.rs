@@ -347,11 +347,11 @@ impl Source {
 }
 
 /// Serves `/metrics` and `/health` on `listener` until the process exits.
-pub fn serve(listener: TcpListener, source: Source) {
-    let result = Endpoint::new(listener, source).and_then(|mut e| e.run());
-    if let Err(error) = result {
-        tracing::error!(%error, "the metrics endpoint stopped");
-    }
+/// Sets the endpoint up on the calling thread: its epoll instance and registration take fds
+/// now, so a process whose fd table is already full (or fills right after start-up) fails to
+/// start instead of losing its metrics listener on the endpoint's own thread later.
+pub fn endpoint(listener: TcpListener, source: Source) -> io::Result<Endpoint> {
+    Endpoint::new(listener, source)
 }
 
 /// Where a client is in its one exchange.
@@ -382,7 +382,8 @@ enum Next {
     Close,
 }
 
-struct Endpoint {
+/// The metrics and health endpoint: one thread, one poll, a bounded set of clients.
+pub struct Endpoint {
     poll: Poll,
     listener: mio::net::TcpListener,
     clients: Slab<Client>,
@@ -405,6 +406,13 @@ impl Endpoint {
             source,
             accept_retry: None,
         })
+    }
+
+    /// Serves until the poll itself fails (logged; accept errors are retried, not fatal).
+    pub fn serve(mut self) {
+        if let Err(error) = self.run() {
+            tracing::error!(%error, "the metrics endpoint stopped");
+        }
     }
 
     fn run(&mut self) -> io::Result<()> {

@@ -450,19 +450,17 @@ pub fn start_with_broker(
         Some(addr) => {
             let listener = std::net::TcpListener::bind(addr)?;
             let bound = listener.local_addr()?;
-            let all = stats.clone();
+            let endpoint = metrics::endpoint(
+                listener,
+                metrics::Source {
+                    shards: stats.clone(),
+                    broker,
+                    started: clock,
+                },
+            )?;
             std::thread::Builder::new()
                 .name("c10m-metrics".into())
-                .spawn(move || {
-                    metrics::serve(
-                        listener,
-                        metrics::Source {
-                            shards: all,
-                            broker,
-                            started: clock,
-                        },
-                    )
-                })?;
+                .spawn(move || endpoint.serve())?;
             Some(bound)
         }
         None => None,
