@@ -105,6 +105,114 @@ fn two_participants_receive_each_others_media() {
     assert_eq!(codes, [1, 7], "{:?}", a.errors);
 }
 
+/// A simulcast video payload: a VP8 keyframe start `width` pixels wide, `size` bytes long
+/// (payload descriptor, 3-byte frame tag, start code, width, height).
+fn layer_payload(width: u16, size: usize) -> Vec<u8> {
+    let mut p = vec![0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a];
+    p.extend_from_slice(&width.to_le_bytes());
+    p.extend_from_slice(&180u16.to_le_bytes());
+    p.resize(size, 0);
+    p
+}
+
+/// The widths of the keyframes among the video payloads `c` received since the last call.
+fn widths(c: &mut SfuClient) -> Vec<u16> {
+    c.take_video()
+        .iter()
+        .filter_map(|p| c10m_signaling::sfu::vp8::keyframe_width(p))
+        .collect()
+}
+
+/// The layer choice follows a subscriber's bandwidth estimate: a publisher sends its video as
+/// two simulcast layers, h (320 wide, about 100 kbit/s) and f (640 wide, about 800 kbit/s).
+/// Two subscribers on clean paths receive f. Then 30% of what reaches one of them is lost: its
+/// transport-wide feedback says so, the SFU's estimate of its path falls below f's bitrate,
+/// and it is moved to h, which it then receives alone. Once the loss ends, the estimate climbs
+/// back and it returns to f.
+#[test]
+fn a_subscriber_whose_path_loses_packets_is_moved_to_a_lower_simulcast_layer() {
+    let (_server, addr, _lines) =
+        spawn_serve("", "--listen 127.0.0.1:0 --shards 2 --sfu-udp 127.0.0.1:0");
+    let mut p = SfuClient::join_simulcast(addr, "/signal/v1", "bwe", 0x1000).unwrap();
+    let mut lossy = SfuClient::join(addr, "/signal/v1", "bwe", 0x2000).unwrap();
+    let mut clean = SfuClient::join(addr, "/signal/v1", "bwe", 0x3000).unwrap();
+    lossy.keep_video();
+    clean.keep_video();
+    assert!(
+        drive(
+            &mut [&mut p, &mut lossy, &mut clean],
+            Duration::from_secs(20),
+            |c| c.iter().all(|c| c.connected)
+        ),
+        "not connected"
+    );
+    let (h, f) = (layer_payload(320, 120), layer_payload(640, 1000));
+    // Publishes for up to `limit` (a packet of each layer every 10 ms) until `done` holds on
+    // the two subscribers' received widths (all since the phase began); whether it did.
+    let phase = |p: &mut SfuClient,
+                 lossy: &mut SfuClient,
+                 clean: &mut SfuClient,
+                 limit: Duration,
+                 done: &dyn Fn(&[u16], &[u16]) -> bool| {
+        let (mut seen_lossy, mut seen_clean) = (Vec::new(), Vec::new());
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            p.send_layer("h", &h);
+            p.send_layer("f", &f);
+            drive(
+                &mut [&mut *p, &mut *lossy, &mut *clean],
+                Duration::from_millis(10),
+                |_| false,
+            );
+            seen_lossy.extend(widths(lossy));
+            seen_clean.extend(widths(clean));
+            if done(&seen_lossy, &seen_clean) {
+                return (true, seen_lossy, seen_clean);
+            }
+        }
+        (false, seen_lossy, seen_clean)
+    };
+    // The last `n` widths are all `w`.
+    let ends_with = |seen: &[u16], n: usize, w: u16| {
+        seen.len() >= n && seen[seen.len() - n..].iter().all(|&x| x == w)
+    };
+    let (ok, a, b) = phase(
+        &mut p,
+        &mut lossy,
+        &mut clean,
+        Duration::from_secs(20),
+        &|a, b| ends_with(a, 20, 640) && ends_with(b, 20, 640),
+    );
+    assert!(ok, "before any loss both should receive f: {a:?} / {b:?}");
+    lossy.set_loss(30);
+    let (ok, a, _) = phase(
+        &mut p,
+        &mut lossy,
+        &mut clean,
+        Duration::from_secs(30),
+        &|a, _| ends_with(a, 20, 320),
+    );
+    let first_h = a.iter().position(|&w| w == 320);
+    assert!(
+        ok,
+        "the lossy subscriber stayed on f: {} packets received, the first of h at {first_h:?}",
+        a.len()
+    );
+    lossy.set_loss(0);
+    let (ok, a, _) = phase(
+        &mut p,
+        &mut lossy,
+        &mut clean,
+        Duration::from_secs(40),
+        &|a, _| ends_with(a, 20, 640),
+    );
+    assert!(
+        ok,
+        "back on a clean path, the subscriber stayed on h: {} packets received",
+        a.len()
+    );
+}
+
 /// How many join/leave cycles the leak check runs (C10M_SFU_CYCLES overrides, for a longer run
 /// by hand).
 fn cycles() -> usize {

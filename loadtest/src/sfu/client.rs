@@ -42,8 +42,20 @@ pub type ClientError = String;
 struct Sender {
     id: RTCRtpSenderId,
     kind: RtpCodecKind,
-    ssrc: u32,
-    seq: u16,
+    /// Its encodings: (rid, SSRC, last sequence number); one with an empty rid without
+    /// simulcast.
+    layers: Vec<(String, u32, u16)>,
+}
+
+/// The simulcast layers a [`SfuClient::join_simulcast`] participant publishes its video as.
+pub const LAYERS: [&str; 2] = ["h", "f"];
+
+/// The header extension ids a simulcast layer's packets carry (the MID and the RID: how the
+/// SFU learns which SSRC is which layer), as this client's offer numbered them.
+#[derive(Debug, Clone, Copy)]
+struct LayerExtensions {
+    mid: u8,
+    rid: u8,
 }
 
 /// One participant.
@@ -55,6 +67,11 @@ pub struct SfuClient {
     udp: UdpSocket,
     local: SocketAddr,
     senders: Vec<Sender>,
+    /// With simulcast: the extension ids and the video section's mid.
+    simulcast: Option<(LayerExtensions, String)>,
+    /// Percent of incoming SRTP/SRTCP datagrams dropped (a lossy path), and how many arrived.
+    loss_percent: u32,
+    datagrams_in: u64,
     /// ICE and DTLS are up.
     pub connected: bool,
     /// The connection failed.
@@ -131,6 +148,27 @@ impl SfuClient {
         room: &str,
         ssrc_base: u32,
     ) -> Result<SfuClient, ClientError> {
+        Self::join_with(server, path, room, ssrc_base, false)
+    }
+
+    /// As [`SfuClient::join`], with the video published as the simulcast [`LAYERS`] (SSRCs
+    /// `ssrc_base + 1` and `ssrc_base + 2`), sent with [`SfuClient::send_layer`].
+    pub fn join_simulcast(
+        server: SocketAddr,
+        path: &str,
+        room: &str,
+        ssrc_base: u32,
+    ) -> Result<SfuClient, ClientError> {
+        Self::join_with(server, path, room, ssrc_base, true)
+    }
+
+    fn join_with(
+        server: SocketAddr,
+        path: &str,
+        room: &str,
+        ssrc_base: u32,
+        simulcast: bool,
+    ) -> Result<SfuClient, ClientError> {
         let io = |e: std::io::Error| format!("signaling: {e}");
         let stream = TcpStream::connect(server).map_err(io)?;
         stream
@@ -162,20 +200,34 @@ impl SfuClient {
             .into_iter()
             .enumerate()
         {
-            let ssrc = ssrc_base.wrapping_add(i as u32);
+            let rids: Vec<&str> = if simulcast && kind == RtpCodecKind::Video {
+                LAYERS.to_vec()
+            } else {
+                vec![""]
+            };
+            let layers: Vec<(String, u32, u16)> = rids
+                .iter()
+                .enumerate()
+                .map(|(l, rid)| (rid.to_string(), ssrc_base.wrapping_add((i + l) as u32), 0))
+                .collect();
+            let encodings = layers
+                .iter()
+                .map(|(rid, ssrc, _)| RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        rid: rid.clone(),
+                        ssrc: Some(*ssrc),
+                        ..Default::default()
+                    },
+                    codec: codec(kind),
+                    ..Default::default()
+                })
+                .collect();
             let track = MediaStreamTrack::new(
                 id.clone(),
                 format!("{id}-{i}"),
                 format!("{id} {i}"),
                 kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec: codec(kind),
-                    ..Default::default()
-                }],
+                encodings,
             );
             let t = pc
                 .add_transceiver_from_track(
@@ -190,8 +242,7 @@ impl SfuClient {
             senders.push(Sender {
                 id: RTCRtpSenderId::from(t),
                 kind,
-                ssrc,
-                seq: 0,
+                layers,
             });
         }
         let udp = UdpSocket::bind(SocketAddr::new(server.ip(), 0)).map_err(io)?;
@@ -206,8 +257,16 @@ impl SfuClient {
             .local_description()
             .map(|d| d.sdp)
             .ok_or("no local description")?;
+        let simulcast = if simulcast {
+            Some(layer_extensions(&sdp).ok_or("the offer numbers no MID/RID extensions")?)
+        } else {
+            None
+        };
         send_json(&mut ws, json!({"type": "offer", "to": "sfu", "sdp": sdp}))?;
         Ok(SfuClient {
+            simulcast,
+            loss_percent: 0,
+            datagrams_in: 0,
             ws,
             id,
             pc,
@@ -248,6 +307,9 @@ impl SfuClient {
             match self.udp.recv_from(&mut buf) {
                 Ok((n, from)) => {
                     busy = true;
+                    if self.lost(buf[0]) {
+                        continue;
+                    }
                     let _ = self.pc.handle_read(TaggedBytesMut {
                         now: Instant::now(),
                         transport: TransportContext {
@@ -373,22 +435,61 @@ impl SfuClient {
 
     /// Sends one RTP packet with `payload` on the published track of `kind`.
     pub fn send(&mut self, kind: RtpCodecKind, payload: &[u8]) {
+        self.send_on(kind, "", payload);
+    }
+
+    /// Sends one RTP packet with `payload` on simulcast layer `rid` of the published video
+    /// (a [`SfuClient::join_simulcast`] participant), tagged with its MID and RID.
+    pub fn send_layer(&mut self, rid: &str, payload: &[u8]) {
+        self.send_on(RtpCodecKind::Video, rid, payload);
+    }
+
+    fn send_on(&mut self, kind: RtpCodecKind, rid: &str, payload: &[u8]) {
         let now = Instant::now();
-        if let Some(s) = self.senders.iter_mut().find(|s| s.kind == kind) {
-            s.seq = s.seq.wrapping_add(1);
+        let tags = self.simulcast.as_ref().filter(|_| !rid.is_empty());
+        if let Some(s) = self.senders.iter_mut().find(|s| s.kind == kind)
+            && let Some(layer) = s.layers.iter_mut().find(|l| l.0 == rid)
+        {
+            layer.2 = layer.2.wrapping_add(1);
             let mut p = rtc::rtp::Packet::default();
             p.header.version = 2;
-            p.header.ssrc = s.ssrc;
-            p.header.sequence_number = s.seq;
-            p.header.timestamp = u32::from(s.seq).wrapping_mul(3000);
+            p.header.ssrc = layer.1;
+            p.header.sequence_number = layer.2;
+            p.header.timestamp = u32::from(layer.2).wrapping_mul(3000);
             p.header.payload_type = if kind == RtpCodecKind::Video { 96 } else { 111 };
             p.header.marker = true;
+            if let Some((ids, mid)) = tags {
+                let _ = p
+                    .header
+                    .set_extension(ids.mid, Bytes::copy_from_slice(mid.as_bytes()));
+                let _ = p
+                    .header
+                    .set_extension(ids.rid, Bytes::copy_from_slice(rid.as_bytes()));
+            }
             p.payload = Bytes::copy_from_slice(payload);
             if let Some(mut sender) = self.pc.rtp_sender(s.id) {
                 let _ = sender.write_rtp(now, p);
             }
         }
         self.flush();
+    }
+
+    /// Drops `percent` of the SRTP and SRTCP datagrams that arrive from now on, spread evenly
+    /// (a lossy path: the SFU learns of it from this client's transport-wide feedback).
+    pub fn set_loss(&mut self, percent: u32) {
+        self.loss_percent = percent.min(100);
+    }
+
+    /// Whether a datagram starting with `first` is lost to [`SfuClient::set_loss`] (RTP and
+    /// RTCP start with 128..=191; STUN and DTLS are never dropped).
+    fn lost(&mut self, first: u8) -> bool {
+        if self.loss_percent == 0 || !(128..=191).contains(&first) {
+            return false;
+        }
+        self.datagrams_in += 1;
+        let n = self.datagrams_in;
+        let p = u64::from(self.loss_percent);
+        (n * p) / 100 != ((n - 1) * p) / 100
     }
 
     /// Leaves the room (a `leave`, then the signaling connection and the peer connection close).
@@ -399,6 +500,26 @@ impl SfuClient {
         let _ = self.pc.close();
         self.flush();
     }
+}
+
+/// The MID and RID header extension ids an offer numbered, and its video section's mid.
+fn layer_extensions(sdp: &str) -> Option<(LayerExtensions, String)> {
+    let id_of = |uri: &str| {
+        sdp.lines().find_map(|l| {
+            let rest = l.strip_prefix("a=extmap:")?;
+            let (id, u) = rest.split_once(' ')?;
+            (u.trim() == uri).then(|| id.split('/').next()?.parse::<u8>().ok())?
+        })
+    };
+    let mid = id_of("urn:ietf:params:rtp-hdrext:sdes:mid")?;
+    let rid = id_of("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id")?;
+    let video = sdp.split("m=").find(|s| s.starts_with("video"))?;
+    let video_mid = video
+        .lines()
+        .find_map(|l| l.strip_prefix("a=mid:"))?
+        .trim()
+        .to_owned();
+    Some((LayerExtensions { mid, rid }, video_mid))
 }
 
 /// Steps every client until `done` holds or `limit` passes; whether it held.

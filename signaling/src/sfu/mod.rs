@@ -16,6 +16,7 @@
 //! forwarded to a participant change (someone published, someone left), it sends a new offer
 //! once the previous one is answered.
 
+pub mod estimate;
 pub mod keyframe;
 pub mod peer;
 pub mod rewrite;

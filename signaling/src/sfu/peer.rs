@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use c10m_engine::server::ConnId;
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::{CongestionControlBuilder, Registry, Slot, TwccSenderBuilder};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
@@ -29,6 +29,7 @@ use rtc::rtp_transceiver::{
 };
 use rtc::sansio::Protocol;
 
+use super::estimate::{self, Estimate};
 use super::keyframe::KeyframeRequests;
 use super::rewrite::Rewrite;
 use super::simulcast::{Layer, Selection};
@@ -110,6 +111,8 @@ pub struct Peer {
     /// Its connection's next timer, as of the last pass over it (every operation on the
     /// connection is followed by a pass, so the shard's timer needs no call into each one).
     pub deadline: Option<Instant>,
+    /// The bandwidth estimate of the path to it (from its transport-wide feedback).
+    pub estimate: Estimate,
 }
 
 impl std::fmt::Debug for Peer {
@@ -193,7 +196,16 @@ impl Peer {
             .map_err(|e| e.to_string())?;
         // NACK generation and answers, receiver reports, TWCC feedback; keyframe requests
         // marked so they reach the SFU instead of ending in the chain.
-        let registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
+        // Send-side bandwidth estimation on what the SFU sends it: a transport-wide sequence
+        // number on every outgoing packet, and GCC on the feedback ([`estimate`]); no pacer.
+        let (gcc, estimate) = estimate::estimator();
+        let registry = Registry::new()
+            .with(Slot::from(14_000), KeyframeRequests::default())
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(gcc).build(),
+            );
         let registry =
             register_default_interceptors(registry, &mut media).map_err(|e| e.to_string())?;
         let settings = SettingEngineBuilder::new()
@@ -222,6 +234,7 @@ impl Peer {
             wants: HashMap::new(),
             audio_level_id: None,
             deadline: None,
+            estimate,
         })
     }
 
@@ -395,6 +408,20 @@ impl Peer {
         );
         self.renegotiate = true;
         Ok(())
+    }
+
+    /// Its share of its bandwidth estimate for one forwarded video track: the estimate, less a
+    /// tenth for audio and RTCP, split evenly over the video it receives; `None` without an
+    /// estimate.
+    pub fn video_share(&self) -> Option<f64> {
+        let bps = self.estimate.bits_per_second()?;
+        let videos = self
+            .forwards
+            .values()
+            .filter(|f| f.kind == RtpCodecKind::Video)
+            .count()
+            .max(1);
+        Some(bps * 0.9 / videos as f64)
     }
 
     /// Asks for `publisher`'s simulcast layer `rid` (`None`: the best one sent).

@@ -349,7 +349,7 @@ impl Room {
             } else {
                 None
             };
-            layer.record(width, now);
+            layer.record(width, packet.payload.len(), now);
             if kind == RtpCodecKind::Audio
                 && let Some(ext) = self.peers[i].audio_level_id
                 && let Some(l) = packet.header.get_extension(ext).and_then(|e| level(&e))
@@ -368,6 +368,7 @@ impl Room {
                 let Some(pt) = known.or_else(|| sub.payload_type(sender, kind)) else {
                     continue;
                 };
+                let share = if simulcast { sub.video_share() } else { None };
                 let Some(f) = sub.forwards.get_mut(&key) else {
                     continue;
                 };
@@ -378,7 +379,13 @@ impl Room {
                 if !simulcast {
                     f.selection.current = Some(ssrc_in);
                 } else {
-                    let target = simulcast::target(&pubd.layers, f.selection.want.as_deref(), now);
+                    let target = simulcast::target(
+                        &pubd.layers,
+                        f.selection.want.as_deref(),
+                        share,
+                        f.selection.current,
+                        now,
+                    );
                     if let Some(t) = f.selection.waiting_for(target)
                         && !wanted.iter().any(|(k, s)| *s == t && *k == key.1)
                     {
@@ -387,7 +394,7 @@ impl Room {
                     match f.selection.packet(ssrc_in, target, keyframe) {
                         Verdict::Drop => continue,
                         Verdict::Switch => {
-                            tracing::debug!(subscriber = %sub.id, publisher = %publisher, layer = ssrc_in, "SFU: layer switch");
+                            tracing::debug!(subscriber = %sub.id, publisher = %publisher, layer = ssrc_in, share = ?share, "SFU: layer switch");
                             f.rewrite.new_source();
                         }
                         Verdict::Forward => {}

@@ -1,9 +1,12 @@
 //! Simulcast: a publisher may send its video as several layers (encodings of one track at
 //! different resolutions, told apart by their RTP stream id, the `rid`, and arriving under
 //! their own SSRCs). Each subscriber receives one layer at a time: the one it asked for while
-//! that layer is being sent, else the best one sent (the widest, as its last keyframe says:
-//! bitrates would mislead, since an encoder starves its upper layers while its bandwidth
-//! estimate ramps up). A change of layer
+//! that layer is being sent, else the best one sent that fits its share of its bandwidth
+//! estimate ([`super::estimate`]). "Best" is the widest, as its last keyframe says (bitrates
+//! would mislead as a ranking, since an encoder starves its upper layers while its own estimate
+//! ramps up); "fits" compares the layer's bitrate over the last second with the share, with
+//! headroom for a move up so that a subscriber near the line does not flip between two layers.
+//! A subscriber with no estimate yet gets the widest layer sent. A change of layer
 //! happens on a keyframe of the new one (asked for with a PLI), and the subscriber's outgoing
 //! sequence numbers and timestamps continue across it ([`super::rewrite`]).
 //!
@@ -15,6 +18,13 @@ use std::time::{Duration, Instant};
 /// A layer with no packet for this long is taken as no longer sent (the publisher's encoder
 /// pauses upper layers when its bandwidth drops).
 pub const STALE: Duration = Duration::from_millis(1000);
+
+/// The window a layer's bitrate is measured over.
+pub const RATE_WINDOW: Duration = Duration::from_millis(1000);
+
+/// A move to a wider layer needs its bitrate within this fraction of the subscriber's share
+/// (staying on a layer, or moving down, needs it within the share).
+pub const UP_HEADROOM: f64 = 0.8;
 
 /// The longest `rid` taken from a subscriber's layer request (RFC 8851 sets no bound; browsers
 /// use one to three characters).
@@ -76,6 +86,11 @@ pub struct Layer {
     last_seen: Instant,
     /// The width of its last keyframe.
     width: Option<u16>,
+    /// Bytes of payload since `window_start`.
+    window_bytes: u64,
+    window_start: Instant,
+    /// Its bitrate over the last full window, in bits per second (`None` before one).
+    bitrate: Option<f64>,
 }
 
 impl Layer {
@@ -87,15 +102,30 @@ impl Layer {
             last_pli: None,
             last_seen: now,
             width: None,
+            window_bytes: 0,
+            window_start: now,
+            bitrate: None,
         }
     }
 
-    /// A packet arrived on this layer; `width`: it starts a keyframe that wide.
-    pub fn record(&mut self, width: Option<u16>, now: Instant) {
+    /// A packet of `bytes` arrived on this layer; `width`: it starts a keyframe that wide.
+    pub fn record(&mut self, width: Option<u16>, bytes: usize, now: Instant) {
         self.last_seen = now;
         if width.is_some() {
             self.width = width;
         }
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed >= RATE_WINDOW {
+            self.bitrate = Some(self.window_bytes as f64 * 8.0 / elapsed.as_secs_f64());
+            self.window_bytes = 0;
+            self.window_start = now;
+        }
+        self.window_bytes += bytes as u64;
+    }
+
+    /// Its bitrate over the last full window, in bits per second.
+    pub fn bitrate(&self) -> Option<f64> {
+        self.bitrate
     }
 
     /// Whether it is being sent.
@@ -104,10 +134,19 @@ impl Layer {
     }
 }
 
-/// The SSRC of the layer a subscriber should receive: the one named `want` while it is sent,
-/// else the widest layer sent (a layer whose keyframe was not seen yet counts as narrowest;
-/// among equals, the first); `None` while no layer is sent.
-pub fn target(layers: &[Layer], want: Option<&str>, now: Instant) -> Option<u32> {
+/// The SSRC of the layer a subscriber should receive: the one named `want` while it is sent;
+/// else the widest layer sent whose bitrate fits `share` (the subscriber's share of its
+/// bandwidth estimate; `None`: no estimate, everything fits), a layer wider than `current`
+/// (the one it receives) fitting only with [`UP_HEADROOM`]; else the narrowest sent. A layer
+/// whose keyframe was not seen yet counts as narrowest, one whose bitrate is not known yet as
+/// fitting; among equals, the first. `None` while no layer is sent.
+pub fn target(
+    layers: &[Layer],
+    want: Option<&str>,
+    share: Option<f64>,
+    current: Option<u32>,
+    now: Instant,
+) -> Option<u32> {
     if let [only] = layers {
         return Some(only.ssrc);
     }
@@ -116,13 +155,28 @@ pub fn target(layers: &[Layer], want: Option<&str>, now: Instant) -> Option<u32>
     {
         return Some(l.ssrc);
     }
+    let current_width = current.and_then(|c| layers.iter().find(|l| l.ssrc == c).map(|l| l.width));
+    let fits = |l: &Layer| {
+        let (Some(share), Some(rate)) = (share, l.bitrate) else {
+            return true;
+        };
+        let headroom = match current_width {
+            Some(w) if l.width > w => UP_HEADROOM,
+            _ => 1.0,
+        };
+        rate <= share * headroom
+    };
     let mut best: Option<&Layer> = None;
+    let mut narrowest: Option<&Layer> = None;
     for l in layers.iter().filter(|l| l.live(now)) {
-        if best.is_none_or(|b| l.width > b.width) {
+        if fits(l) && best.is_none_or(|b| l.width > b.width) {
             best = Some(l);
         }
+        if narrowest.is_none_or(|n| l.width < n.width) {
+            narrowest = Some(l);
+        }
     }
-    best.map(|l| l.ssrc)
+    best.or(narrowest).map(|l| l.ssrc)
 }
 
 /// What happens to one packet at one subscriber.
@@ -185,30 +239,59 @@ mod tests {
         let now = Instant::now();
         let mut ls = layers(now);
         // No keyframe seen yet: the first.
-        assert_eq!(target(&ls, None, now), Some(10));
+        assert_eq!(target(&ls, None, None, None, now), Some(10));
         let t = now + STALE / 2;
-        ls[0].record(Some(320), t);
-        assert_eq!(target(&ls, None, t), Some(10));
-        ls[1].record(Some(640), t);
+        ls[0].record(Some(320), 100, t);
+        assert_eq!(target(&ls, None, None, None, t), Some(10));
+        ls[1].record(Some(640), 100, t);
         // Later packets without a keyframe keep the width known.
-        ls[1].record(None, t);
-        assert_eq!(target(&ls, None, t), Some(20));
-        assert_eq!(target(&ls, Some("h"), t), Some(10));
-        assert_eq!(target(&ls, Some("nope"), t), Some(20));
+        ls[1].record(None, 100, t);
+        assert_eq!(target(&ls, None, None, None, t), Some(20));
+        assert_eq!(target(&ls, Some("h"), None, None, t), Some(10));
+        assert_eq!(target(&ls, Some("nope"), None, None, t), Some(20));
         // The publisher stops sending the full layer: everyone falls back to what is sent.
         let stale = t + STALE;
-        ls[0].record(None, stale);
-        assert_eq!(target(&ls, None, stale), Some(10));
-        assert_eq!(target(&ls, Some("f"), stale), Some(10));
+        ls[0].record(None, 100, stale);
+        assert_eq!(target(&ls, None, None, None, stale), Some(10));
+        assert_eq!(target(&ls, Some("f"), None, None, stale), Some(10));
         // Nothing sent at all: no target.
-        assert_eq!(target(&ls, None, stale + STALE), None);
+        assert_eq!(target(&ls, None, None, None, stale + STALE), None);
+    }
+
+    #[test]
+    fn the_estimate_picks_the_widest_layer_that_fits_with_headroom_to_move_up() {
+        let now = Instant::now();
+        let mut ls = layers(now);
+        // A second of packets: h at 200 kbit/s (25 kB), f at 1 Mbit/s (125 kB).
+        for (l, bytes, width) in [(0, 25_000, 320), (1, 125_000, 640)] {
+            ls[l].record(Some(width), 0, now);
+            ls[l].record(None, bytes, now);
+            ls[l].record(None, 0, now + RATE_WINDOW);
+        }
+        let t = now + RATE_WINDOW;
+        assert_eq!(ls[1].bitrate(), Some(1_000_000.0));
+        // No estimate, or plenty: the widest.
+        assert_eq!(target(&ls, None, None, None, t), Some(20));
+        assert_eq!(target(&ls, None, Some(5e6), Some(10), t), Some(20));
+        // On f, a share just above f's rate keeps it; just below moves down to h.
+        assert_eq!(target(&ls, None, Some(1.05e6), Some(20), t), Some(20));
+        assert_eq!(target(&ls, None, Some(0.95e6), Some(20), t), Some(10));
+        // On h, the same share does not move up: f needs the headroom (1 Mbit/s <= 0.8 x share).
+        assert_eq!(target(&ls, None, Some(1.05e6), Some(10), t), Some(10));
+        assert_eq!(target(&ls, None, Some(1.3e6), Some(10), t), Some(20));
+        // Nothing fits: the narrowest. A layer asked for is kept whatever the estimate.
+        assert_eq!(target(&ls, None, Some(1e5), Some(20), t), Some(10));
+        assert_eq!(target(&ls, Some("f"), Some(1e5), Some(10), t), Some(20));
     }
 
     #[test]
     fn one_layer_is_always_the_target() {
         let now = Instant::now();
         let ls = vec![Layer::new(String::new(), 7, now)];
-        assert_eq!(target(&ls, Some("f"), now + STALE * 10), Some(7));
+        assert_eq!(
+            target(&ls, Some("f"), Some(1.0), None, now + STALE * 10),
+            Some(7)
+        );
         let mut s = Selection::default();
         assert_eq!(s.packet(7, Some(7), false), Verdict::Forward);
         assert_eq!(s.waiting_for(Some(7)), None);
