@@ -22,7 +22,8 @@ pub fn sdp(data: &[u8]) {
         return;
     };
     let now = Instant::now();
-    let mut peer = Peer::new("fuzz".into(), ConnId::from_u64(1), now).expect("a peer connection");
+    let mut peer =
+        Peer::new("fuzz".into(), ConnId::from_u64(1), now, true).expect("a peer connection");
     assert!(
         peer.answer(text.to_owned(), now).is_err(),
         "no offer was out"
@@ -101,9 +102,13 @@ mod tests {
         )
         .unwrap();
         let now = std::time::Instant::now();
-        let mut peer =
-            crate::sfu::peer::Peer::new("t".into(), c10m_engine::server::ConnId::from_u64(1), now)
-                .unwrap();
+        let mut peer = crate::sfu::peer::Peer::new(
+            "t".into(),
+            c10m_engine::server::ConnId::from_u64(1),
+            now,
+            true,
+        )
+        .unwrap();
         let answer = peer
             .offer(offer, "127.0.0.1:40000".parse().unwrap(), now)
             .unwrap();

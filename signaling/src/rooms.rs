@@ -126,8 +126,8 @@ pub struct Signaling {
     node: String,
     /// This process's participants: id -> (connection, room).
     local: Mutex<HashMap<String, (ConnId, String)>>,
-    /// The SFU's UDP address (shard i binds its port + i), if the SFU runs.
-    sfu: Option<std::net::SocketAddr>,
+    /// The SFU's settings, if it runs.
+    sfu: Option<sfu::SfuOptions>,
 }
 
 impl std::fmt::Debug for Signaling {
@@ -163,7 +163,7 @@ impl Signaling {
     pub fn with_sfu(
         limits: Limits,
         ice: IceConfig,
-        sfu: std::net::SocketAddr,
+        sfu: sfu::SfuOptions,
         make_backend: impl Fn(Handle) -> Arc<dyn Backend> + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(Signaling {
@@ -525,9 +525,9 @@ impl App for RoomsApp {
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         let _ = self.backend(ctx);
         let _ = self.done(ctx);
-        if let Some(base) = self.service.sfu {
-            let addr = sfu::shard_addr(base, ctx.shard());
-            match SfuShard::bind(ctx, addr) {
+        if let Some(options) = self.service.sfu {
+            let addr = sfu::shard_addr(options.udp, ctx.shard());
+            match SfuShard::bind(ctx, addr, options.bandwidth_estimate) {
                 Ok(s) => {
                     tracing::info!(shard = ctx.shard(), addr = %s.local_addr(), "SFU listening");
                     self.sfu = Some(s);

@@ -317,6 +317,20 @@ pub struct ServeArgs {
     #[arg(long, env = "C10M_SFU_UDP", value_name = "ADDR")]
     pub sfu_udp: Option<SocketAddr>,
 
+    /// Signaling: estimate each SFU participant's bandwidth from its transport-wide feedback
+    /// and fit its simulcast layers to it; =false saves CPU per forwarded packet and sends the
+    /// widest layer to everyone who asks for none (default: true)
+    #[arg(
+        long,
+        env = "C10M_SFU_BANDWIDTH_ESTIMATE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub sfu_bandwidth_estimate: Option<bool>,
+
     /// I/O backend: edge-triggered epoll, io_uring, or io_uring when the kernel offers it and
     /// epoll otherwise
     #[arg(long, env = "C10M_IO", value_name = "BACKEND", value_parser = io_mode())]
@@ -441,6 +455,9 @@ impl ServeArgs {
         }
         if self.sfu_udp.is_some() {
             c.sfu_udp = self.sfu_udp;
+        }
+        if let Some(b) = self.sfu_bandwidth_estimate {
+            c.sfu_bandwidth_estimate = b;
         }
         if self.broker.is_some() {
             c.broker = self.broker.clone();
@@ -569,7 +586,15 @@ pub fn run(args: &ServeArgs) -> ExitCode {
                 "--sfu-udp {addr}: give an explicit IP (it is the ICE candidate participants connect to)"
             ));
         }
-        Some(addr) => Signaling::with_sfu(SignalingLimits::default(), ice, addr, move |h| make(h)),
+        Some(udp) => Signaling::with_sfu(
+            SignalingLimits::default(),
+            ice,
+            c10m_signaling::sfu::SfuOptions {
+                udp,
+                bandwidth_estimate: config.sfu_bandwidth_estimate,
+            },
+            move |h| make(h),
+        ),
         None => Signaling::new(SignalingLimits::default(), ice, move |h| make(h)),
     };
     let routes = Routes::new()

@@ -211,6 +211,10 @@ pub struct ServerConfig {
     /// port + i (0: any free port per shard). An explicit IP: it is the ICE candidate handed
     /// to participants. None (the default) runs no SFU. Read by the `c10m` binary.
     pub sfu_udp: Option<SocketAddr>,
+    /// Signaling: estimate each SFU participant's bandwidth (transport-wide feedback, GCC) and
+    /// fit its simulcast layers to it; on by default (off: less CPU per forwarded packet, and
+    /// the widest layer sent to everyone who asks for none). Read by the `c10m` binary.
+    pub sfu_bandwidth_estimate: bool,
     /// The I/O backend.
     pub io: IoMode,
     /// io_uring: provided buffers per shard (a power of two, at most [`MAX_RING_BUFFERS`]).
@@ -280,6 +284,7 @@ impl Default for ServerConfig {
             turn_secret: None,
             turn_ttl_secs: 86_400,
             sfu_udp: None,
+            sfu_bandwidth_estimate: true,
             io: IoMode::default(),
             ring_buffers: None,
             ring_buffer_size: 16 * 1024,

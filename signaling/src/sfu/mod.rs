@@ -130,6 +130,8 @@ impl Ssrcs {
 
 /// One shard's SFU.
 pub struct SfuShard {
+    /// Whether participants' bandwidth is estimated ([`estimate`]).
+    bandwidth_estimate: bool,
     socket: UdpId,
     local: SocketAddr,
     rooms: HashMap<String, Room>,
@@ -149,10 +151,25 @@ impl std::fmt::Debug for SfuShard {
     }
 }
 
+/// How the SFU runs.
+#[derive(Debug, Clone, Copy)]
+pub struct SfuOptions {
+    /// Its UDP address: shard i binds port + i (an explicit IP, the participants' candidate).
+    pub udp: SocketAddr,
+    /// Estimate each participant's bandwidth from its transport-wide feedback and fit its
+    /// simulcast layers to it ([`estimate`]); off, the widest layer sent goes to everyone
+    /// who asks for none, and each forwarded packet costs less.
+    pub bandwidth_estimate: bool,
+}
+
 impl SfuShard {
     /// Binds the shard's socket at `addr` (an explicit address: it is the candidate the
-    /// participants are given).
-    pub fn bind(ctx: &mut Ctx<'_>, addr: SocketAddr) -> io::Result<SfuShard> {
+    /// participants are given); `bandwidth_estimate`: see [`SfuOptions`].
+    pub fn bind(
+        ctx: &mut Ctx<'_>,
+        addr: SocketAddr,
+        bandwidth_estimate: bool,
+    ) -> io::Result<SfuShard> {
         if addr.ip().is_unspecified() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -162,6 +179,7 @@ impl SfuShard {
         let socket = ctx.bind_udp(addr)?;
         let local = ctx.udp_addr(socket).unwrap_or(addr);
         Ok(SfuShard {
+            bandwidth_estimate,
             socket,
             local,
             rooms: HashMap::new(),
@@ -198,15 +216,17 @@ impl SfuShard {
             | Command::Leave { room, .. } => room.clone(),
         };
         match command {
-            Command::Join { room, id, conn } => match Peer::new(id.clone(), conn, now) {
-                Ok(peer) => {
-                    let r = self.rooms.entry(room).or_default();
-                    if r.find(&id).is_none() {
-                        r.peers.push(peer);
+            Command::Join { room, id, conn } => {
+                match Peer::new(id.clone(), conn, now, self.bandwidth_estimate) {
+                    Ok(peer) => {
+                        let r = self.rooms.entry(room).or_default();
+                        if r.find(&id).is_none() {
+                            r.peers.push(peer);
+                        }
                     }
+                    Err(e) => out.messages.push((conn, room::sdp_error(&e))),
                 }
-                Err(e) => out.messages.push((conn, room::sdp_error(&e))),
-            },
+            }
             Command::Offer { room, id, sdp } => {
                 if let Some(r) = self.rooms.get_mut(&room) {
                     r.offer(&id, sdp, self.local, now, &mut out, &mut self.ssrcs);

@@ -163,8 +163,14 @@ pub fn codec(kind: RtpCodecKind) -> RTCRtpCodec {
 
 impl Peer {
     /// A peer connection for participant `id`, ICE-lite on `local` (no mDNS, no gathering:
-    /// its one candidate is the SFU's socket).
-    pub fn new(id: String, conn: ConnId, now: Instant) -> Result<Peer, String> {
+    /// its one candidate is the SFU's socket); `bandwidth_estimate`: with send-side bandwidth
+    /// estimation ([`estimate`]; without it the estimate stays unknown).
+    pub fn new(
+        id: String,
+        conn: ConnId,
+        now: Instant,
+        bandwidth_estimate: bool,
+    ) -> Result<Peer, String> {
         let mut media = MediaEngine::default();
         media
             .register_codec(
@@ -199,13 +205,15 @@ impl Peer {
         // Send-side bandwidth estimation on what the SFU sends it: a transport-wide sequence
         // number on every outgoing packet, and GCC on the feedback ([`estimate`]); no pacer.
         let (gcc, estimate) = estimate::estimator();
-        let registry = Registry::new()
-            .with(Slot::from(14_000), KeyframeRequests::default())
-            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
-            .with(
-                Slot::CongestionControl,
-                CongestionControlBuilder::new(gcc).build(),
-            );
+        let mut registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
+        if bandwidth_estimate {
+            registry = registry
+                .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+                .with(
+                    Slot::CongestionControl,
+                    CongestionControlBuilder::new(gcc).build(),
+                );
+        }
         let registry =
             register_default_interceptors(registry, &mut media).map_err(|e| e.to_string())?;
         let settings = SettingEngineBuilder::new()
