@@ -15,6 +15,9 @@ use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use slab::Slab;
 
+/// The receive and send buffer each UDP socket asks for (capped by the kernel).
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
 /// A UDP socket of this shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UdpId(pub(crate) u32);
@@ -106,6 +109,12 @@ impl Udp {
     pub fn bind(&mut self, addr: SocketAddr, app: u8) -> io::Result<UdpId> {
         let sock = UdpSocket::bind(addr)?;
         sock.set_nonblocking(true)?;
+        // One socket carries many peers (an SFU: every participant of the shard's rooms), so
+        // bursts such as hundreds of DTLS handshakes at once overflow the default ~200 KiB
+        // and drop datagrams; the kernel clamps these to net.core.rmem_max / wmem_max.
+        let s = socket2::SockRef::from(&sock);
+        let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = s.set_send_buffer_size(SOCKET_BUFFER);
         let fd = sock.as_raw_fd();
         let slot = self.socks.insert(Socket {
             sock,
@@ -349,6 +358,21 @@ mod tests {
         );
         assert!(udp.close(a));
         assert_eq!(udp.send(a, to, b"x"), Err(UdpError::Gone));
+    }
+
+    #[test]
+    fn a_socket_asks_for_large_buffers() {
+        let mut udp = Udp::default();
+        let a = udp.bind("127.0.0.1:0".parse().unwrap(), 0).unwrap();
+        let sock = &udp.socks[a.0 as usize].sock;
+        let got = socket2::SockRef::from(sock).recv_buffer_size().unwrap();
+        // The kernel caps the request at net.core.rmem_max and reports twice what it keeps.
+        let max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(got >= SOCKET_BUFFER.min(max), "{got} (rmem_max {max})");
     }
 
     #[test]
