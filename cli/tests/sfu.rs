@@ -366,6 +366,16 @@ fn a_thousand_join_leave_cycles_leave_the_servers_memory_flat() {
 
 #[test]
 fn the_load_generators_sfu_scenario_counts_every_forwarded_packet() {
+    sfu_scenario(3);
+}
+
+/// The same with one subscriber per room checking each packet and two counting by header.
+#[test]
+fn the_load_generators_sfu_scenario_counts_by_header_too() {
+    sfu_scenario(1);
+}
+
+fn sfu_scenario(verified: u32) {
     let (server, addr, _lines) =
         spawn_serve("", "--listen 127.0.0.1:0 --shards 2 --sfu-udp 127.0.0.1:0");
     let o = c10m_loadtest::sfu::SfuOptions {
@@ -374,6 +384,7 @@ fn the_load_generators_sfu_scenario_counts_every_forwarded_packet() {
         rooms: 2,
         publishers: 2,
         subscribers: 3,
+        verified,
         rate: 50,
         size: 1000,
         duration: Duration::from_secs(2),
@@ -382,6 +393,7 @@ fn the_load_generators_sfu_scenario_counts_every_forwarded_packet() {
     };
     let r = c10m_loadtest::sfu::run(&o).unwrap();
     assert_eq!(r.streams, 2 * 2 * 3);
+    assert_eq!(r.verified, verified);
     // Every publisher sends at --rate through the window (fewer if this machine is starved).
     assert!(r.sent > 4 * 10 && r.sent <= 4 * 101, "{r:?}");
     assert_eq!(r.expected, r.sent * 3);

@@ -4,6 +4,7 @@
 //! SFU's offers, and hands what it receives to the caller. Used by `c10m-loadtest sfu` and by
 //! the tests.
 
+use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -47,6 +48,21 @@ struct Sender {
     layers: Vec<(String, u32, u16)>,
 }
 
+/// What a subscriber counting by header has seen.
+#[derive(Debug, Default)]
+struct ByHeader {
+    /// The SSRCs RTP arrived on.
+    ssrcs: Vec<u32>,
+    /// (SSRC, sequence number) of the packets with the marker bit set.
+    marked: HashSet<(u32, u16)>,
+}
+
+/// Whether a datagram is RTP (RFC 5761: version 2, and a second byte that is not an RTCP
+/// packet type), with a whole fixed header.
+fn is_rtp(d: &[u8]) -> bool {
+    d.len() >= 12 && d[0] & 0xc0 == 0x80 && !(64..=95).contains(&(d[1] & 0x7f))
+}
+
 /// The simulcast layers a [`SfuClient::join_simulcast`] participant publishes its video as.
 pub const LAYERS: [&str; 2] = ["h", "f"];
 
@@ -72,6 +88,10 @@ pub struct SfuClient {
     /// Percent of incoming SRTP/SRTCP datagrams dropped (a lossy path), and how many arrived.
     loss_percent: u32,
     datagrams_in: u64,
+    /// Counting received RTP by header instead of handing it to the peer connection.
+    by_header: Option<ByHeader>,
+    /// The peer connection's next timer, as of the last step.
+    next_timer: Option<Instant>,
     /// ICE and DTLS are up.
     pub connected: bool,
     /// The connection failed.
@@ -267,6 +287,8 @@ impl SfuClient {
             simulcast,
             loss_percent: 0,
             datagrams_in: 0,
+            by_header: None,
+            next_timer: None,
             ws,
             id,
             pc,
@@ -290,6 +312,24 @@ impl SfuClient {
         self.keep_video = true;
     }
 
+    /// Counts received RTP by its header (SRTP leaves it in the clear) instead of decrypting
+    /// it: the SSRCs it arrives on, and the distinct sequence numbers per SSRC of the packets
+    /// whose marker bit is set ([`SfuClient::marked_received`]). RTCP, STUN and DTLS still go
+    /// to the peer connection.
+    pub fn count_by_header(&mut self) {
+        self.by_header = Some(ByHeader::default());
+    }
+
+    /// The SSRCs RTP arrived on, when counting by header.
+    pub fn header_ssrcs(&self) -> Option<&[u32]> {
+        self.by_header.as_ref().map(|h| h.ssrcs.as_slice())
+    }
+
+    /// Distinct marked packets received, when counting by header (0 otherwise).
+    pub fn marked_received(&self) -> u64 {
+        self.by_header.as_ref().map_or(0, |h| h.marked.len() as u64)
+    }
+
     /// The payloads of the video packets received since the last call.
     pub fn take_video(&mut self) -> Vec<Bytes> {
         std::mem::take(&mut self.video)
@@ -297,17 +337,55 @@ impl SfuClient {
 
     /// Does what is due: signaling, datagrams, timers, events. Whether anything happened.
     pub fn step(&mut self) -> Result<bool, ClientError> {
-        let mut busy = false;
-        if Instant::now() >= self.next_signaling {
-            busy = self.signaling()?;
+        let signaling = Instant::now() >= self.next_signaling;
+        if signaling {
             self.next_signaling = Instant::now() + SIGNALING_POLL;
         }
+        self.step_ready(true, signaling)
+    }
+
+    /// The UDP socket's and the signaling socket's fds, for a caller that waits for their
+    /// readiness (edge-triggered: [`SfuClient::step_ready`] reads each until it would block)
+    /// instead of stepping every client in turn.
+    pub fn fds(&self) -> (std::os::fd::RawFd, std::os::fd::RawFd) {
+        use std::os::fd::AsRawFd;
+        (self.udp.as_raw_fd(), self.ws.get_ref().as_raw_fd())
+    }
+
+    /// When the peer connection's next timer is due (as of the last step).
+    pub fn next_timer(&self) -> Option<Instant> {
+        self.next_timer
+    }
+
+    /// Does what is due: the UDP socket's datagrams when `udp`, the signaling socket when
+    /// `signaling`, the peer connection's timers, events and writes. Whether anything happened.
+    pub fn step_ready(&mut self, udp: bool, signaling: bool) -> Result<bool, ClientError> {
+        let mut busy = false;
+        if signaling {
+            busy = self.signaling()?;
+        }
         let mut buf = [0u8; 2048];
-        loop {
+        let mut reading = udp;
+        while reading {
             match self.udp.recv_from(&mut buf) {
                 Ok((n, from)) => {
                     busy = true;
                     if self.lost(buf[0]) {
+                        continue;
+                    }
+                    if self.connected
+                        && let Some(h) = self.by_header.as_mut()
+                        && is_rtp(&buf[..n])
+                    {
+                        let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+                        if !h.ssrcs.contains(&ssrc) {
+                            h.ssrcs.push(ssrc);
+                        }
+                        if buf[1] & 0x80 != 0 {
+                            h.marked
+                                .insert((ssrc, u16::from_be_bytes([buf[2], buf[3]])));
+                        }
+                        self.rtp_received += 1;
                         continue;
                     }
                     let _ = self.pc.handle_read(TaggedBytesMut {
@@ -321,7 +399,7 @@ impl SfuClient {
                         message: BytesMut::from(&buf[..n]),
                     });
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => reading = false,
                 Err(e) => return Err(format!("udp: {e}")),
             }
         }
@@ -351,6 +429,7 @@ impl SfuClient {
             }
         }
         self.flush();
+        self.next_timer = self.pc.poll_timeout();
         Ok(busy)
     }
 
@@ -435,16 +514,22 @@ impl SfuClient {
 
     /// Sends one RTP packet with `payload` on the published track of `kind`.
     pub fn send(&mut self, kind: RtpCodecKind, payload: &[u8]) {
-        self.send_on(kind, "", payload);
+        self.send_on(kind, "", payload, true);
+    }
+
+    /// As [`SfuClient::send`], with the RTP marker bit as given (subscribers counting by
+    /// header count only marked packets).
+    pub fn send_marked(&mut self, kind: RtpCodecKind, payload: &[u8], marker: bool) {
+        self.send_on(kind, "", payload, marker);
     }
 
     /// Sends one RTP packet with `payload` on simulcast layer `rid` of the published video
     /// (a [`SfuClient::join_simulcast`] participant), tagged with its MID and RID.
     pub fn send_layer(&mut self, rid: &str, payload: &[u8]) {
-        self.send_on(RtpCodecKind::Video, rid, payload);
+        self.send_on(RtpCodecKind::Video, rid, payload, true);
     }
 
-    fn send_on(&mut self, kind: RtpCodecKind, rid: &str, payload: &[u8]) {
+    fn send_on(&mut self, kind: RtpCodecKind, rid: &str, payload: &[u8], marker: bool) {
         let now = Instant::now();
         let tags = self.simulcast.as_ref().filter(|_| !rid.is_empty());
         if let Some(s) = self.senders.iter_mut().find(|s| s.kind == kind)
@@ -457,7 +542,7 @@ impl SfuClient {
             p.header.sequence_number = layer.2;
             p.header.timestamp = u32::from(layer.2).wrapping_mul(3000);
             p.header.payload_type = if kind == RtpCodecKind::Video { 96 } else { 111 };
-            p.header.marker = true;
+            p.header.marker = marker;
             if let Some((ids, mid)) = tags {
                 let _ = p
                     .header
@@ -542,4 +627,28 @@ pub fn drive(
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtp_is_told_from_rtcp_and_short_datagrams() {
+        let mut rtp = [0u8; 12];
+        rtp[0] = 0x80;
+        rtp[1] = 96 | 0x80;
+        assert!(is_rtp(&rtp));
+        // RTCP sender report (200) and receiver report (201).
+        let mut rtcp = rtp;
+        rtcp[1] = 200;
+        assert!(!is_rtp(&rtcp));
+        rtcp[1] = 201;
+        assert!(!is_rtp(&rtcp));
+        // Not version 2, or cut short.
+        let mut v1 = rtp;
+        v1[0] = 0x40;
+        assert!(!is_rtp(&v1));
+        assert!(!is_rtp(&rtp[..11]));
+    }
 }
