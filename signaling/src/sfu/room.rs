@@ -161,7 +161,8 @@ impl Room {
         });
     }
 
-    /// Runs the timers of the connections that are due; their indices (to pass over).
+    /// Runs the timers of the connections that are due, and sends the keyframe requests held
+    /// back until now; the indices of the connections touched (to pass over).
     pub fn timeout(&mut self, now: Instant) -> Vec<usize> {
         let mut due = Vec::new();
         for (i, p) in self.peers.iter_mut().enumerate() {
@@ -170,12 +171,39 @@ impl Room {
                 due.push(i);
             }
         }
+        let mut held: Vec<(String, String, u32)> = Vec::new();
+        for p in &self.peers {
+            for (track, pubd) in &p.published {
+                for l in &pubd.layers {
+                    if l.pli_due.is_some_and(|t| t <= now) {
+                        held.push((p.id.clone(), track.clone(), l.ssrc));
+                    }
+                }
+            }
+        }
+        for (publisher, track, layer) in held {
+            if let Some(k) = self.request_keyframe(&publisher, &track, Some(layer), now)
+                && !due.contains(&k)
+            {
+                due.push(k);
+            }
+        }
         due
     }
 
-    /// The earliest timer of the room's connections.
+    /// The earliest timer of the room's connections and of its held-back keyframe requests.
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.peers.iter().filter_map(|p| p.deadline).min()
+        let held = self
+            .peers
+            .iter()
+            .flat_map(|p| p.published.values())
+            .flat_map(|pubd| pubd.layers.iter())
+            .filter_map(|l| l.pli_due);
+        self.peers
+            .iter()
+            .filter_map(|p| p.deadline)
+            .chain(held)
+            .min()
     }
 
     /// Processes what every connection has to say (after signaling: offers, answers, joins,
@@ -350,6 +378,10 @@ impl Room {
                 None
             };
             layer.record(width, packet.payload.len(), now);
+            if keyframe {
+                // A keyframe answers any request held back by the rate limit.
+                layer.pli_due = None;
+            }
             if kind == RtpCodecKind::Audio
                 && let Some(ext) = self.peers[i].audio_level_id
                 && let Some(l) = packet.header.get_extension(ext).and_then(|e| level(&e))
@@ -489,13 +521,19 @@ impl Room {
         }
         let mut plis: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
         for l in &mut published.layers {
-            if layer.is_some_and(|s| s != l.ssrc)
-                || l.last_pli
-                    .is_some_and(|t| now.saturating_duration_since(t) < PLI_INTERVAL)
+            if layer.is_some_and(|s| s != l.ssrc) {
+                continue;
+            }
+            if let Some(t) = l.last_pli
+                && now.saturating_duration_since(t) < PLI_INTERVAL
             {
+                // Held back, not dropped: a subscriber whose request falls within the
+                // interval of an earlier one may have joined after that keyframe went by.
+                l.pli_due.get_or_insert(t + PLI_INTERVAL);
                 continue;
             }
             l.last_pli = Some(now);
+            l.pli_due = None;
             tracing::debug!(publisher, rid = %l.rid, ssrc = l.ssrc, "SFU: PLI");
             plis.push(Box::new(PictureLossIndication {
                 sender_ssrc: 0,

@@ -83,6 +83,9 @@ pub struct Layer {
     pub ssrc: u32,
     /// When a keyframe of it was last asked for.
     pub last_pli: Option<Instant>,
+    /// A request held back by the rate limit: when it goes out (unless a keyframe of the
+    /// layer arrives first).
+    pub pli_due: Option<Instant>,
     last_seen: Instant,
     /// The width of its last keyframe.
     width: Option<u16>,
@@ -100,6 +103,7 @@ impl Layer {
             rid,
             ssrc,
             last_pli: None,
+            pli_due: None,
             last_seen: now,
             width: None,
             window_bytes: 0,
