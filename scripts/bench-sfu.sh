@@ -12,7 +12,9 @@
 #
 # Each point: ROOMS rooms of 1 publisher and 49 subscribers (the default room limit is 50
 # participants), so ROOMS x 49 forwarded streams; a fresh server per point. The table gives
-# forwarded packets a second, loss, publisher-to-subscriber latency, the server's CPU per
+# forwarded packets a second, loss, publisher-to-subscriber latency, jitter (RFC 3550, as the
+# load generator sees arrivals), keyframe delay (a checked subscriber's connection to its
+# first keyframe, the publisher answering the SFU's request), the server's CPU per
 # forwarded packet and share of its core, its RSS, and the load generator's share of its core
 # (when that nears 100% the load generator, not the server, is the limit).
 set -euo pipefail
@@ -74,12 +76,15 @@ d0 = json.load(open(f"{out}/sfu.{rooms[0]}.json"))
 if d0['verified'] < d0['subscribers']:
     print(f"{d0['verified']} of {d0['subscribers']} subscribers per room check every packet (and give the latency); the others count by RTP header")
     print()
-print("| forwarded streams | packets/s forwarded | lost | latency p50 / p99 | server CPU per forwarded packet | server core | server RSS | load generator core |")
-print("|---|---|---|---|---|---|---|---|")
+print("| forwarded streams | packets/s forwarded | lost | latency p50 / p99 | jitter mean / max | keyframe delay p50 / max | server CPU per forwarded packet | server core | server RSS | load generator core |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for r in rooms:
     d = json.load(open(f"{out}/sfu.{r}.json"))
     print(f"| {d['streams']} ({r} x 49) | {d['received_per_s']:,.0f} | {d['loss'] * 100:.3f}% "
           f"({d['expected'] - d['received']} of {d['expected']:,}) | {d['latency_p50_us'] / 1000:.1f} / {d['latency_p99_us'] / 1000:.1f} ms | "
+          f"{d['jitter_mean_us'] / 1000:.1f} / {d['jitter_max_us'] / 1000:.1f} ms | "
+          f"{d['keyframe_delay_p50_ms']:.0f} / {d['keyframe_delay_max_ms']:.0f} ms"
+          f"{' (' + str(d['keyframes_missing']) + ' without)' if d['keyframes_missing'] else ''} | "
           f"{d['server_cpu_us_per_packet']:.1f} µs | {d['server_cpu_s'] / d['duration_s'] * 100:.0f}% | "
           f"{d['server_rss_bytes'] / 1048576:.0f} MiB | {d['loadgen_cpu_s'] / d['duration_s'] * 100:.0f}% |")
 PY

@@ -468,6 +468,13 @@ fn sfu_scenario(verified: u32) {
     assert!(r.server_cpu_s.is_some_and(|c| c > 0.0), "{r:?}");
     assert!(r.server_rss_bytes.is_some_and(|b| b > 1 << 20), "{r:?}");
     assert!(r.latency_p99_us >= r.latency_p50_us && r.latency_p50_us > 0);
+    // Each checked subscriber got a keyframe: publishers answer the SFU's keyframe requests.
+    assert_eq!(r.keyframes_missing, 0, "{r:?}");
+    assert!(r.keyframe_delay_p50_ms > 0.0 && r.keyframe_delay_max_ms >= r.keyframe_delay_p50_ms);
+    assert!(
+        r.jitter_mean_us >= 0.0 && r.jitter_max_us >= r.jitter_mean_us,
+        "{r:?}"
+    );
 }
 
 #[test]

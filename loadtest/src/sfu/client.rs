@@ -10,8 +10,9 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use c10m_signaling::sfu::keyframe::{KeyframeRequests, is_keyframe_request};
 use c10m_signaling::sfu::peer::{codec, host_candidate};
-use rtc::interceptor::Registry;
+use rtc::interceptor::{Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -94,6 +95,10 @@ pub struct SfuClient {
     next_timer: Option<Instant>,
     /// ICE and DTLS are up.
     pub connected: bool,
+    /// When they first were.
+    pub connected_at: Option<Instant>,
+    /// Keyframe requests (PLI, FIR) received from the SFU and not yet taken.
+    keyframe_requests: u64,
     /// The connection failed.
     pub failed: bool,
     /// Remote tracks opened (the others' tracks the SFU forwards).
@@ -136,8 +141,10 @@ fn peer_connection() -> Result<RTCPeerConnection, ClientError> {
             )
             .map_err(|e| e.to_string())?;
     }
+    // Keyframe requests from the SFU reach this client (a publisher answers them).
+    let registry = Registry::new().with(Slot::from(14_000), KeyframeRequests::default());
     let registry =
-        register_default_interceptors(Registry::new(), &mut media).map_err(|e| e.to_string())?;
+        register_default_interceptors(registry, &mut media).map_err(|e| e.to_string())?;
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .build();
@@ -296,6 +303,8 @@ impl SfuClient {
             local,
             senders,
             connected: false,
+            connected_at: None,
+            keyframe_requests: 0,
             failed: false,
             tracks_opened: 0,
             rtp_received: 0,
@@ -310,6 +319,11 @@ impl SfuClient {
     /// Keeps the payloads of received video packets for [`SfuClient::take_video`].
     pub fn keep_video(&mut self) {
         self.keep_video = true;
+    }
+
+    /// Whether the SFU asked for a keyframe since the last call.
+    pub fn take_keyframe_request(&mut self) -> bool {
+        std::mem::take(&mut self.keyframe_requests) > 0
     }
 
     /// Counts received RTP by its header (SRTP leaves it in the clear) instead of decrypting
@@ -412,6 +426,9 @@ impl SfuClient {
             match event {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) => {
                     self.connected = s == RTCPeerConnectionState::Connected;
+                    if self.connected && self.connected_at.is_none() {
+                        self.connected_at = Some(Instant::now());
+                    }
                     self.failed |= s == RTCPeerConnectionState::Failed;
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(_)) => {
@@ -421,11 +438,19 @@ impl SfuClient {
             }
         }
         while let Some(m) = self.pc.poll_read() {
-            if let RTCMessage::RtpPacket(_, packet) = m.message {
-                self.rtp_received += 1;
-                if self.keep_video && packet.header.payload_type == 96 {
-                    self.video.push(packet.payload);
+            match m.message {
+                RTCMessage::RtpPacket(_, packet) => {
+                    self.rtp_received += 1;
+                    if self.keep_video && packet.header.payload_type == 96 {
+                        self.video.push(packet.payload);
+                    }
                 }
+                RTCMessage::RtcpPacket(_, packets)
+                    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) =>
+                {
+                    self.keyframe_requests += 1;
+                }
+                _ => {}
             }
         }
         self.flush();

@@ -84,6 +84,18 @@ pub struct SfuReport {
     pub latency_p50_us: u64,
     /// 99th percentile.
     pub latency_p99_us: u64,
+    /// Interarrival jitter (RFC 3550) at the end of the window, as the load generator saw the
+    /// packets arrive, over the checked streams: the mean, microseconds.
+    pub jitter_mean_us: f64,
+    /// The largest.
+    pub jitter_max_us: f64,
+    /// From a checked subscriber's connection (ICE, DTLS) to the first keyframe it received
+    /// (its tracks negotiated, the SFU's keyframe request answered): the median, milliseconds.
+    pub keyframe_delay_p50_ms: f64,
+    /// The longest.
+    pub keyframe_delay_max_ms: f64,
+    /// Checked subscribers that received no keyframe.
+    pub keyframes_missing: u64,
     /// The window, seconds.
     pub duration_s: f64,
     /// Server CPU seconds in the window (with --server-pid).
@@ -98,23 +110,58 @@ pub struct SfuReport {
     pub ok: bool,
 }
 
-/// Bytes at the start of a video payload: publisher index (4), sequence (8), send time in
-/// microseconds since the run's start (8).
+/// Bytes at the start of a video payload: publisher index (4; its top bit marks a keyframe,
+/// sent in answer to the SFU's keyframe request), sequence (8), send time in microseconds since
+/// the run's start (8).
 const STAMP: usize = 20;
 
-fn stamp(publisher: u32, seq: u64, sent_us: u64, size: usize) -> Vec<u8> {
+/// The keyframe bit of a stamp's publisher field.
+const KEYFRAME: u32 = 1 << 31;
+
+/// What a stamp says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    publisher: u32,
+    seq: u64,
+    sent_us: u64,
+    keyframe: bool,
+}
+
+fn stamp(s: Stamp, size: usize) -> Vec<u8> {
     let mut p = vec![0u8; size.max(STAMP)];
+    let publisher = s.publisher | if s.keyframe { KEYFRAME } else { 0 };
     p[0..4].copy_from_slice(&publisher.to_le_bytes());
-    p[4..12].copy_from_slice(&seq.to_le_bytes());
-    p[12..20].copy_from_slice(&sent_us.to_le_bytes());
+    p[4..12].copy_from_slice(&s.seq.to_le_bytes());
+    p[12..20].copy_from_slice(&s.sent_us.to_le_bytes());
     p
 }
 
-fn unstamp(p: &[u8]) -> Option<(u32, u64, u64)> {
+fn unstamp(p: &[u8]) -> Option<Stamp> {
     let publisher = u32::from_le_bytes(p.get(0..4)?.try_into().ok()?);
-    let seq = u64::from_le_bytes(p.get(4..12)?.try_into().ok()?);
-    let sent = u64::from_le_bytes(p.get(12..20)?.try_into().ok()?);
-    Some((publisher, seq, sent))
+    Some(Stamp {
+        publisher: publisher & !KEYFRAME,
+        seq: u64::from_le_bytes(p.get(4..12)?.try_into().ok()?),
+        sent_us: u64::from_le_bytes(p.get(12..20)?.try_into().ok()?),
+        keyframe: publisher & KEYFRAME != 0,
+    })
+}
+
+/// RFC 3550's interarrival jitter of one stream, in microseconds.
+#[derive(Debug, Default, Clone, Copy)]
+struct Jitter {
+    last: Option<(u64, u64)>,
+    jitter: f64,
+}
+
+impl Jitter {
+    /// A packet sent at `sent` arrived at `at` (microseconds).
+    fn record(&mut self, sent: u64, at: u64) {
+        if let Some((s0, a0)) = self.last {
+            let d = (at as f64 - a0 as f64) - (sent as f64 - s0 as f64);
+            self.jitter += (d.abs() - self.jitter) / 16.0;
+        }
+        self.last = Some((sent, at));
+    }
 }
 
 fn rss_bytes(pid: u32) -> Option<u64> {
@@ -179,6 +226,8 @@ pub fn run(o: &SfuOptions) -> Result<SfuReport, String> {
         rooms.push(room);
     }
     let mut driver = Driver::new(&rooms)?;
+    // Per checked subscriber: from its connection to its first keyframe.
+    let mut key_delay: HashMap<(usize, usize), Duration> = HashMap::new();
     // Warm-up: everyone connected and every subscriber receiving every publisher of its room.
     let interval = Duration::from_secs_f64(1.0 / f64::from(o.rate.max(1)));
     let mut seq: HashMap<u32, u64> = HashMap::new();
@@ -207,7 +256,13 @@ pub fn run(o: &SfuOptions) -> Result<SfuReport, String> {
                     if p.connected {
                         let s = seq.entry(*i).or_default();
                         *s += 1;
-                        p.send_marked(RtpCodecKind::Video, &stamp(*i, *s, us(now), o.size), false);
+                        let st = Stamp {
+                            publisher: *i,
+                            seq: *s,
+                            sent_us: us(now),
+                            keyframe: p.take_keyframe_request(),
+                        };
+                        p.send_marked(RtpCodecKind::Video, &stamp(st, o.size), false);
                     }
                 }
             }
@@ -217,8 +272,11 @@ pub fn run(o: &SfuOptions) -> Result<SfuReport, String> {
         for (r, room) in rooms.iter_mut().enumerate() {
             for (s, sub) in room.subscribers.iter_mut().enumerate() {
                 for p in sub.take_video() {
-                    if let Some((publisher, _, _)) = unstamp(&p) {
-                        *seen[r][s].entry(publisher).or_default() += 1;
+                    if let Some(st) = unstamp(&p) {
+                        *seen[r][s].entry(st.publisher).or_default() += 1;
+                        if st.keyframe {
+                            first_keyframe(&mut key_delay, sub.connected_at, (r, s));
+                        }
                     }
                 }
                 if let Some(ssrcs) = sub.header_ssrcs() {
@@ -247,6 +305,7 @@ pub fn run(o: &SfuOptions) -> Result<SfuReport, String> {
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
     let mut sent = 0u64;
     let mut expected = 0u64;
+    let mut jitter: HashMap<(usize, usize, u32), Jitter> = HashMap::new();
     let drain_end = window_end + Duration::from_secs(1);
     loop {
         let now = Instant::now();
@@ -260,7 +319,13 @@ pub fn run(o: &SfuOptions) -> Result<SfuReport, String> {
                 for (i, p) in &mut r.publishers {
                     let s = seq.entry(*i).or_default();
                     *s += 1;
-                    p.send_marked(RtpCodecKind::Video, &stamp(*i, *s, us(now), o.size), true);
+                    let st = Stamp {
+                        publisher: *i,
+                        seq: *s,
+                        sent_us: us(now),
+                        keyframe: p.take_keyframe_request(),
+                    };
+                    p.send_marked(RtpCodecKind::Video, &stamp(st, o.size), true);
                     sent += 1;
                     expected += subs;
                 }
@@ -276,12 +341,19 @@ pub fn run(o: &SfuOptions) -> Result<SfuReport, String> {
         for (r, room) in rooms.iter_mut().enumerate() {
             for (s, sub) in room.subscribers.iter_mut().enumerate() {
                 for p in sub.take_video() {
-                    let Some((publisher, n, sent_us)) = unstamp(&p) else {
+                    let Some(st) = unstamp(&p) else {
                         continue;
                     };
-                    if first.get(&publisher).is_some_and(|f| n >= *f) {
-                        got.entry((r, s, publisher)).or_default().push(n);
-                        let _ = latency.record(at.saturating_sub(sent_us).max(1));
+                    if st.keyframe {
+                        first_keyframe(&mut key_delay, sub.connected_at, (r, s));
+                    }
+                    if first.get(&st.publisher).is_some_and(|f| st.seq >= *f) {
+                        got.entry((r, s, st.publisher)).or_default().push(st.seq);
+                        let _ = latency.record(at.saturating_sub(st.sent_us).max(1));
+                        jitter
+                            .entry((r, s, st.publisher))
+                            .or_default()
+                            .record(st.sent_us, at);
                     }
                 }
             }
@@ -304,6 +376,13 @@ pub fn run(o: &SfuOptions) -> Result<SfuReport, String> {
         .sum::<u64>()
         + by_header;
     let duration_s = o.duration.as_secs_f64();
+    let jitters: Vec<f64> = jitter.values().map(|j| j.jitter).collect();
+    let mut delays: Vec<f64> = key_delay
+        .values()
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    delays.sort_by(f64::total_cmp);
+    let checked = u64::from(o.rooms) * u64::from(o.verified);
     let server_cpu_s = match (cpu0, cpu1) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1e9),
         _ => None,
@@ -326,6 +405,11 @@ pub fn run(o: &SfuOptions) -> Result<SfuReport, String> {
         loss,
         latency_p50_us: latency.value_at_quantile(0.5),
         latency_p99_us: latency.value_at_quantile(0.99),
+        jitter_mean_us: jitters.iter().sum::<f64>() / jitters.len().max(1) as f64,
+        jitter_max_us: jitters.iter().copied().fold(0.0, f64::max),
+        keyframe_delay_p50_ms: delays.get(delays.len() / 2).copied().unwrap_or(0.0),
+        keyframe_delay_max_ms: delays.last().copied().unwrap_or(0.0),
+        keyframes_missing: checked.saturating_sub(delays.len() as u64),
         duration_s,
         server_cpu_s,
         server_cpu_us_per_packet: server_cpu_s.map(|c| c * 1e6 / received.max(1) as f64),
@@ -345,6 +429,17 @@ pub fn run(o: &SfuOptions) -> Result<SfuReport, String> {
         }
     }
     Ok(report)
+}
+
+/// Records checked subscriber `at`'s first keyframe, timed from its connection.
+fn first_keyframe(
+    delays: &mut HashMap<(usize, usize), Duration>,
+    connected_at: Option<Instant>,
+    at: (usize, usize),
+) {
+    if let Some(c) = connected_at {
+        delays.entry(at).or_insert_with(|| c.elapsed());
+    }
 }
 
 /// How often every participant's peer-connection timers are looked at.
@@ -453,6 +548,14 @@ impl SfuReport {
             "  latency publisher -> subscriber: p50 {} us, p99 {} us ({} of {} subscribers per room checked every packet, the others counted them by header)\n",
             self.latency_p50_us, self.latency_p99_us, self.verified, self.subscribers
         );
+        t += &format!(
+            "  jitter (RFC 3550, as received here): mean {:.0} us, max {:.0} us\n",
+            self.jitter_mean_us, self.jitter_max_us
+        );
+        t += &format!(
+            "  keyframe delay, connected to first keyframe: p50 {:.0} ms, max {:.0} ms, {} checked subscriber(s) without one\n",
+            self.keyframe_delay_p50_ms, self.keyframe_delay_max_ms, self.keyframes_missing
+        );
         if let (Some(cpu), Some(per)) = (self.server_cpu_s, self.server_cpu_us_per_packet) {
             t += &format!(
                 "  server CPU: {cpu:.2} s ({:.0}% of a core), {per:.2} us per forwarded packet\n",
@@ -482,10 +585,35 @@ mod tests {
 
     #[test]
     fn a_stamp_reads_back() {
-        let p = stamp(7, 123_456_789_012, 42, 1200);
-        assert_eq!(p.len(), 1200);
-        assert_eq!(unstamp(&p), Some((7, 123_456_789_012, 42)));
-        assert_eq!(unstamp(&p[..10]), None);
-        assert_eq!(stamp(1, 2, 3, 5).len(), STAMP);
+        for keyframe in [false, true] {
+            let s = Stamp {
+                publisher: 7,
+                seq: 123_456_789_012,
+                sent_us: 42,
+                keyframe,
+            };
+            let p = stamp(s, 1200);
+            assert_eq!(p.len(), 1200);
+            assert_eq!(unstamp(&p), Some(s));
+            assert_eq!(unstamp(&p[..10]), None);
+            assert_eq!(stamp(s, 5).len(), STAMP);
+        }
+    }
+
+    #[test]
+    fn jitter_follows_rfc_3550() {
+        // Evenly spaced arrivals: no jitter.
+        let mut j = Jitter::default();
+        for k in 0..100 {
+            j.record(k * 20_000, 5_000 + k * 20_000);
+        }
+        assert_eq!(j.jitter, 0.0);
+        // Every other packet 1 ms late: |D| is 1 ms for each packet after the first, and J
+        // converges to it.
+        let mut j = Jitter::default();
+        for k in 0..400 {
+            j.record(k * 20_000, k * 20_000 + (k % 2) * 1_000);
+        }
+        assert!((j.jitter - 1_000.0).abs() < 1.0, "{}", j.jitter);
     }
 }
