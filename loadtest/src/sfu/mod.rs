@@ -254,15 +254,7 @@ pub fn run(o: &SfuOptions) -> Result<SfuReport, String> {
             for r in &mut rooms {
                 for (i, p) in &mut r.publishers {
                     if p.connected {
-                        let s = seq.entry(*i).or_default();
-                        *s += 1;
-                        let st = Stamp {
-                            publisher: *i,
-                            seq: *s,
-                            sent_us: us(now),
-                            keyframe: p.take_keyframe_request(),
-                        };
-                        p.send_marked(RtpCodecKind::Video, &stamp(st, o.size), false);
+                        publish(p, *i, seq.entry(*i).or_default(), us(now), o.size, false);
                     }
                 }
             }
@@ -317,15 +309,7 @@ pub fn run(o: &SfuOptions) -> Result<SfuReport, String> {
             for r in &mut rooms {
                 let subs = r.subscribers.len() as u64;
                 for (i, p) in &mut r.publishers {
-                    let s = seq.entry(*i).or_default();
-                    *s += 1;
-                    let st = Stamp {
-                        publisher: *i,
-                        seq: *s,
-                        sent_us: us(now),
-                        keyframe: p.take_keyframe_request(),
-                    };
-                    p.send_marked(RtpCodecKind::Video, &stamp(st, o.size), true);
+                    publish(p, *i, seq.entry(*i).or_default(), us(now), o.size, true);
                     sent += 1;
                     expected += subs;
                 }
@@ -429,6 +413,27 @@ pub fn run(o: &SfuOptions) -> Result<SfuReport, String> {
         }
     }
     Ok(report)
+}
+
+/// Publisher `p` (index `publisher`) sends its next video packet: sequence `seq` (advanced),
+/// stamped with `sent_us`, `size` bytes, a keyframe if the SFU asked for one, the RTP marker
+/// bit as `marked` (set on the measured window's packets only).
+fn publish(
+    p: &mut SfuClient,
+    publisher: u32,
+    seq: &mut u64,
+    sent_us: u64,
+    size: usize,
+    marked: bool,
+) {
+    *seq += 1;
+    let st = Stamp {
+        publisher,
+        seq: *seq,
+        sent_us,
+        keyframe: p.take_keyframe_request(),
+    };
+    p.send_marked(RtpCodecKind::Video, &stamp(st, size), marked);
 }
 
 /// Records checked subscriber `at`'s first keyframe, timed from its connection.
