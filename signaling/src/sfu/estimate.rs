@@ -18,8 +18,8 @@ use std::time::Instant;
 
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, Gcc, PacketReport};
 
-/// Where the estimate starts: high enough not to hold back any layer before the first reports
-/// (a subscriber that never reports, one that did not negotiate `transport-cc`, keeps it).
+/// Where GCC starts once reports arrive: high enough not to hold back any layer until they
+/// show a limit (before the first report the SFU sees no estimate at all).
 pub const INITIAL: f64 = 10_000_000.0;
 /// The floor (GCC's default).
 pub const MIN: f64 = 100_000.0;

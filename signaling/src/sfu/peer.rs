@@ -113,6 +113,9 @@ pub struct Peer {
     pub deadline: Option<Instant>,
     /// The bandwidth estimate of the path to it (from its transport-wide feedback).
     pub estimate: Estimate,
+    /// How many of `forwards` are video (kept by `add_forward` and `remove_forwards_of`: the
+    /// share of the estimate is read per forwarded simulcast packet).
+    video_forwards: usize,
 }
 
 impl std::fmt::Debug for Peer {
@@ -243,6 +246,7 @@ impl Peer {
             audio_level_id: None,
             deadline: None,
             estimate,
+            video_forwards: 0,
         })
     }
 
@@ -399,6 +403,9 @@ impl Peer {
                 (RTCRtpSenderId::from(transceiver), Rewrite::default())
             }
         };
+        if kind == RtpCodecKind::Video {
+            self.video_forwards += 1;
+        }
         self.forwards.insert(
             key,
             Forward {
@@ -423,13 +430,7 @@ impl Peer {
     /// estimate.
     pub fn video_share(&self) -> Option<f64> {
         let bps = self.estimate.bits_per_second()?;
-        let videos = self
-            .forwards
-            .values()
-            .filter(|f| f.kind == RtpCodecKind::Video)
-            .count()
-            .max(1);
-        Some(bps * 0.9 / videos as f64)
+        Some(bps * 0.9 / self.video_forwards.max(1) as f64)
     }
 
     /// Asks for `publisher`'s simulcast layer `rid` (`None`: the best one sent).
@@ -456,6 +457,9 @@ impl Peer {
             .collect();
         for key in gone {
             if let Some(f) = self.forwards.remove(&key) {
+                if f.kind == RtpCodecKind::Video {
+                    self.video_forwards -= 1;
+                }
                 if let Some(mut t) = self.pc.rtp_transceiver(f.sender.into()) {
                     t.set_direction(RTCRtpTransceiverDirection::Inactive);
                 }

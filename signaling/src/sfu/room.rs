@@ -69,6 +69,10 @@ pub struct Room {
     /// pass wrote to it, and whether it was already processed.
     dirty: Vec<bool>,
     done: Vec<bool>,
+    /// The earliest held-back keyframe request of any layer (`Layer::pli_due`), so the
+    /// room's next deadline needs no pass over every layer; it may have been answered by a
+    /// keyframe since, which only costs one pass when it comes.
+    held_pli: Option<Instant>,
 }
 
 impl Room {
@@ -171,16 +175,23 @@ impl Room {
                 due.push(i);
             }
         }
+        if self.held_pli.is_none_or(|t| t > now) {
+            return due;
+        }
         let mut held: Vec<(String, String, u32)> = Vec::new();
+        let mut later: Option<Instant> = None;
         for p in &self.peers {
             for (track, pubd) in &p.published {
                 for l in &pubd.layers {
-                    if l.pli_due.is_some_and(|t| t <= now) {
-                        held.push((p.id.clone(), track.clone(), l.ssrc));
+                    match l.pli_due {
+                        Some(t) if t <= now => held.push((p.id.clone(), track.clone(), l.ssrc)),
+                        Some(t) => later = Some(later.map_or(t, |e| e.min(t))),
+                        None => {}
                     }
                 }
             }
         }
+        self.held_pli = later;
         for (publisher, track, layer) in held {
             if let Some(k) = self.request_keyframe(&publisher, &track, Some(layer), now)
                 && !due.contains(&k)
@@ -193,16 +204,10 @@ impl Room {
 
     /// The earliest timer of the room's connections and of its held-back keyframe requests.
     pub fn next_timeout(&self) -> Option<Instant> {
-        let held = self
-            .peers
-            .iter()
-            .flat_map(|p| p.published.values())
-            .flat_map(|pubd| pubd.layers.iter())
-            .filter_map(|l| l.pli_due);
         self.peers
             .iter()
             .filter_map(|p| p.deadline)
-            .chain(held)
+            .chain(self.held_pli)
             .min()
     }
 
@@ -520,6 +525,7 @@ impl Room {
             return None;
         }
         let mut plis: Vec<Box<dyn rtc::rtcp::Packet>> = Vec::new();
+        let mut held: Option<Instant> = None;
         for l in &mut published.layers {
             if layer.is_some_and(|s| s != l.ssrc) {
                 continue;
@@ -529,7 +535,8 @@ impl Room {
             {
                 // Held back, not dropped: a subscriber whose request falls within the
                 // interval of an earlier one may have joined after that keyframe went by.
-                l.pli_due.get_or_insert(t + PLI_INTERVAL);
+                let due = *l.pli_due.get_or_insert(t + PLI_INTERVAL);
+                held = Some(held.map_or(due, |h| h.min(due)));
                 continue;
             }
             l.last_pli = Some(now);
@@ -539,6 +546,9 @@ impl Room {
                 sender_ssrc: 0,
                 media_ssrc: l.ssrc,
             }));
+        }
+        if let Some(h) = held {
+            self.held_pli = Some(self.held_pli.map_or(h, |e| e.min(h)));
         }
         if plis.is_empty() {
             return None;
