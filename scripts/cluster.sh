@@ -234,7 +234,7 @@ start_cluster() {
     ws+=("127.0.0.1:$((port + i))")
     metrics+=("127.0.0.1:$((port + 200 + i))")
     "$bin" serve --listen "${ws[-1]}" --metrics "${metrics[-1]}" \
-      --broker "redis://127.0.0.1:$redis_port" </dev/null >"$dir/node$i.out" 2>"$dir/node$i.log" &
+      --broker "redis://127.0.0.1:$redis_port" --sfu-udp 127.0.0.1:0 </dev/null >"$dir/node$i.out" 2>"$dir/node$i.log" &
     record "node$i" $! "${ws[-1]}" "${metrics[-1]}"
   done
   while read -r -u 4 name pid _ addr m; do
@@ -256,7 +256,8 @@ start_cluster() {
 
   echo "cluster: up in $dir"
   status_cluster
-  echo "cluster: clients connect to ws://127.0.0.1:$port/pubsub (or /echo); stop with:"
+  echo "cluster: clients connect to ws://127.0.0.1:$port/pubsub (or /echo); the demo room (its"
+  echo "  media through the SFU of the node its room routes to) is http://127.0.0.1:$port/demo/?room=NAME&sfu=1; stop with:"
   echo "  $0 stop --dir $dir"
 }
 

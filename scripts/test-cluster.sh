@@ -4,6 +4,10 @@
 # Builds c10m (or takes $C10M_BIN as it is), starts `scripts/cluster.sh start --nodes 3` (Redis, three nodes, nginx rendered
 # from deploy/nginx.conf) in a temporary directory on free ports, and checks:
 #  - status: every node's /health is ok; a second start in the same directory is refused;
+#  - SFU rooms THROUGH nginx (scripts/lib/sfu_route_check.py): participants of a room naming it
+#    in the URL land on one node from any address and join in SFU mode; a client routed by
+#    address to another node is refused an SFU join of it (error 11) until it is empty; then
+#    `c10m-loadtest sfu` through nginx: 4 rooms' media through their nodes' SFUs, none lost;
 #  - THROUGH nginx (scripts/lib/cluster_check.py, standard-library Python): subscribers from
 #    varied 127.0.x.y sources land on all three nodes (each node's /metrics c10m_connections
 #    says which), two publishers on two nodes; every subscriber gets every message once and in
@@ -113,9 +117,9 @@ check "start: Redis, 3 nodes and nginx up on port $port" [ "$RC" -eq 0 ]
 printf '       %s\n' "${OUT//$'\n'/$'\n'       }"
 
 conf=$dir/nginx/nginx.conf
-check "nginx.conf rendered from deploy/nginx.conf: 3 nodes, sticky hash, upgrade headers" \
+check "nginx.conf rendered from deploy/nginx.conf: 3 nodes, sticky hash by address or room, upgrade headers" \
   test "$(grep -cE "^ *server 127\.0\.0\.1:$((port + 1))|^ *server 127\.0\.0\.1:$((port + 2))|^ *server 127\.0\.0\.1:$((port + 3))" "$conf")" = 3 -a \
-  "$(grep -cE '^ *hash \$remote_addr consistent;|^ *proxy_http_version 1\.1;|^ *proxy_set_header Connection \$connection_upgrade;|^ *proxy_buffering off;' "$conf")" = 4
+  "$(grep -cE '^ *hash \$c10m_route consistent;|^ *"" +\$remote_addr;|^ *default +room:\$arg_room;|^ *proxy_http_version 1\.1;|^ *proxy_set_header Connection \$connection_upgrade;|^ *proxy_buffering off;' "$conf")" = 6
 timeout=$(sed -n 's/^ *proxy_read_timeout \([0-9]*\)s;/\1/p' "$conf")
 check "proxy_read_timeout ${timeout:-?}s is above twice the 30 s ping interval" [ "${timeout:-0}" -gt 60 ]
 
@@ -123,6 +127,17 @@ run status
 check "status: exit 0, every node ok" eval '[ "$RC" -eq 0 ] && [ "$(grep -c "^node[123] .* ok (pid" <<<"$OUT")" = 3 ]'
 run start --nodes 3 --port "$port"
 check "a second start in the same directory is refused" eval '[ "$RC" -ne 0 ] && has "is running"'
+
+echo "--- SFU rooms through nginx (scripts/lib/sfu_route_check.py, c10m-loadtest sfu)"
+python3 "$REPO/scripts/lib/sfu_route_check.py" --dir "$dir"
+check "an SFU room's participants from 8 addresses land on one node; another node refuses an SFU join of it (error 11), and takes one once it is empty" [ $? -eq 0 ]
+# Media: rooms of webrtc-rs participants through nginx, each room's media through the SFU of the
+# node its name routes to (every node's SFU socket on a free port of 127.0.0.1).
+OUT=$("$LOADTEST" sfu --target "127.0.0.1:$port" --rooms 4 --publishers 1 --subscribers 2 --duration 2s 2>&1)
+RC=$?
+grep -E 'forwarded|lost|RESULT' <<<"$OUT" | sed 's/^/       /'
+check "c10m-loadtest sfu through nginx: 4 rooms, every subscriber gets every packet (RESULT: OK)" [ "$RC" -eq 0 ]
+OUT=""
 
 echo "--- through nginx (scripts/lib/cluster_check.py)"
 python3 "$REPO/scripts/lib/cluster_check.py" --dir "$dir" --kill node2

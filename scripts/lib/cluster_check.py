@@ -111,10 +111,11 @@ class Cluster:
                        f"connections per node to be {want}")
         return got
 
-    def open(self, kind, source):
-        """Opens a /pubsub client through nginx from `source` and finds the node it landed on."""
+    def open(self, kind, source, path="/pubsub"):
+        """Opens a client of `path` through nginx from `source` and finds the node it landed on
+        (a "sub" then subscribes to the topic)."""
         before = self.counts()
-        conn = Conn(*self.nginx, "/pubsub", source=source, name=f"{kind} {source}")
+        conn = Conn(*self.nginx, path, source=source, name=f"{kind} {source}")
         conn.kind = kind
 
         def landed():

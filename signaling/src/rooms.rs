@@ -3,7 +3,9 @@
 //! participant by id. Membership is the cluster backend's presence (exact on one node, shared
 //! through Redis across nodes); room events go through the engine topic `sig ROOM`, and a relay
 //! goes straight to the participant's connection when it is in this process (any shard), else
-//! through its own topic `sigp ID` and the broker.
+//! through its own topic `sigp ID` and the broker. An SFU room's media is on one node: an SFU
+//! join on a node while the room has SFU participants on another is refused (error 11), and a
+//! load balancer routes a room's participants to one node by the room in the URL.
 //!
 //! Messages, one JSON object per text frame (docs/SIGNALING.md):
 //!
@@ -84,6 +86,9 @@ pub enum SignalError {
     BadSdp = 9,
     /// `"mode":"sfu"` on a server without the SFU, or a shard whose SFU socket failed.
     NoSfu = 10,
+    /// `"mode":"sfu"` on a node whose SFU does not carry the room: its media is on another node
+    /// (route the room's participants to one node: docs/SIGNALING.md).
+    MediaElsewhere = 11,
     /// The backend (Redis) is unreachable.
     Unavailable = 100,
 }
@@ -101,6 +106,7 @@ impl SignalError {
             SignalError::TooLarge => "message too large",
             SignalError::BadSdp => "bad sdp",
             SignalError::NoSfu => "no SFU on this server",
+            SignalError::MediaElsewhere => "the room's media is on another node",
             SignalError::Unavailable => "unavailable, retry later",
         }
     }
@@ -215,6 +221,20 @@ struct Participant {
 fn joined(ctx: &mut Ctx<'_>, id: ConnId) -> Option<(String, String, bool)> {
     ctx.state::<Participant>(id)
         .and_then(|p| Some((p.id.clone(), p.room.clone()?, p.sfu)))
+}
+
+/// The `user` of an SFU participant's presence entry: it tells other nodes that the room's
+/// media is on this participant's node.
+const SFU_MEMBER: &str = "sfu";
+
+/// The node whose SFU carries the room's media, when it is not `node`: the node (the part of a
+/// participant id before its first `-`) of an SFU participant present in the room.
+fn media_elsewhere<'a>(present: &'a [Present], node: &str) -> Option<&'a str> {
+    present
+        .iter()
+        .filter(|p| p.user == SFU_MEMBER)
+        .filter_map(|p| p.client.split_once('-').map(|(n, _)| n))
+        .find(|n| *n != node)
 }
 
 fn room_channel(room: &str) -> String {
@@ -469,6 +489,14 @@ impl RoomsApp {
         if present.len() >= self.service.limits.max_participants {
             return self.fail(ctx, id, SignalError::RoomFull);
         }
+        // One room's media is on one node: a second SFU would split the room in two.
+        if p.sfu
+            && let Some(node) = media_elsewhere(&present, &self.service.node)
+        {
+            tracing::debug!(%room, node, "SFU join refused: the room's media is elsewhere");
+            p.sfu = false;
+            return self.fail(ctx, id, SignalError::MediaElsewhere);
+        }
         p.room = Some(room.clone());
         let me = p.id.clone();
         let sfu = p.sfu;
@@ -477,7 +505,7 @@ impl RoomsApp {
             &room_channel(&room),
             &Present {
                 client: me.clone(),
-                user: String::new(),
+                user: if sfu { SFU_MEMBER } else { "" }.to_owned(),
             },
         );
         let _ = ctx.subscribe(id, &room_topic(&room));
@@ -605,5 +633,30 @@ impl App for RoomsApp {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn present(client: &str, user: &str) -> Present {
+        Present {
+            client: client.into(),
+            user: user.into(),
+        }
+    }
+
+    #[test]
+    fn media_is_elsewhere_only_when_an_sfu_participant_is_on_another_node() {
+        let here = "a1";
+        assert_eq!(media_elsewhere(&[], here), None);
+        // Mesh participants elsewhere, SFU participants here: the media is here.
+        let room = [present("b2-1", ""), present("a1-2", SFU_MEMBER)];
+        assert_eq!(media_elsewhere(&room, here), None);
+        let room = [present("a1-2", SFU_MEMBER), present("b2-7", SFU_MEMBER)];
+        assert_eq!(media_elsewhere(&room, here), Some("b2"));
+        // An id with no node part names none.
+        assert_eq!(media_elsewhere(&[present("odd", SFU_MEMBER)], here), None);
     }
 }

@@ -192,7 +192,9 @@ async function join() {
   local = local || await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
   $("local").srcObject = local;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  ws = new WebSocket(`${scheme}://${location.host}/signal/v1`);
+  // The room in the URL too: a load balancer routes by it, so that every participant of a room
+  // reaches the node whose SFU carries it (deploy/nginx.conf).
+  ws = new WebSocket(`${scheme}://${location.host}/signal/v1?room=${encodeURIComponent(room)}`);
   ws.onopen = () => send(sfuMode ? { type: "join", room, mode: "sfu" } : { type: "join", room });
   ws.onmessage = (e) => {
     const msg = JSON.parse(e.data);

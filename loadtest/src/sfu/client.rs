@@ -165,6 +165,19 @@ fn send_json(ws: &mut Ws, v: Value) -> Result<(), ClientError> {
     }
 }
 
+/// `s` as a URL query value: every byte but the unreserved ones (RFC 3986) percent-encoded.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 impl SfuClient {
     /// Joins `room` through the SFU of the server at `server` (`path`: its signaling route) and
     /// sends its offer: an audio and a video track, sendonly, SSRCs `ssrc_base` and
@@ -202,8 +215,12 @@ impl SfuClient {
             .set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(io)?;
         stream.set_nodelay(true).map_err(io)?;
-        let (mut ws, _) = tungstenite::client(format!("ws://{server}{path}"), stream)
-            .map_err(|e| format!("signaling handshake: {e}"))?;
+        // The room in the URL too, as the demo page does: a load balancer in front of a cluster
+        // routes a room's participants to one node by it (deploy/nginx.conf).
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = format!("ws://{server}{path}{sep}room={}", query_escape(room));
+        let (mut ws, _) =
+            tungstenite::client(url, stream).map_err(|e| format!("signaling handshake: {e}"))?;
         send_json(
             &mut ws,
             json!({"type": "join", "room": room, "mode": "sfu"}),
@@ -675,5 +692,12 @@ mod tests {
         v1[0] = 0x40;
         assert!(!is_rtp(&v1));
         assert!(!is_rtp(&rtp[..11]));
+    }
+
+    #[test]
+    fn a_room_in_the_url_keeps_unreserved_bytes_and_escapes_the_rest() {
+        assert_eq!(query_escape("lt12-0_a.b~"), "lt12-0_a.b~");
+        assert_eq!(query_escape("a&b=c#d%"), "a%26b%3Dc%23d%25");
+        assert_eq!(query_escape("é"), "%C3%A9");
     }
 }
