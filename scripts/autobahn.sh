@@ -69,7 +69,18 @@ for r in bad:
 print(f"autobahn: {len(rows) - len(bad)} passed, {len(bad)} failed")
 sys.exit(1 if bad else 0)
 PY
-if ! diff -u "$expected" "$out/actual.txt"; then
+# Case 7.1.6 (informational: a 256 KiB text, a text, a close and a ping sent back to back) ends
+# with the client dropping the connection one second after sending (`killAfter(1)` in its case
+# file). When the echo has not reached the client by then, on a loaded machine, Autobahn records
+# no close code and "Close was processed before text message could be returned": the same
+# INFORMATIONAL verdict, with the timing of the machine in it. That one row is compared without
+# its close code; every other row, informational ones included, must match exactly.
+compared=$out/compared.txt
+sed 's/^\(7\.1\.6 INFORMATIONAL INFORMATIONAL\) None$/\1 1000/' "$out/actual.txt" >"$compared"
+if ! cmp -s "$out/actual.txt" "$compared"; then
+  echo "autobahn: note: 7.1.6 got no close code: the client's 1 s deadline passed before the echo reached it (informational)"
+fi
+if ! diff -u "$expected" "$compared"; then
   echo "autobahn: results differ from $expected (see $out/index.html)"
   exit 1
 fi
