@@ -498,6 +498,8 @@ impl ClientApp {
                     send(ctx, conn, &m);
                 }
             }
+            // The client protocol sends nothing to other nodes.
+            Outcome::Node { .. } => {}
         }
     }
 }

@@ -80,6 +80,11 @@ pub enum Outcome {
         /// The pushes, each a JSON `message` push.
         messages: Vec<String>,
     },
+    /// A message another node sent this one ([`Backend::to_node`]), in the order it sent them.
+    Node {
+        /// What it sent.
+        payload: String,
+    },
     /// A token was checked at upgrade.
     Verified {
         /// The connection waiting for its upgrade.
@@ -102,6 +107,11 @@ impl Done {
     /// Posts `outcome` to the shard of the connection it concerns.
     pub fn post(&self, conn: ConnId, outcome: Outcome) {
         let _ = self.handle.post(conn.shard(), self.app, Box::new(outcome));
+    }
+
+    /// Posts `outcome` to `shard`.
+    pub fn post_to(&self, shard: u16, outcome: Outcome) {
+        let _ = self.handle.post(shard, self.app, Box::new(outcome));
     }
 }
 
@@ -155,6 +165,19 @@ pub trait Backend: Send + Sync + 'static {
     /// Sends `data` to every connection of `user` in every process, or to its inbox when none
     /// is online; posts [`Outcome::Sent`].
     fn send(&self, done: &Done, conn: ConnId, id: u64, user: &str, data: &str);
+
+    /// Sends `payload` to node `node` (a process's id), which gets it as [`Outcome::Node`] if it
+    /// listens ([`Backend::listen`]); a sender's messages arrive in the order it sent them.
+    /// Nothing crosses processes without a shared backend: there, this does nothing.
+    fn to_node(&self, node: &str, payload: &str) {
+        let _ = (node, payload);
+    }
+
+    /// Delivers what other nodes send to `node` ([`Backend::to_node`]) to `done` on shard 0, as
+    /// [`Outcome::Node`]. Without a shared backend there are no other nodes: nothing comes.
+    fn listen(&self, done: &Done, node: &str) {
+        let _ = (done, node);
+    }
 }
 
 /// The engine topic a channel's subscribers share.

@@ -136,6 +136,8 @@ enum Command {
     Online(Done, ConnId, String),
     Offline(String, String),
     Send(Done, ConnId, u64, String, String),
+    /// To a node's inbox: its id, the payload.
+    ToNode(String, String),
 }
 
 /// The Redis backend.
@@ -143,6 +145,10 @@ enum Command {
 pub struct RedisBackend {
     commands: UnboundedSender<Command>,
     connected: Arc<AtomicBool>,
+    /// The Redis instances, for a node's inbox listener (a connection of its own: it blocks).
+    clients: Vec<redis::Client>,
+    /// The runtime's handle, for that listener.
+    runtime: tokio::runtime::Handle,
 }
 
 impl RedisBackend {
@@ -161,13 +167,17 @@ impl RedisBackend {
             .build()
             .map_err(RedisBrokerError::Start)?;
         let flag = connected.clone();
+        let handle = runtime.handle().clone();
+        let theirs = clients.clone();
         std::thread::Builder::new()
             .name("c10m-redis-state".into())
-            .spawn(move || runtime.block_on(run(clients, rx, limits, flag)))
+            .spawn(move || runtime.block_on(run(theirs, rx, limits, flag)))
             .map_err(RedisBrokerError::Start)?;
         Ok(Arc::new(RedisBackend {
             commands: tx,
             connected,
+            clients,
+            runtime: handle,
         }))
     }
 
@@ -289,6 +299,7 @@ async fn serve(
             Command::Online(_, _, u) | Command::Offline(u, _) | Command::Send(_, _, _, u, _) => {
                 on_user(u)
             }
+            Command::ToNode(node, _) => crate::shard::redis_for(&inbox_topic(node), n),
         };
         let mut con = cons[i].clone();
         let owned = owned.clone();
@@ -461,6 +472,17 @@ async fn serve(
                     done.post(conn, Outcome::Sent { conn, id, result });
                     ok
                 }
+                Command::ToNode(node, payload) => {
+                    let key = node_inbox_key(&node);
+                    redis::pipe()
+                        .rpush(&key, &payload)
+                        .ignore()
+                        .pexpire(&key, NODE_INBOX_TTL_MS as i64)
+                        .ignore()
+                        .exec_async(&mut con)
+                        .await
+                        .is_ok()
+                }
             };
             connected.store(ok, Relaxed);
         });
@@ -513,7 +535,69 @@ fn unavailable(command: Command) {
                 result: e,
             },
         ),
-        Command::Join(..) | Command::Leave(..) | Command::Online(..) | Command::Offline(..) => {}
+        Command::Join(..)
+        | Command::Leave(..)
+        | Command::Online(..)
+        | Command::Offline(..)
+        | Command::ToNode(..) => {}
+    }
+}
+
+/// How long a node's inbox lives after the last message to it: a dead node's inbox goes.
+const NODE_INBOX_TTL_MS: u64 = 30_000;
+
+/// The key of node `node`'s inbox (a list: senders push, the node pops).
+fn node_inbox_key(node: &str) -> String {
+    format!("c10m:n:{node}")
+}
+
+/// What places a node's inbox on one of several Redis instances.
+fn inbox_topic(node: &str) -> String {
+    format!("node {node}")
+}
+
+/// How long a blocking pop of a node's inbox waits in Redis, and how long the client waits
+/// for its answer. The client's wait must be the longer: a pop the client gave up on still
+/// takes its message off the list in Redis, and that message would be lost (redis-rs gives up
+/// after half a second by default).
+const INBOX_POP_SECS: u64 = 1;
+const INBOX_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+/// Pops node `node`'s inbox for as long as the process lives, posting each message to `done`
+/// on shard 0 in order; reconnects (every half second) when Redis is lost.
+async fn listen_inbox(client: redis::Client, done: Done, node: String) {
+    let key = node_inbox_key(&node);
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(INBOX_ANSWER_WAIT));
+    loop {
+        let mut con = match client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach Redis for this node's inbox");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        loop {
+            // A blocking pop, on a connection of its own; a second at most so that a lost
+            // connection is noticed.
+            let popped: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
+                .arg(&key)
+                .arg(INBOX_POP_SECS)
+                .query_async(&mut con)
+                .await;
+            match popped {
+                Ok(Some((_, payload))) => done.post_to(0, Outcome::Node { payload }),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "this node's inbox: Redis lost");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -668,5 +752,18 @@ impl Backend for RedisBackend {
             user.into(),
             data.into(),
         ));
+    }
+
+    fn to_node(&self, node: &str, payload: &str) {
+        self.issue(Command::ToNode(node.into(), payload.into()));
+    }
+
+    fn listen(&self, done: &Done, node: &str) {
+        let i = crate::shard::redis_for(&inbox_topic(node), self.clients.len());
+        let Some(client) = self.clients.get(i).cloned() else {
+            return;
+        };
+        self.runtime
+            .spawn(listen_inbox(client, done.clone(), node.to_owned()));
     }
 }
