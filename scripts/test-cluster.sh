@@ -4,10 +4,10 @@
 # Builds c10m (or takes $C10M_BIN as it is), starts `scripts/cluster.sh start --nodes 3` (Redis, three nodes, nginx rendered
 # from deploy/nginx.conf) in a temporary directory on free ports, and checks:
 #  - status: every node's /health is ok; a second start in the same directory is refused;
-#  - SFU rooms THROUGH nginx (scripts/lib/sfu_route_check.py): participants of a room naming it
-#    in the URL land on one node from any address and join in SFU mode; a client routed by
-#    address to another node is refused an SFU join of it (error 11) until it is empty; then
-#    `c10m-loadtest sfu` through nginx: 4 rooms' media through their nodes' SFUs, none lost;
+#  - SFU rooms: THROUGH nginx (scripts/lib/sfu_route_check.py), participants of a room naming
+#    it in the URL land on one node from any address and join in SFU mode; `c10m-loadtest sfu`
+#    through nginx (4 rooms) and then straight to the 3 nodes in turn (3 rooms, each with
+#    participants on every node: signaling relayed to the room's media node): none lost;
 #  - THROUGH nginx (scripts/lib/cluster_check.py, standard-library Python): subscribers from
 #    varied 127.0.x.y sources land on all three nodes (each node's /metrics c10m_connections
 #    says which), two publishers on two nodes; every subscriber gets every message once and in
@@ -128,15 +128,25 @@ check "status: exit 0, every node ok" eval '[ "$RC" -eq 0 ] && [ "$(grep -c "^no
 run start --nodes 3 --port "$port"
 check "a second start in the same directory is refused" eval '[ "$RC" -ne 0 ] && has "is running"'
 
-echo "--- SFU rooms through nginx (scripts/lib/sfu_route_check.py, c10m-loadtest sfu)"
+echo "--- SFU rooms: routed by room through nginx, and spread over the nodes"
 python3 "$REPO/scripts/lib/sfu_route_check.py" --dir "$dir"
-check "an SFU room's participants from 8 addresses land on one node; another node refuses an SFU join of it (error 11), and takes one once it is empty" [ $? -eq 0 ]
-# Media: rooms of webrtc-rs participants through nginx, each room's media through the SFU of the
-# node its name routes to (every node's SFU socket on a free port of 127.0.0.1).
+check "an SFU room's participants from 8 addresses land on one node through nginx, joined in SFU mode" [ $? -eq 0 ]
+# Media through nginx: each room's participants routed to one node, its media through that
+# node's SFU (every node's SFU socket on a free port of 127.0.0.1).
 OUT=$("$LOADTEST" sfu --target "127.0.0.1:$port" --rooms 4 --publishers 1 --subscribers 2 --duration 2s 2>&1)
 RC=$?
-grep -E 'forwarded|lost|RESULT' <<<"$OUT" | sed 's/^/       /'
+grep -E 'packets|RESULT' <<<"$OUT" | sed 's/^/       /'
 check "c10m-loadtest sfu through nginx: 4 rooms, every subscriber gets every packet (RESULT: OK)" [ "$RC" -eq 0 ]
+# Media across nodes: each room's 4 participants join on the 3 nodes in turn (straight to the
+# nodes, not through nginx), so every room has participants on every node. A room's media is on
+# the node of its first participant; the others' nodes relay their signaling to it through
+# Redis, and their media goes to its SFU. Without that relay each node would run its own copy
+# of the room, and the subscribers on the other nodes would receive nothing.
+OUT=$("$LOADTEST" sfu --target "127.0.0.1:$((port + 1)),127.0.0.1:$((port + 2)),127.0.0.1:$((port + 3))" \
+  --rooms 3 --publishers 1 --subscribers 3 --duration 2s 2>&1)
+RC=$?
+grep -E 'packets|RESULT' <<<"$OUT" | sed 's/^/       /'
+check "c10m-loadtest sfu over the 3 nodes: 3 rooms each spanning every node, every subscriber gets every packet (RESULT: OK)" [ "$RC" -eq 0 ]
 OUT=""
 
 echo "--- through nginx (scripts/lib/cluster_check.py)"

@@ -439,7 +439,7 @@ fn sfu_scenario(verified: u32) {
     let (server, addr, _lines) =
         spawn_serve("", "--listen 127.0.0.1:0 --shards 2 --sfu-udp 127.0.0.1:0");
     let o = c10m_loadtest::sfu::SfuOptions {
-        target: addr,
+        targets: vec![addr],
         path: "/signal/v1".into(),
         rooms: 2,
         publishers: 2,

@@ -1,6 +1,7 @@
 //! Fuzz harnesses for what the signaling layer reads from untrusted peers: a participant's SDP
-//! offer or answer (into the SFU's webrtc-rs peer connection) and the datagrams arriving on the
-//! SFU's UDP socket (routed by their STUN username). Kept in the library so each `cargo fuzz`
+//! offer or answer (into the SFU's webrtc-rs peer connection), the datagrams arriving on the
+//! SFU's UDP socket (routed by their STUN username), and the SFU commands other nodes send
+//! through the backend. Kept in the library so each `cargo fuzz`
 //! target is one line and a unit test replays every committed corpus input.
 //!
 //! Compiled only under `cfg(fuzzing)` (set by cargo-fuzz) and in tests.
@@ -14,6 +15,7 @@ use c10m_engine::server::ConnId;
 
 use crate::sfu::peer::{Peer, ice_ufrag};
 use crate::sfu::stun::{is_stun, server_ufrag};
+use crate::sfu::{Command, Reply};
 
 /// An SDP offer from a participant: answered or refused with an error, never a panic; an
 /// answered one names the SFU's ICE username; an answer without an offer out is refused.
@@ -22,8 +24,8 @@ pub fn sdp(data: &[u8]) {
         return;
     };
     let now = Instant::now();
-    let mut peer =
-        Peer::new("fuzz".into(), ConnId::from_u64(1), now, true).expect("a peer connection");
+    let mut peer = Peer::new("fuzz".into(), Reply::Conn(ConnId::from_u64(1)), now, true)
+        .expect("a peer connection");
     assert!(
         peer.answer(text.to_owned(), now).is_err(),
         "no offer was out"
@@ -50,6 +52,28 @@ pub fn datagram(data: &[u8]) {
     }
 }
 
+/// An SFU command from another node: read without a panic, and what is read writes back to
+/// the same command (a join's replies go to the participant's topic).
+pub fn node_command(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Some(command) = Command::from_json(text) {
+        if let Command::Join { id, conn, .. } = &command {
+            assert_eq!(
+                conn,
+                &Reply::Remote(id.clone()),
+                "a remote join answered elsewhere"
+            );
+        }
+        let again = command
+            .to_json()
+            .expect("a command from a node crosses back");
+        let back = Command::from_json(&again).expect("what a node writes reads back");
+        assert_eq!(format!("{back:?}"), format!("{command:?}"));
+    }
+}
+
 /// A video RTP payload (VP8) and a participant's renegotiation answer, as the SFU reads them
 /// for simulcast: keyframe and width read without a panic, a width only from a keyframe; the
 /// answer's rewriting keeps every line outside the simulcast sections.
@@ -69,7 +93,7 @@ pub fn vp8(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    //! Replays the committed corpora (fuzz/corpus/sdp, fuzz/corpus/stun).
+    //! Replays the committed corpora (fuzz/corpus/sdp, stun, vp8, node_command).
     #![allow(clippy::unwrap_used)]
     use std::path::Path;
 
@@ -104,7 +128,7 @@ mod tests {
         let now = std::time::Instant::now();
         let mut peer = crate::sfu::peer::Peer::new(
             "t".into(),
-            c10m_engine::server::ConnId::from_u64(1),
+            crate::sfu::Reply::Conn(c10m_engine::server::ConnId::from_u64(1)),
             now,
             true,
         )
@@ -120,10 +144,11 @@ mod tests {
         let sdp = replay("sdp", super::sdp);
         let stun = replay("stun", super::datagram);
         let vp8 = replay("vp8", super::vp8);
+        let node = replay("node_command", super::node_command);
         // Committed with the targets; an empty replay means they went missing.
         assert!(
-            sdp >= 5 && stun >= 5 && vp8 >= 4,
-            "only {sdp} SDP, {stun} STUN and {vp8} VP8 inputs under fuzz/"
+            sdp >= 5 && stun >= 5 && vp8 >= 4 && node >= 4,
+            "only {sdp} SDP, {stun} STUN, {vp8} VP8 and {node} node command inputs under fuzz/"
         );
     }
 }

@@ -3,9 +3,9 @@
 //! participant by id. Membership is the cluster backend's presence (exact on one node, shared
 //! through Redis across nodes); room events go through the engine topic `sig ROOM`, and a relay
 //! goes straight to the participant's connection when it is in this process (any shard), else
-//! through its own topic `sigp ID` and the broker. An SFU room's media is on one node: an SFU
-//! join on a node while the room has SFU participants on another is refused (error 11), and a
-//! load balancer routes a room's participants to one node by the room in the URL.
+//! through its own topic `sigp ID` and the broker. An SFU room's media is on one node, the
+//! node of its first SFU participant; a participant that joins it elsewhere talks to that
+//! node's SFU through the backend ([`crate::sfu::remote`]).
 //!
 //! Messages, one JSON object per text frame (docs/SIGNALING.md):
 //!
@@ -86,9 +86,6 @@ pub enum SignalError {
     BadSdp = 9,
     /// `"mode":"sfu"` on a server without the SFU, or a shard whose SFU socket failed.
     NoSfu = 10,
-    /// `"mode":"sfu"` on a node whose SFU does not carry the room: its media is on another node
-    /// (route the room's participants to one node: docs/SIGNALING.md).
-    MediaElsewhere = 11,
     /// The backend (Redis) is unreachable.
     Unavailable = 100,
 }
@@ -106,7 +103,6 @@ impl SignalError {
             SignalError::TooLarge => "message too large",
             SignalError::BadSdp => "bad sdp",
             SignalError::NoSfu => "no SFU on this server",
-            SignalError::MediaElsewhere => "the room's media is on another node",
             SignalError::Unavailable => "unavailable, retry later",
         }
     }
@@ -214,27 +210,28 @@ struct Participant {
     joining: Option<String>,
     /// Joined (or joining) in SFU mode: media through the server.
     sfu: bool,
+    /// In SFU mode, the node whose SFU carries the room's media when it is not this one.
+    media: Option<String>,
     errors: u32,
 }
 
-/// A joined participant's id, room and whether its media goes through the SFU.
-fn joined(ctx: &mut Ctx<'_>, id: ConnId) -> Option<(String, String, bool)> {
+/// A joined participant's id, room, whether its media goes through the SFU, and the node of
+/// that SFU when it is another one.
+fn joined(ctx: &mut Ctx<'_>, id: ConnId) -> Option<(String, String, bool, Option<String>)> {
     ctx.state::<Participant>(id)
-        .and_then(|p| Some((p.id.clone(), p.room.clone()?, p.sfu)))
+        .and_then(|p| Some((p.id.clone(), p.room.clone()?, p.sfu, p.media.clone())))
 }
 
-/// The `user` of an SFU participant's presence entry: it tells other nodes that the room's
-/// media is on this participant's node.
-const SFU_MEMBER: &str = "sfu";
+/// What starts the `user` of an SFU participant's presence entry; the node whose SFU carries
+/// the room's media follows.
+const SFU_MEMBER: &str = "sfu:";
 
-/// The node whose SFU carries the room's media, when it is not `node`: the node (the part of a
-/// participant id before its first `-`) of an SFU participant present in the room.
-fn media_elsewhere<'a>(present: &'a [Present], node: &str) -> Option<&'a str> {
+/// The node whose SFU carries the room's media, if it has SFU participants.
+fn media_node(present: &[Present]) -> Option<&str> {
     present
         .iter()
-        .filter(|p| p.user == SFU_MEMBER)
-        .filter_map(|p| p.client.split_once('-').map(|(n, _)| n))
-        .find(|n| *n != node)
+        .find_map(|p| p.user.strip_prefix(SFU_MEMBER))
+        .filter(|n| !n.is_empty())
 }
 
 fn room_channel(room: &str) -> String {
@@ -245,7 +242,7 @@ fn room_topic(room: &str) -> String {
     format!("sig {room}")
 }
 
-fn participant_topic(id: &str) -> String {
+pub(crate) fn participant_topic(id: &str) -> String {
     format!("sigp {id}")
 }
 
@@ -375,7 +372,7 @@ impl RoomsApp {
     /// candidates are dropped (the SFU is ICE-lite: it learns the participant's address from
     /// its connectivity checks).
     fn relay_to_sfu(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: &mut Map<String, Value>) {
-        let Some((me, room, sfu)) = joined(ctx, id) else {
+        let Some((me, room, sfu, media)) = joined(ctx, id) else {
             return self.fail(ctx, id, SignalError::NotJoined);
         };
         if !sfu {
@@ -404,14 +401,14 @@ impl RoomsApp {
                 sdp,
             }
         };
-        self.sfu_command(ctx, &room, command);
+        self.sfu_command(ctx, &room, media.as_deref(), command);
     }
 
     /// A subscriber's choice of a publisher's simulcast layer (SFU mode):
     /// `{"type":"layer","publisher":ID,"rid":"h"}`, `"rid":null` (or absent) for the best one
     /// sent.
     fn layer(&mut self, ctx: &mut Ctx<'_>, id: ConnId, msg: &Map<String, Value>) {
-        let Some((me, room, sfu)) = joined(ctx, id) else {
+        let Some((me, room, sfu, media)) = joined(ctx, id) else {
             return self.fail(ctx, id, SignalError::NotJoined);
         };
         if !sfu {
@@ -435,11 +432,24 @@ impl RoomsApp {
             publisher: publisher.to_owned(),
             rid,
         };
-        self.sfu_command(ctx, &room, command);
+        self.sfu_command(ctx, &room, media.as_deref(), command);
     }
 
-    /// Hands a command to the shard that owns `room`'s media.
-    fn sfu_command(&mut self, ctx: &mut Ctx<'_>, room: &str, command: Command) {
+    /// Hands a command to the shard that owns `room`'s media: on this node, or through the
+    /// backend to node `media`'s.
+    fn sfu_command(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        room: &str,
+        media: Option<&str>,
+        command: Command,
+    ) {
+        if let Some(node) = media {
+            if let Some(text) = command.to_json() {
+                self.backend(ctx).to_node(node, &text);
+            }
+            return;
+        }
         let shard = sfu::room_shard(room, ctx.shards());
         if shard == ctx.shard() {
             if let Some(s) = &mut self.sfu {
@@ -459,12 +469,13 @@ impl RoomsApp {
             return false;
         };
         let me = p.id.clone();
+        let media = p.media.take();
         if std::mem::take(&mut p.sfu) {
             let command = Command::Leave {
                 room: room.clone(),
                 id: me.clone(),
             };
-            self.sfu_command(ctx, &room, command);
+            self.sfu_command(ctx, &room, media.as_deref(), command);
         }
         self.service.local().remove(&me);
         self.backend(ctx).leave(&room_channel(&room), &me);
@@ -489,23 +500,27 @@ impl RoomsApp {
         if present.len() >= self.service.limits.max_participants {
             return self.fail(ctx, id, SignalError::RoomFull);
         }
-        // One room's media is on one node: a second SFU would split the room in two.
-        if p.sfu
-            && let Some(node) = media_elsewhere(&present, &self.service.node)
-        {
-            tracing::debug!(%room, node, "SFU join refused: the room's media is elsewhere");
-            p.sfu = false;
-            return self.fail(ctx, id, SignalError::MediaElsewhere);
+        // One room's media is on one node: the node of its SFU participants, or this one.
+        let node = &self.service.node;
+        let media = media_node(&present).unwrap_or(node).to_owned();
+        if p.sfu && media != *node {
+            tracing::debug!(%room, media, "SFU join: the room's media is on another node");
+            p.media = Some(media.clone());
         }
         p.room = Some(room.clone());
         let me = p.id.clone();
         let sfu = p.sfu;
+        let remote = p.media.clone();
         self.service.local().insert(me.clone(), (id, room.clone()));
         self.backend(ctx).join(
             &room_channel(&room),
             &Present {
                 client: me.clone(),
-                user: if sfu { SFU_MEMBER } else { "" }.to_owned(),
+                user: if sfu {
+                    format!("{SFU_MEMBER}{media}")
+                } else {
+                    String::new()
+                },
             },
         );
         let _ = ctx.subscribe(id, &room_topic(&room));
@@ -527,12 +542,16 @@ impl RoomsApp {
             Value::Array(others)
         );
         if sfu {
+            let conn = match remote {
+                Some(_) => sfu::Reply::Remote(me.clone()),
+                None => sfu::Reply::Conn(id),
+            };
             let command = Command::Join {
                 room: room.clone(),
                 id: me.clone(),
-                conn: id,
+                conn,
             };
-            self.sfu_command(ctx, &room, command);
+            self.sfu_command(ctx, &room, remote.as_deref(), command);
         }
         let _ = ctx.send_text(id, &joined);
         let event = format!(
@@ -552,7 +571,11 @@ impl App for RoomsApp {
 
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         let _ = self.backend(ctx);
-        let _ = self.done(ctx);
+        let done = self.done(ctx);
+        // Participants of this node's SFU rooms that joined on other nodes.
+        if self.service.sfu.is_some() && ctx.shard() == 0 {
+            self.backend(ctx).listen(&done, &self.service.node);
+        }
         if let Some(options) = self.service.sfu {
             let addr = sfu::shard_addr(options.udp, ctx.shard());
             match SfuShard::bind(ctx, addr, options.bandwidth_estimate) {
@@ -617,6 +640,17 @@ impl App for RoomsApp {
         let Ok(outcome) = payload.downcast::<Outcome>() else {
             return;
         };
+        // From another node: a command for this node's SFU.
+        if let Outcome::Node { payload } = *outcome {
+            match Command::from_json(&payload) {
+                Some(command) => {
+                    let room = command.room().to_owned();
+                    self.sfu_command(ctx, &room, None, command);
+                }
+                None => tracing::debug!(len = payload.len(), "a malformed SFU command from a node"),
+            }
+            return;
+        }
         if let Outcome::Presence {
             conn,
             id: JOIN,
@@ -648,15 +682,12 @@ mod tests {
     }
 
     #[test]
-    fn media_is_elsewhere_only_when_an_sfu_participant_is_on_another_node() {
-        let here = "a1";
-        assert_eq!(media_elsewhere(&[], here), None);
-        // Mesh participants elsewhere, SFU participants here: the media is here.
-        let room = [present("b2-1", ""), present("a1-2", SFU_MEMBER)];
-        assert_eq!(media_elsewhere(&room, here), None);
-        let room = [present("a1-2", SFU_MEMBER), present("b2-7", SFU_MEMBER)];
-        assert_eq!(media_elsewhere(&room, here), Some("b2"));
-        // An id with no node part names none.
-        assert_eq!(media_elsewhere(&[present("odd", SFU_MEMBER)], here), None);
+    fn the_media_node_is_the_one_sfu_participants_name() {
+        assert_eq!(media_node(&[]), None);
+        // Mesh participants name none.
+        assert_eq!(media_node(&[present("b2-1", "")]), None);
+        let room = [present("b2-1", ""), present("c3-2", "sfu:a1")];
+        assert_eq!(media_node(&room), Some("a1"));
+        assert_eq!(media_node(&[present("c3-2", "sfu:")]), None);
     }
 }

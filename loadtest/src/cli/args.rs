@@ -112,9 +112,10 @@ enum Scenario {
 /// `c10m-loadtest sfu`'s flags.
 #[derive(Debug, Args)]
 struct SfuArgs {
-    /// The server's IP:PORT (loopback)
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
-    target: SocketAddr,
+    /// The server's IP:PORT (loopback); several, comma-separated, spread each room's
+    /// participants over them (nodes of one cluster: a room's media stays on one node)
+    #[arg(long, value_name = "ADDR[,ADDR...]", default_value = "127.0.0.1:9001", value_delimiter = ',', num_args = 1..)]
+    target: Vec<SocketAddr>,
     /// The signaling route
     #[arg(long, value_name = "PATH", default_value = "/signal/v1")]
     path: String,
@@ -485,14 +486,14 @@ where
         Some(Scenario::Broadcast(a)) => (ScenarioKind::Broadcast, a),
         Some(Scenario::Failover(a)) => (ScenarioKind::Failover, a),
         Some(Scenario::Sfu(a)) => {
-            if !a.target.ip().is_loopback() {
+            if a.target.iter().any(|t| !t.ip().is_loopback()) {
                 return Err(ParseError::Clap(Cli::command().error(
                     clap::error::ErrorKind::ValueValidation,
-                    "sfu: --target must be a loopback address",
+                    "sfu: every --target must be a loopback address",
                 )));
             }
             return Ok(Command::Sfu(crate::sfu::SfuOptions {
-                target: a.target,
+                targets: a.target,
                 path: a.path,
                 rooms: a.rooms,
                 publishers: a.publishers,

@@ -277,6 +277,18 @@ mod tests {
     }
 
     #[test]
+    fn sfu_spreads_over_several_loopback_targets() {
+        match parse(args("sfu --target 127.0.0.1:9001,127.0.0.1:9002 --rooms 2")) {
+            Ok(Command::Sfu(o)) => {
+                assert_eq!(o.targets.len(), 2);
+                assert_eq!(o.rooms, 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(args("sfu --target 127.0.0.1:9001,10.0.0.1:9002")).is_err());
+    }
+
+    #[test]
     fn counts_take_the_project_grammar() {
         assert_eq!(run("idle --connections 1m").connections, 1_000_000);
         assert_eq!(run("idle --connections 1_000_000").connections, 1_000_000);

@@ -32,8 +32,9 @@ use client::SfuClient;
 /// What `c10m-loadtest sfu` runs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SfuOptions {
-    /// The server.
-    pub target: SocketAddr,
+    /// The servers: participant `j` of room `r` joins through `targets[(r + j) % len]` (one
+    /// server, or the nodes of a cluster).
+    pub targets: Vec<SocketAddr>,
     /// Its signaling route.
     pub path: String,
     /// Rooms.
@@ -205,17 +206,23 @@ pub fn run(o: &SfuOptions) -> Result<SfuReport, String> {
             publishers: Vec::new(),
             subscribers: Vec::new(),
         };
+        let mut joined = r as usize;
+        let mut target = || {
+            let t = o.targets[joined % o.targets.len().max(1)];
+            joined += 1;
+            t
+        };
         for _ in 0..o.publishers {
             ssrc += 2;
             room.publishers.push((
                 next_publisher,
-                SfuClient::join(o.target, &o.path, &name, ssrc)?,
+                SfuClient::join(target(), &o.path, &name, ssrc)?,
             ));
             next_publisher += 1;
         }
         for s in 0..o.subscribers {
             ssrc += 2;
-            let mut c = SfuClient::join(o.target, &o.path, &name, ssrc)?;
+            let mut c = SfuClient::join(target(), &o.path, &name, ssrc)?;
             if s < o.verified {
                 c.keep_video();
             } else {

@@ -19,6 +19,7 @@
 pub mod estimate;
 pub mod keyframe;
 pub mod peer;
+pub mod remote;
 pub mod rewrite;
 pub mod room;
 pub mod routes;
@@ -34,9 +35,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use c10m_engine::server::{ConnId, Ctx, Datagram, TimerId, UdpId};
+use c10m_engine::server::{Ctx, Datagram, SharedFrame, TimerId, UdpId};
 
 use peer::Peer;
+pub use remote::Reply;
 use room::{Output, Room};
 use routes::Routes;
 
@@ -46,14 +48,14 @@ pub const TIMER: u64 = 0x5f0;
 /// What signaling asks of the shard that owns a room's media.
 #[derive(Debug)]
 pub enum Command {
-    /// Participant `id` (connection `conn`) joined `room` in SFU mode.
+    /// Participant `id` joined `room` in SFU mode.
     Join {
         /// The room.
         room: String,
         /// The participant.
         id: String,
-        /// Its signaling connection (SDP goes back there).
-        conn: ConnId,
+        /// Where its signaling messages go (SDP goes back there).
+        conn: Reply,
     },
     /// The participant's offer (its first and only one).
     Offer {
@@ -91,6 +93,19 @@ pub enum Command {
         /// The participant.
         id: String,
     },
+}
+
+impl Command {
+    /// The room it concerns.
+    pub fn room(&self) -> &str {
+        match self {
+            Command::Join { room, .. }
+            | Command::Offer { room, .. }
+            | Command::Answer { room, .. }
+            | Command::Layer { room, .. }
+            | Command::Leave { room, .. } => room,
+        }
+    }
 }
 
 /// The shard that owns `room`'s media (FNV-1a of its name).
@@ -208,16 +223,10 @@ impl SfuShard {
     pub fn command(&mut self, ctx: &mut Ctx<'_>, command: Command) {
         let now = Instant::now();
         let mut out = Output::default();
-        let room_name = match &command {
-            Command::Join { room, .. }
-            | Command::Offer { room, .. }
-            | Command::Answer { room, .. }
-            | Command::Layer { room, .. }
-            | Command::Leave { room, .. } => room.clone(),
-        };
+        let room_name = command.room().to_owned();
         match command {
             Command::Join { room, id, conn } => {
-                match Peer::new(id.clone(), conn, now, self.bandwidth_estimate) {
+                match Peer::new(id.clone(), conn.clone(), now, self.bandwidth_estimate) {
                     Ok(peer) => {
                         let r = self.rooms.entry(room).or_default();
                         if r.find(&id).is_none() {
@@ -327,8 +336,18 @@ impl SfuShard {
         for (to, data) in out.datagrams {
             let _ = ctx.send_datagram(self.socket, to, &data);
         }
-        for (conn, text) in out.messages {
-            let _ = ctx.send_text(conn, &text);
+        for (to, text) in out.messages {
+            match to {
+                Reply::Conn(conn) => {
+                    let _ = ctx.send_text(conn, &text);
+                }
+                Reply::Remote(id) => {
+                    ctx.publish(
+                        &crate::rooms::participant_topic(&id),
+                        &SharedFrame::text(&text),
+                    );
+                }
+            }
         }
         let next = self.rooms.values().filter_map(Room::next_timeout).min();
         let Some(next) = next else {

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use c10m_engine::server::ConnId;
 use rtc::interceptor::{CongestionControlBuilder, Registry, Slot, TwccSenderBuilder};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
@@ -29,6 +28,7 @@ use rtc::rtp_transceiver::{
 };
 use rtc::sansio::Protocol;
 
+use super::Reply;
 use super::estimate::{self, Estimate};
 use super::keyframe::KeyframeRequests;
 use super::rewrite::Rewrite;
@@ -81,8 +81,8 @@ pub struct Free {
 pub struct Peer {
     /// The participant's signaling id (also the stream id of its tracks at the others).
     pub id: String,
-    /// Its signaling connection.
-    pub conn: ConnId,
+    /// Where its signaling messages go.
+    pub conn: Reply,
     pub(super) pc: RTCPeerConnection,
     /// The server's ICE ufrag, once answered (STUN from the participant carries it).
     pub ufrag: Option<String>,
@@ -170,7 +170,7 @@ impl Peer {
     /// estimation ([`estimate`]; without it the estimate stays unknown).
     pub fn new(
         id: String,
-        conn: ConnId,
+        conn: Reply,
         now: Instant,
         bandwidth_estimate: bool,
     ) -> Result<Peer, String> {

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use c10m_engine::server::ConnId;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -19,12 +18,12 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use serde_json::Value;
 
-use super::Ssrcs;
 use super::keyframe::is_keyframe_request;
 use super::peer::Peer;
 use super::simulcast::{self, Layer, Verdict};
 use super::speaker::{Speakers, level, speaker_message};
 use super::vp8;
+use super::{Reply, Ssrcs};
 
 /// At most one keyframe request per published layer in this interval.
 pub const PLI_INTERVAL: Duration = Duration::from_millis(500);
@@ -38,7 +37,7 @@ pub struct Output {
     /// (to, payload).
     pub datagrams: Vec<(SocketAddr, BytesMut)>,
     /// (connection, JSON text).
-    pub messages: Vec<(ConnId, String)>,
+    pub messages: Vec<(Reply, String)>,
 }
 
 /// A signaling message from the SFU to a participant.
@@ -95,7 +94,7 @@ impl Room {
         let Some(i) = self.find(id) else {
             return;
         };
-        let conn = self.peers[i].conn;
+        let conn = self.peers[i].conn.clone();
         match self.peers[i].offer(sdp, local, now) {
             Ok(answer) => {
                 out.messages.push((conn, sdp_message("answer", answer)));
@@ -125,7 +124,9 @@ impl Room {
         };
         match self.peers[i].answer(sdp, now) {
             Ok(()) => self.keyframes_for(i, now),
-            Err(e) => out.messages.push((self.peers[i].conn, sdp_error(&e))),
+            Err(e) => out
+                .messages
+                .push((self.peers[i].conn.clone(), sdp_error(&e))),
         }
     }
 
@@ -257,7 +258,7 @@ impl Room {
                     Ok(sdp) => sdp_message("offer", sdp),
                     Err(e) => sdp_error(&e),
                 };
-                out.messages.push((p.conn, text));
+                out.messages.push((p.conn.clone(), text));
             }
             while let Some(w) = p.pc.poll_write() {
                 out.datagrams.push((w.transport.peer_addr, w.message));
@@ -269,7 +270,7 @@ impl Room {
         if let Some(speaker) = self.speakers.decide(now) {
             let text = speaker_message(&speaker);
             for p in &self.peers {
-                out.messages.push((p.conn, text.clone()));
+                out.messages.push((p.conn.clone(), text.clone()));
             }
         }
     }
@@ -491,7 +492,7 @@ impl Room {
         };
         if publisher == id || self.find(publisher).is_none() {
             out.messages.push((
-                self.peers[i].conn,
+                self.peers[i].conn.clone(),
                 crate::rooms::SignalError::NoSuchParticipant.json(),
             ));
             return;
