@@ -107,14 +107,7 @@ impl Uring {
     /// for connections that talk, not for every connection that arrived or answered a ping
     /// within a sweep period.
     pub(super) fn quiet(&self, shard: &Shard, slot: u32, generation: u32) -> bool {
-        if self.park_ms == 0 || !live(shard, slot, generation) {
-            return false;
-        }
-        let conn = &shard.core.io.conns[slot as usize];
-        conn.rbuf.is_empty()
-            && conn.ending.is_none()
-            && matches!(conn.phase, Phase::Open(_))
-            && matches!(conn.ring.watch, Watch::Receive | Watch::Woken)
+        self.park_ms != 0 && quiet_conn(shard, slot, generation)
     }
 
     /// Cancels a quiet connection's multishot receive; it is parked when the cancel completes.
@@ -132,6 +125,19 @@ impl Uring {
         let sweep = Duration::from_millis(self.next_sweep.saturating_sub(shard.now()));
         Some(timeout.map_or(sweep, |t| t.min(sweep)))
     }
+}
+
+/// [`Uring::quiet`]'s verdict on the connection itself (parking being on): open, nothing left
+/// over from its input, not ending, and its input watched by a receive.
+fn quiet_conn(shard: &Shard, slot: u32, generation: u32) -> bool {
+    if !live(shard, slot, generation) {
+        return false;
+    }
+    let conn = &shard.core.io.conns[slot as usize];
+    conn.rbuf.is_empty()
+        && conn.ending.is_none()
+        && matches!(conn.phase, Phase::Open(_))
+        && matches!(conn.ring.watch, Watch::Receive | Watch::Woken)
 }
 
 /// Receives a sweep cancels per loop iteration: each cancellation brings two completions, so a
@@ -181,5 +187,122 @@ pub(super) fn talking(shard: &mut Shard, slot: u32, generation: u32) {
         if let Some(ring) = io.sink.ring() {
             ring.set_file(slot, fd);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Parking decisions on the deterministic shard ([`Harness`]): which connections a sweep
+    //! cancels the receive of, how far one sweep goes, and which connections are quiet enough
+    //! to park at once. The shard writes through an io_uring sink whose entries are only
+    //! gathered (never submitted), so the decisions are read from the connections' state and
+    //! the entries gathered, with no ring and no timing.
+    use super::*;
+    use crate::proto::Message;
+    use crate::server::harness::{Client, Harness};
+    use crate::server::write::Sink;
+    use crate::server::{App, ConnId, Ctx, ServerConfig};
+
+    struct Silent;
+
+    impl App for Silent {
+        fn on_message(&mut self, _: &mut Ctx<'_>, _: ConnId, _: Message<'_>) {}
+    }
+
+    /// A shard with `n` open connections (handshakes written through syscalls), then writing
+    /// through an io_uring sink.
+    fn shard_with(n: usize) -> (Harness, Vec<Client>) {
+        let mut h = Harness::new(ServerConfig::default(), || Box::new(Silent));
+        let peers = (0..n).map(|_| h.open().0).collect();
+        h.shard.core.io.sink = Sink::Ring(Box::default());
+        (h, peers)
+    }
+
+    fn watch(h: &Harness, peer: &Client) -> Watch {
+        h.shard.core.io.conns[peer.slot].ring.watch
+    }
+
+    fn gathered(h: &mut Harness) -> usize {
+        h.shard.core.io.sink.ring().map_or(0, |r| r.sqes.len())
+    }
+
+    #[test]
+    fn a_sweep_cancels_the_receives_of_connections_silent_since_the_last_one() {
+        let (mut h, peers) = shard_with(3);
+        // Not open yet: never parked.
+        let half = h.connect();
+        // New connections count as active: the first sweep only clears the marks.
+        assert_eq!(park_silent(&mut h.shard, 0), None);
+        assert_eq!(gathered(&mut h), 0);
+        assert!(peers.iter().all(|p| watch(&h, p) == Watch::Receive));
+        // Input reached the first one since (the completion handler marks it).
+        h.shard.core.io.conns[peers[0].slot].ring.active = true;
+        assert_eq!(park_silent(&mut h.shard, 0), None);
+        assert_eq!(gathered(&mut h), 2, "one cancel per silent connection");
+        assert_eq!(watch(&h, &peers[0]), Watch::Receive);
+        assert_eq!(watch(&h, &peers[1]), Watch::Parking);
+        assert_eq!(watch(&h, &peers[2]), Watch::Parking);
+        assert_eq!(
+            watch(&h, &half),
+            Watch::Receive,
+            "a handshake in progress keeps its receive"
+        );
+        // Silent through the next period too: now it goes; the others are not cancelled again.
+        assert_eq!(park_silent(&mut h.shard, 0), None);
+        assert_eq!(gathered(&mut h), 3);
+        assert_eq!(watch(&h, &peers[0]), Watch::Parking);
+        assert_eq!(watch(&h, &half), Watch::Receive);
+    }
+
+    #[test]
+    fn a_sweep_stops_at_its_budget_and_resumes_where_it_stopped() {
+        let n = SWEEP_CANCELS + 5;
+        let (mut h, peers) = shard_with(n);
+        assert_eq!(park_silent(&mut h.shard, 0), None, "marks cleared");
+        let resume = park_silent(&mut h.shard, 0).expect("the budget ran out");
+        assert_eq!(gathered(&mut h), SWEEP_CANCELS);
+        let parking = |h: &Harness| {
+            peers
+                .iter()
+                .filter(|p| watch(h, p) == Watch::Parking)
+                .count()
+        };
+        assert_eq!(parking(&h), SWEEP_CANCELS);
+        assert_eq!(park_silent(&mut h.shard, resume), None);
+        assert_eq!(gathered(&mut h), n);
+        assert_eq!(
+            parking(&h),
+            n,
+            "every silent connection, each cancelled once"
+        );
+    }
+
+    #[test]
+    fn only_an_open_connection_with_nothing_left_over_is_quiet() {
+        let (mut h, mut peers) = shard_with(3);
+        let id = |h: &Harness, p: &Client| h.id(p);
+        let quiet = |h: &Harness, p: &Client| {
+            let c = id(h, p);
+            quiet_conn(&h.shard, c.slot(), c.generation())
+        };
+        assert!(quiet(&h, &peers[0]));
+        // Half a frame read and kept: input is pending, so its receive stays.
+        let mut frame = vec![0x81, 0x85, 1, 2, 3, 4];
+        frame.extend_from_slice(b"he");
+        peers[1].write(&frame);
+        h.pump(&peers[1]);
+        assert!(!h.shard.core.io.conns[peers[1].slot].rbuf.is_empty());
+        assert!(!quiet(&h, &peers[1]));
+        // Parked already, or being parked: nothing to decide.
+        h.shard.core.io.conns[peers[2].slot].ring.watch = Watch::Parked;
+        assert!(!quiet(&h, &peers[2]));
+        h.shard.core.io.conns[peers[2].slot].ring.watch = Watch::Parking;
+        assert!(!quiet(&h, &peers[2]));
+        h.shard.core.io.conns[peers[2].slot].ring.watch = Watch::Woken;
+        assert!(quiet(&h, &peers[2]));
+        // A handshake in progress is not.
+        let half = h.connect();
+        let generation = h.shard.core.io.conns[half.slot].generation;
+        assert!(!quiet_conn(&h.shard, half.slot as u32, generation));
     }
 }
