@@ -118,6 +118,13 @@ impl SignalError {
 
 /// Request tag of the presence read that completes a join.
 const JOIN: u64 = 1;
+/// Request tag of the read of the live nodes that completes an SFU join whose room names
+/// another node as its media node.
+const JOIN_NODES: u64 = 2;
+
+/// The presence channel of the nodes running an SFU: each is in it while it lives (its entry
+/// refreshed by the backend, a dead node's expiring with the presence TTL).
+const NODES_CHANNEL: &str = "sig:nodes";
 
 /// What the shards' signaling apps share.
 pub struct Signaling {
@@ -212,6 +219,8 @@ struct Participant {
     sfu: bool,
     /// In SFU mode, the node whose SFU carries the room's media when it is not this one.
     media: Option<String>,
+    /// The room's presence, while the live nodes are read to complete an SFU join.
+    present: Option<Vec<Present>>,
     errors: u32,
 }
 
@@ -226,12 +235,24 @@ fn joined(ctx: &mut Ctx<'_>, id: ConnId) -> Option<(String, String, bool, Option
 /// the room's media follows.
 const SFU_MEMBER: &str = "sfu:";
 
-/// The node whose SFU carries the room's media, if it has SFU participants.
-fn media_node(present: &[Present]) -> Option<&str> {
+/// The nodes the room's SFU participants name as its media node (one, unless two first joins
+/// raced on two nodes or a media node died and another took the room), in order.
+fn media_nodes(present: &[Present]) -> std::collections::BTreeSet<&str> {
     present
         .iter()
-        .find_map(|p| p.user.strip_prefix(SFU_MEMBER))
+        .filter_map(|p| p.user.strip_prefix(SFU_MEMBER))
         .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// The room's media node: the first of the nodes its participants name that is alive
+/// (`live`), else `here` (no SFU participant, or only ones whose media node died).
+fn choose_media(named: &std::collections::BTreeSet<&str>, live: &[Present], here: &str) -> String {
+    named
+        .iter()
+        .find(|n| **n == here || live.iter().any(|l| l.client == **n))
+        .unwrap_or(&here)
+        .to_string()
 }
 
 fn room_channel(room: &str) -> String {
@@ -494,15 +515,46 @@ impl RoomsApp {
         let Some(p) = ctx.state::<Participant>(id) else {
             return;
         };
+        if p.joining.is_none() {
+            return;
+        }
+        if present.len() >= self.service.limits.max_participants {
+            p.joining = None;
+            return self.fail(ctx, id, SignalError::RoomFull);
+        }
+        // One room's media is on one node: the node its SFU participants name, if it lives,
+        // or this one. Whether another node lives is read from the nodes' presence first.
+        let node = self.service.node.clone();
+        let named = media_nodes(&present);
+        if p.sfu && named.iter().any(|n| *n != node) {
+            p.present = Some(present);
+            let done = self.done(ctx);
+            self.backend(ctx)
+                .presence(&done, id, JOIN_NODES, NODES_CHANNEL);
+            return;
+        }
+        let media = named.first().map_or(node, |n| n.to_string());
+        self.finish_join(ctx, id, present, media);
+    }
+
+    /// The live nodes came back: the SFU join completes with the media node among them.
+    fn complete_sfu_join(&mut self, ctx: &mut Ctx<'_>, id: ConnId, live: Vec<Present>) {
+        let Some(present) = ctx.state::<Participant>(id).and_then(|p| p.present.take()) else {
+            return;
+        };
+        let media = choose_media(&media_nodes(&present), &live, &self.service.node);
+        self.finish_join(ctx, id, present, media);
+    }
+
+    /// Joins the room whose presence was `present`, its media (in SFU mode) on node `media`.
+    fn finish_join(&mut self, ctx: &mut Ctx<'_>, id: ConnId, present: Vec<Present>, media: String) {
+        let node = &self.service.node;
+        let Some(p) = ctx.state::<Participant>(id) else {
+            return;
+        };
         let Some(room) = p.joining.take() else {
             return;
         };
-        if present.len() >= self.service.limits.max_participants {
-            return self.fail(ctx, id, SignalError::RoomFull);
-        }
-        // One room's media is on one node: the node of its SFU participants, or this one.
-        let node = &self.service.node;
-        let media = media_node(&present).unwrap_or(node).to_owned();
         if p.sfu && media != *node {
             tracing::debug!(%room, media, "SFU join: the room's media is on another node");
             p.media = Some(media.clone());
@@ -572,9 +624,18 @@ impl App for RoomsApp {
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         let _ = self.backend(ctx);
         let done = self.done(ctx);
-        // Participants of this node's SFU rooms that joined on other nodes.
+        // Participants of this node's SFU rooms that joined on other nodes; this node in the
+        // live nodes while it lives.
         if self.service.sfu.is_some() && ctx.shard() == 0 {
-            self.backend(ctx).listen(&done, &self.service.node);
+            let backend = self.backend(ctx);
+            backend.listen(&done, &self.service.node);
+            backend.join(
+                NODES_CHANNEL,
+                &Present {
+                    client: self.service.node.clone(),
+                    user: String::new(),
+                },
+            );
         }
         if let Some(options) = self.service.sfu {
             let addr = sfu::shard_addr(options.udp, ctx.shard());
@@ -651,20 +712,18 @@ impl App for RoomsApp {
             }
             return;
         }
-        if let Outcome::Presence {
-            conn,
-            id: JOIN,
-            result,
-        } = *outcome
-        {
-            match result {
-                Ok(present) => self.complete_join(ctx, conn, present),
-                Err(_) => {
+        if let Outcome::Presence { conn, id, result } = *outcome {
+            match (id, result) {
+                (JOIN, Ok(present)) => self.complete_join(ctx, conn, present),
+                (JOIN_NODES, Ok(live)) => self.complete_sfu_join(ctx, conn, live),
+                (JOIN | JOIN_NODES, Err(_)) => {
                     if let Some(p) = ctx.state::<Participant>(conn) {
                         p.joining = None;
+                        p.present = None;
                     }
                     self.fail(ctx, conn, SignalError::Unavailable);
                 }
+                _ => {}
             }
         }
     }
@@ -682,12 +741,26 @@ mod tests {
     }
 
     #[test]
-    fn the_media_node_is_the_one_sfu_participants_name() {
-        assert_eq!(media_node(&[]), None);
+    fn the_media_node_is_the_first_live_one_sfu_participants_name() {
+        assert!(media_nodes(&[]).is_empty());
         // Mesh participants name none.
-        assert_eq!(media_node(&[present("b2-1", "")]), None);
-        let room = [present("b2-1", ""), present("c3-2", "sfu:a1")];
-        assert_eq!(media_node(&room), Some("a1"));
-        assert_eq!(media_node(&[present("c3-2", "sfu:")]), None);
+        assert!(media_nodes(&[present("b2-1", "")]).is_empty());
+        assert!(media_nodes(&[present("c3-2", "sfu:")]).is_empty());
+        let room = [
+            present("b2-1", ""),
+            present("c3-2", "sfu:d4"),
+            present("c3-3", "sfu:a1"),
+            present("c3-4", "sfu:a1"),
+        ];
+        let named = media_nodes(&room);
+        assert_eq!(named.iter().copied().collect::<Vec<_>>(), ["a1", "d4"]);
+        let live = |nodes: &[&str]| nodes.iter().map(|n| present(n, "")).collect::<Vec<_>>();
+        assert_eq!(choose_media(&named, &live(&["a1", "d4"]), "c3"), "a1");
+        // a1 died: the other named node that lives.
+        assert_eq!(choose_media(&named, &live(&["d4", "c3"]), "c3"), "d4");
+        // Every named node died: this one takes the room.
+        assert_eq!(choose_media(&named, &live(&["c3"]), "c3"), "c3");
+        // This node is named: it lives.
+        assert_eq!(choose_media(&named, &[], "d4"), "d4");
     }
 }
