@@ -229,6 +229,7 @@ try {
   const cycler = await browser.newPage();
   cycler.on("pageerror", (e) => check(false, `cycler error: ${e.message}`));
   let clean = 0;
+  const firsts = []; // per cycle: ms from the late joiner's join to its last first frame
   for (let n = 0; n < 20; n++) {
     await cycler.goto(url);
     const ok = await until(cycler, `cycle ${n}: the fourth decodes both others`, async (p) => {
@@ -236,6 +237,8 @@ try {
       const ids = Object.keys(m).filter((id) => m[id].frames > 0);
       return ids.length === 2;
     });
+    const shown = await cycler.evaluate(() => window.c10mDemo.firstFrames());
+    if (Object.keys(shown).length === 2) firsts.push(Math.max(...Object.values(shown)));
     const id = await cycler.evaluate(() => window.c10mDemo.me);
     // And a participant that stays decodes it (through the SFU: on the media section the
     // previous cycler left, reused).
@@ -247,6 +250,14 @@ try {
     if (ok && seen && gone) clean += 1;
   }
   check(clean === 20, `twenty join/leave cycles renegotiated cleanly (${clean}/20)`);
+  // A late joiner's first frame: from its join to the first frame of each of the two others,
+  // the later of the two, per cycle; the median of the cycles within 2 s (a median, so that one
+  // cycle slowed by a loaded machine does not decide).
+  firsts.sort((a, b) => a - b);
+  const median = firsts.length ? firsts[Math.floor(firsts.length / 2)] : Infinity;
+  console.log(`     late joiner, join to first frame of both others: median ${median.toFixed(0)} ms, ` +
+    `max ${(firsts.at(-1) ?? Infinity).toFixed(0)} ms over ${firsts.length} cycles`);
+  check(firsts.length === 20 && median <= 2000, `a late joiner's first frames within 2 s (median of ${firsts.length} cycles)`);
 } catch (e) {
   check(false, `exception: ${e.stack || e}`);
 } finally {

@@ -29,6 +29,8 @@ const peers = new Map(); // id -> { pc, tile }
 let speaker = null; // SFU mode: the active speaker's id
 let sfu = null; // SFU mode: the peer connection with the server
 let queue = Promise.resolve(); // signaling messages are handled one at a time, in order
+let joinedAt = null; // when the server said "joined" (performance.now())
+const firstFrames = new Map(); // remote id -> when its first video frame was presented
 
 function status(text) { $("status").textContent = text; }
 
@@ -44,6 +46,8 @@ function tile(id) {
   v.autoplay = true;
   v.playsInline = true;
   v.setAttribute("data-remote", id);
+  const first = (now) => { if (!firstFrames.has(id)) firstFrames.set(id, now); };
+  if (v.requestVideoFrameCallback) v.requestVideoFrameCallback(first);
   const label = document.createElement("span");
   label.textContent = id.slice(-6);
   t.append(v, label);
@@ -136,6 +140,8 @@ async function onSignal(msg) {
   if (msg.from === "sfu" && sfu) return onSfuSignal(msg);
   switch (msg.type) {
     case "joined":
+      joinedAt = performance.now();
+      firstFrames.clear();
       me = msg.id;
       iceServers = msg.ice_servers || [];
       status(`joined as ${me.slice(-6)} with ${msg.participants.length} other(s)${sfuMode ? " through the SFU" : ""}`);
@@ -238,6 +244,10 @@ window.c10mDemo = {
   // Every peer connection of this page (one per remote in a mesh, the one with the SFU).
   pcs() { return sfu ? [sfu] : [...peers.values()].map((p) => p.pc); },
   leave,
+  // Per remote participant, ms from this page's join to its first video frame shown.
+  firstFrames() {
+    return Object.fromEntries([...firstFrames].map(([id, t]) => [id, t - joinedAt]));
+  },
   // SFU mode: receive participant `id`'s simulcast layer `rid` (null: the best it sends).
   layer: chooseLayer,
 };
