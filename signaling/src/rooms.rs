@@ -410,19 +410,11 @@ impl RoomsApp {
             return self.fail(ctx, id, SignalError::BadMessage);
         };
         let command = if offer {
-            Command::Offer {
-                room: room.clone(),
-                id: me,
-                sdp,
-            }
+            Command::Offer { room, id: me, sdp }
         } else {
-            Command::Answer {
-                room: room.clone(),
-                id: me,
-                sdp,
-            }
+            Command::Answer { room, id: me, sdp }
         };
-        self.sfu_command(ctx, &room, media.as_deref(), command);
+        self.sfu_command(ctx, media.as_deref(), command);
     }
 
     /// A subscriber's choice of a publisher's simulcast layer (SFU mode):
@@ -448,30 +440,24 @@ impl RoomsApp {
             Some(_) => return self.fail(ctx, id, SignalError::BadMessage),
         };
         let command = Command::Layer {
-            room: room.clone(),
+            room,
             id: me,
             publisher: publisher.to_owned(),
             rid,
         };
-        self.sfu_command(ctx, &room, media.as_deref(), command);
+        self.sfu_command(ctx, media.as_deref(), command);
     }
 
-    /// Hands a command to the shard that owns `room`'s media: on this node, or through the
+    /// Hands a command to the shard that owns its room's media: on this node, or through the
     /// backend to node `media`'s.
-    fn sfu_command(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        room: &str,
-        media: Option<&str>,
-        command: Command,
-    ) {
+    fn sfu_command(&mut self, ctx: &mut Ctx<'_>, media: Option<&str>, command: Command) {
         if let Some(node) = media {
             if let Some(text) = command.to_json() {
                 self.backend(ctx).to_node(node, &text);
             }
             return;
         }
-        let shard = sfu::room_shard(room, ctx.shards());
+        let shard = sfu::room_shard(command.room(), ctx.shards());
         if shard == ctx.shard() {
             if let Some(s) = &mut self.sfu {
                 s.command(ctx, command);
@@ -496,7 +482,7 @@ impl RoomsApp {
                 room: room.clone(),
                 id: me.clone(),
             };
-            self.sfu_command(ctx, &room, media.as_deref(), command);
+            self.sfu_command(ctx, media.as_deref(), command);
         }
         self.service.local().remove(&me);
         self.backend(ctx).leave(&room_channel(&room), &me);
@@ -603,7 +589,7 @@ impl RoomsApp {
                 id: me.clone(),
                 conn,
             };
-            self.sfu_command(ctx, &room, remote.as_deref(), command);
+            self.sfu_command(ctx, remote.as_deref(), command);
         }
         let _ = ctx.send_text(id, &joined);
         let event = format!(
@@ -704,10 +690,7 @@ impl App for RoomsApp {
         // From another node: a command for this node's SFU.
         if let Outcome::Node { payload } = *outcome {
             match Command::from_json(&payload) {
-                Some(command) => {
-                    let room = command.room().to_owned();
-                    self.sfu_command(ctx, &room, None, command);
-                }
+                Some(command) => self.sfu_command(ctx, None, command),
                 None => tracing::debug!(len = payload.len(), "a malformed SFU command from a node"),
             }
             return;
