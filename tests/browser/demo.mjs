@@ -235,7 +235,9 @@ try {
     const ok = await until(cycler, `cycle ${n}: the fourth decodes both others`, async (p) => {
       const m = await media(p);
       const ids = Object.keys(m).filter((id) => m[id].frames > 0);
-      return ids.length === 2;
+      // The count of frames can rise before the page's frame callback runs: wait for both.
+      const shown = await p.evaluate(() => Object.keys(window.c10mDemo.firstFrames()).length);
+      return ids.length === 2 && shown === 2;
     });
     const shown = await cycler.evaluate(() => window.c10mDemo.firstFrames());
     if (Object.keys(shown).length === 2) firsts.push(Math.max(...Object.values(shown)));
