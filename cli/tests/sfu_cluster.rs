@@ -1,9 +1,10 @@
 //! SFU rooms across `c10m serve` nodes joined by a real Redis, with webrtc-rs participants (the
 //! load generator's, `loadtest/src/sfu/client.rs`): two participants of one room on two nodes
 //! receive each other's media through the room's one media node; when that node is killed, a
-//! newcomer on the surviving node is not sent to the dead one (whose entry in the nodes'
-//! presence has expired) although a participant left behind still names it, and gets the room
-//! on its own node. Every wait is for an event under a deadline; none decides by a fixed sleep.
+//! newcomer on the surviving node is not sent to the dead one (whose claim on the room's media
+//! has expired) although a participant left behind still names it, and gets the room on its
+//! own node. First joins of one room racing on two nodes get one media node. Every wait is for
+//! an event under a deadline; none decides by a fixed sleep.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -39,27 +40,54 @@ fn node_of(participant: &str) -> String {
     participant.split_once('-').unwrap().0.to_owned()
 }
 
-/// Until when Redis keeps `node` among the live nodes (ms since the epoch; the entry's score).
-fn live_until(redis: &Redis, node: &str) -> u64 {
+/// One Redis command's reply: a bulk string's text or an integer's, or an array's (of bulk
+/// strings), or nothing for a nil.
+fn redis_cmd(redis: &Redis, args: &[&str]) -> Vec<String> {
     let mut s = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let key = "c10m:p:sig:nodes";
-    let member = format!("{node}\t");
-    let mut cmd = String::from("*3\r\n$6\r\nZSCORE\r\n");
-    for a in [key, member.as_str()] {
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
         cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
     }
     s.write_all(cmd.as_bytes()).unwrap();
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
-    assert!(
-        line.starts_with('$') && line != "$-1\r\n",
-        "{node} is not in {key}"
-    );
-    line.clear();
-    r.read_line(&mut line).unwrap();
-    line.trim_end().parse::<f64>().unwrap() as u64
+    let bulk = |r: &mut BufReader<TcpStream>, head: &str| {
+        assert!(
+            head.starts_with('$'),
+            "unexpected reply to {args:?}: {head:?}"
+        );
+        let mut text = String::new();
+        r.read_line(&mut text).unwrap();
+        text.trim_end_matches("\r\n").to_owned()
+    };
+    if line == "$-1\r\n" {
+        return Vec::new();
+    }
+    if let Some(n) = line.strip_prefix(':') {
+        return vec![n.trim_end().to_owned()];
+    }
+    if let Some(n) = line.strip_prefix('*') {
+        let n: usize = n.trim_end().parse().unwrap();
+        return (0..n)
+            .map(|_| {
+                let mut head = String::new();
+                r.read_line(&mut head).unwrap();
+                bulk(&mut r, &head)
+            })
+            .collect();
+    }
+    vec![bulk(&mut r, &line)]
+}
+
+/// Until when Redis keeps `node`'s claim on `room`'s media (ms since the epoch; the score of
+/// its entry).
+fn claimed_until(redis: &Redis, room: &str, node: &str) -> u64 {
+    let key = format!("c10m:p:sigm:{room}");
+    let score = redis_cmd(redis, &["ZSCORE", &key, &format!("{node}\t")]);
+    assert_eq!(score.len(), 1, "{node} does not hold {key}");
+    score[0].parse::<f64>().unwrap() as u64
 }
 
 fn now_ms() -> u64 {
@@ -124,11 +152,11 @@ fn a_room_spans_nodes_and_outlives_its_media_node() {
 
     // The media node dies. B's participant stays in the room, its entry naming A.
     let dead = node_of(&a.id);
-    let until = live_until(&redis, &dead);
+    let until = claimed_until(&redis, "span", &dead);
     node_a.0.kill().unwrap();
     node_a.0.wait().unwrap();
     drop(a);
-    // A's entry among the live nodes expires within the TTL (read from Redis, not assumed).
+    // A's claim expires within the TTL (read from Redis, not assumed).
     assert!(
         until <= now_ms() + TTL_MS,
         "A's entry lives until {until}, more than a TTL from now"
@@ -162,4 +190,107 @@ fn a_room_spans_nodes_and_outlives_its_media_node() {
         c.tracks_opened,
         c.rtp_received
     );
+}
+
+/// Rooms whose first two participants join at once, one on each node: without one claim on a
+/// room's media, both nodes read an empty room and each takes it (two SFUs, participants that
+/// never meet). Each participant's presence entry names the media node it was given.
+#[test]
+fn first_joins_racing_on_two_nodes_get_one_media_node() {
+    const ROOMS: usize = 16;
+    let redis = Redis::start();
+    let (_node_a, addr_a) = node(&redis);
+    let (_node_b, addr_b) = node(&redis);
+    let connect = |addr: SocketAddr, room: &str| {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let url = format!("ws://{addr}/signal/v1?room={room}");
+        tungstenite::client(url, stream).unwrap().0
+    };
+    let rooms: Vec<String> = (0..ROOMS).map(|r| format!("race-{r}")).collect();
+    let mut sockets: Vec<_> = rooms
+        .iter()
+        .flat_map(|room| [connect(addr_a, room), connect(addr_b, room)])
+        .collect();
+    // Every join written before any answer is read: each room's two joins reach their nodes
+    // within microseconds of each other.
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        let join = format!(
+            r#"{{"type":"join","room":"{}","mode":"sfu"}}"#,
+            rooms[i / 2]
+        );
+        ws.write(tungstenite::Message::text(join)).unwrap();
+    }
+    for ws in &mut sockets {
+        ws.flush().unwrap();
+    }
+    let mut ids = Vec::new();
+    for ws in &mut sockets {
+        let id = loop {
+            let tungstenite::Message::Text(t) = ws.read().unwrap() else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            match v["type"].as_str() {
+                Some("joined") => break v["id"].as_str().unwrap().to_owned(),
+                Some("error") => panic!("join refused: {v}"),
+                _ => {}
+            }
+        };
+        ids.push(id);
+    }
+    let mut split = Vec::new();
+    let mut media_of = Vec::new();
+    for (r, room) in rooms.iter().enumerate() {
+        assert_ne!(
+            node_of(&ids[2 * r]),
+            node_of(&ids[2 * r + 1]),
+            "one per node"
+        );
+        // Each entry is `participant\tsfu:MEDIA_NODE`.
+        let entries = redis_cmd(
+            &redis,
+            &["ZRANGE", &format!("c10m:p:sig:{room}"), "0", "-1"],
+        );
+        assert_eq!(entries.len(), 2, "{room}: {entries:?}");
+        let media: std::collections::BTreeSet<String> = entries
+            .iter()
+            .map(|e| e.split_once("\tsfu:").expect("an SFU entry").1.to_owned())
+            .collect();
+        if media.len() != 1 {
+            split.push(format!("{room}: {media:?}"));
+        }
+        media_of.push(media.into_iter().next().unwrap());
+    }
+    assert!(
+        split.is_empty(),
+        "{} of {ROOMS} rooms given two media nodes: {split:?}",
+        split.len()
+    );
+    // And each room's media node holds the room's claim.
+    for (room, node) in rooms.iter().zip(&media_of) {
+        let holder = redis_cmd(
+            &redis,
+            &["ZRANGE", &format!("c10m:p:sigm:{room}"), "0", "-1"],
+        );
+        assert_eq!(holder, [format!("{node}\t")], "{room}");
+    }
+    // Everyone leaves: each media node's room closes and lets its claim go (a claim left
+    // behind would be refreshed while its node lives, and never expire).
+    for mut ws in sockets {
+        ws.close(None).unwrap();
+        let _ = ws.flush();
+    }
+    let deadline = Instant::now() + LIMIT;
+    let held = || {
+        rooms
+            .iter()
+            .filter(|room| redis_cmd(&redis, &["EXISTS", &format!("c10m:p:sigm:{room}")]) != ["0"])
+            .count()
+    };
+    while held() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(held(), 0, "claims still held after every participant left");
 }

@@ -155,6 +155,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Reads `channel`'s presence; posts [`Outcome::Presence`].
     fn presence(&self, done: &Done, conn: ConnId, id: u64, channel: &str);
 
+    /// Makes `who` the holder of `channel` unless a client already holds it, in one step for
+    /// every process sharing the backend (of several holders, the least client id holds);
+    /// posts [`Outcome::Presence`] with the holder alone. A holder stays until it leaves
+    /// ([`Backend::leave`]), or, with a shared backend, until its process dies and its entry
+    /// expires like a presence entry.
+    fn claim(&self, done: &Done, conn: ConnId, id: u64, channel: &str, who: &Present);
+
     /// A connection of `user` opened: it counts as online, and what waited in the user's inbox
     /// is posted to it ([`Outcome::Inbox`]).
     fn online(&self, done: &Done, conn: ConnId, user: &str);

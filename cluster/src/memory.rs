@@ -190,6 +190,31 @@ impl Backend for Memory {
         }
     }
 
+    fn claim(&self, done: &Done, conn: ConnId, id: u64, channel: &str, who: &Present) {
+        let holder = {
+            let mut state = self.state();
+            let held = state.presence.entry(channel.to_owned()).or_default();
+            match held.first_key_value() {
+                Some((client, user)) => Present {
+                    client: client.clone(),
+                    user: user.clone(),
+                },
+                None => {
+                    held.insert(who.client.clone(), who.user.clone());
+                    who.clone()
+                }
+            }
+        };
+        done.post(
+            conn,
+            Outcome::Presence {
+                conn,
+                id,
+                result: Ok(vec![holder]),
+            },
+        );
+    }
+
     fn presence(&self, done: &Done, conn: ConnId, id: u64, channel: &str) {
         let clients = self
             .state()

@@ -10,7 +10,9 @@
 //!   its epoch when first read, so a subscriber that saw it empty can recover from offset 0.
 //! - **Presence**: per channel a sorted set `c10m:p:{channel}` of `client\tuser` scored by
 //!   expiry. Each node refreshes its own entries every third of the TTL; a dead node's entries
-//!   expire within the TTL and are dropped when read.
+//!   expire within the TTL and are dropped when read. A claim on a channel is one script on
+//!   the same set: it adds the claimant only when no live entry is there, so of two nodes
+//!   claiming at once one holds it, refreshed like the node's other entries.
 //! - **Users**: per user a sorted set `c10m:u:{user}` of connection ids scored by expiry,
 //!   refreshed the same way. A message to a user is published to the user's channel when the
 //!   set has a live member, else appended to the user's inbox `c10m:i:{user}` (bounded,
@@ -120,6 +122,19 @@ redis.call('PEXPIRE', KEYS[2], ARGV[6])
 return 0
 "#;
 
+/// A claim on a channel: its live holder (the least member, when a race left several), else
+/// the claimant, added with its expiry. KEYS[1] the presence set; ARGV: now, expiry, member.
+const CLAIM: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local held = redis.call('ZRANGE', KEYS[1], 0, -1)
+if #held == 0 then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+  return ARGV[3]
+end
+table.sort(held)
+return held[1]
+"#;
+
 const ONLINE: &str = r#"
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
 local waiting = redis.call('LRANGE', KEYS[2], 0, -1)
@@ -133,6 +148,8 @@ enum Command {
     Join(String, String),
     Leave(String, String),
     Presence(Done, ConnId, u64, String),
+    /// A claim on a channel: who asks, the command's id, the channel, the claimant's member.
+    Claim(Done, ConnId, u64, String, String),
     Online(Done, ConnId, String),
     Offline(String, String),
     Send(Done, ConnId, u64, String, String),
@@ -257,6 +274,7 @@ async fn serve(
     let send = Arc::new(redis::Script::new(SEND));
     let read = Arc::new(redis::Script::new(READ));
     let online = Arc::new(redis::Script::new(ONLINE));
+    let claim = Arc::new(redis::Script::new(CLAIM));
     // Refresh this node's entries every third of their lifetime.
     {
         let mut cons = cons.clone();
@@ -295,7 +313,8 @@ async fn serve(
             | Command::History(_, _, _, c, ..)
             | Command::Join(c, _)
             | Command::Leave(c, _)
-            | Command::Presence(_, _, _, c) => on_channel(c),
+            | Command::Presence(_, _, _, c)
+            | Command::Claim(_, _, _, c, _) => on_channel(c),
             Command::Online(_, _, u) | Command::Offline(u, _) | Command::Send(_, _, _, u, _) => {
                 on_user(u)
             }
@@ -305,7 +324,7 @@ async fn serve(
         let owned = owned.clone();
         let connected = connected.clone();
         let (publish, send, online) = (publish.clone(), send.clone(), online.clone());
-        let read = read.clone();
+        let (read, claim) = (read.clone(), claim.clone());
         let node = node.clone();
         // Each command runs as its own task; the connection keeps them in the order they were
         // issued, so a publisher's publications keep their order.
@@ -419,6 +438,30 @@ async fn serve(
                     done.post(conn, Outcome::Presence { conn, id, result });
                     ok
                 }
+                Command::Claim(done, conn, id, channel, member) => {
+                    let expiry = now_ms() + limits.presence_ttl.as_millis() as u64;
+                    let r: redis::RedisResult<String> = claim
+                        .key(presence_key(&channel))
+                        .arg(now_ms())
+                        .arg(expiry)
+                        .arg(&member)
+                        .invoke_async(&mut con)
+                        .await;
+                    let ok = r.is_ok();
+                    if r.as_ref().is_ok_and(|held| *held == member) {
+                        // This node holds it now: refreshed while the node lives.
+                        lock(&owned).presence.insert((i, channel, member));
+                    }
+                    let result = r.map_err(|_| ErrorCode::Unavailable).and_then(|held| {
+                        let (client, user) = held.split_once('\t').ok_or(ErrorCode::Unavailable)?;
+                        Ok(vec![Present {
+                            client: client.to_owned(),
+                            user: user.to_owned(),
+                        }])
+                    });
+                    done.post(conn, Outcome::Presence { conn, id, result });
+                    ok
+                }
                 Command::Online(done, conn, user) => {
                     let member = format!("{:x}", conn.as_u64());
                     let node_member = format!("{node}-{member}");
@@ -517,7 +560,7 @@ fn unavailable(command: Command) {
                 result: Err(ErrorCode::Unavailable),
             },
         ),
-        Command::Presence(done, conn, id, _) => {
+        Command::Presence(done, conn, id, _) | Command::Claim(done, conn, id, ..) => {
             done.post(
                 conn,
                 Outcome::Presence {
@@ -731,6 +774,16 @@ impl Backend for RedisBackend {
 
     fn presence(&self, done: &Done, conn: ConnId, id: u64, channel: &str) {
         self.issue(Command::Presence(done.clone(), conn, id, channel.into()));
+    }
+
+    fn claim(&self, done: &Done, conn: ConnId, id: u64, channel: &str, who: &Present) {
+        self.issue(Command::Claim(
+            done.clone(),
+            conn,
+            id,
+            channel.into(),
+            format!("{}\t{}", who.client, who.user),
+        ));
     }
 
     fn online(&self, done: &Done, conn: ConnId, user: &str) {

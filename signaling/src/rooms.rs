@@ -39,7 +39,7 @@ use c10m_engine::server::{App, Closed, ConnId, Ctx, Datagram, Handle, SharedFram
 use serde_json::{Map, Value};
 
 use crate::ice::IceConfig;
-use crate::sfu::{self, Command, SfuShard};
+use crate::sfu::{self, Command, RoomChange, SfuShard};
 
 /// Limits of the signaling service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,13 +118,8 @@ impl SignalError {
 
 /// Request tag of the presence read that completes a join.
 const JOIN: u64 = 1;
-/// Request tag of the read of the live nodes that completes an SFU join whose room names
-/// another node as its media node.
-const JOIN_NODES: u64 = 2;
-
-/// The presence channel of the nodes running an SFU: each is in it while it lives (its entry
-/// refreshed by the backend, a dead node's expiring with the presence TTL).
-const NODES_CHANNEL: &str = "sig:nodes";
+/// Request tag of the claim on a room's media that completes an SFU join.
+const JOIN_CLAIM: u64 = 2;
 
 /// What the shards' signaling apps share.
 pub struct Signaling {
@@ -219,7 +214,7 @@ struct Participant {
     sfu: bool,
     /// In SFU mode, the node whose SFU carries the room's media when it is not this one.
     media: Option<String>,
-    /// The room's presence, while the live nodes are read to complete an SFU join.
+    /// The room's presence, while the claim on its media completes an SFU join.
     present: Option<Vec<Present>>,
     errors: u32,
 }
@@ -235,28 +230,14 @@ fn joined(ctx: &mut Ctx<'_>, id: ConnId) -> Option<(String, String, bool, Option
 /// the room's media follows.
 const SFU_MEMBER: &str = "sfu:";
 
-/// The nodes the room's SFU participants name as its media node (one, unless two first joins
-/// raced on two nodes or a media node died and another took the room), in order.
-fn media_nodes(present: &[Present]) -> std::collections::BTreeSet<&str> {
-    present
-        .iter()
-        .filter_map(|p| p.user.strip_prefix(SFU_MEMBER))
-        .filter(|n| !n.is_empty())
-        .collect()
-}
-
-/// The room's media node: the first of the nodes its participants name that is alive
-/// (`live`), else `here` (no SFU participant, or only ones whose media node died).
-fn choose_media(named: &std::collections::BTreeSet<&str>, live: &[Present], here: &str) -> String {
-    named
-        .iter()
-        .find(|n| **n == here || live.iter().any(|l| l.client == **n))
-        .unwrap_or(&here)
-        .to_string()
-}
-
 fn room_channel(room: &str) -> String {
     format!("sig:{room}")
+}
+
+/// The channel whose holder ([`Backend::claim`]) is the node carrying the room's media: the
+/// node of the room's first SFU join, while its SFU has the room and the node lives.
+fn media_channel(room: &str) -> String {
+    format!("sigm:{room}")
 }
 
 fn room_topic(room: &str) -> String {
@@ -459,11 +440,32 @@ impl RoomsApp {
         }
         let shard = sfu::room_shard(command.room(), ctx.shards());
         if shard == ctx.shard() {
-            if let Some(s) = &mut self.sfu {
-                s.command(ctx, command);
-            }
+            self.run_sfu(ctx, command);
         } else {
             let _ = ctx.post(shard, Box::new(command));
+        }
+    }
+
+    /// Carries out a command on this shard's SFU. A room that opens here holds the room's
+    /// media channel (the claim of the join that chose this node already did, unless the
+    /// room closed meanwhile); a room that closes lets it go, so the next first join may take
+    /// the room elsewhere.
+    fn run_sfu(&mut self, ctx: &mut Ctx<'_>, command: Command) {
+        let Some(s) = &mut self.sfu else {
+            return;
+        };
+        let room = command.room().to_owned();
+        let node = self.service.node.clone();
+        match s.command(ctx, command) {
+            RoomChange::Opened => self.backend(ctx).join(
+                &media_channel(&room),
+                &Present {
+                    client: node,
+                    user: String::new(),
+                },
+            ),
+            RoomChange::Closed => self.backend(ctx).leave(&media_channel(&room), &node),
+            RoomChange::Same => {}
         }
     }
 
@@ -508,28 +510,41 @@ impl RoomsApp {
             p.joining = None;
             return self.fail(ctx, id, SignalError::RoomFull);
         }
-        // One room's media is on one node: the node its SFU participants name, if it lives,
-        // or this one. Whether another node lives is read from the nodes' presence first.
         let node = self.service.node.clone();
-        let named = media_nodes(&present);
-        if p.sfu && named.iter().any(|n| *n != node) {
-            p.present = Some(present);
-            let done = self.done(ctx);
-            self.backend(ctx)
-                .presence(&done, id, JOIN_NODES, NODES_CHANNEL);
-            return;
+        if !p.sfu {
+            return self.finish_join(ctx, id, present, node);
         }
-        let media = named.first().map_or(node, |n| n.to_string());
-        self.finish_join(ctx, id, present, media);
+        // One room's media is on one node: the holder of the room's media channel, which
+        // this node claims (two first joins on two nodes at once get the same holder).
+        p.present = Some(present);
+        let room = p.joining.clone().unwrap_or_default();
+        let done = self.done(ctx);
+        let me = Present {
+            client: node,
+            user: String::new(),
+        };
+        self.backend(ctx)
+            .claim(&done, id, JOIN_CLAIM, &media_channel(&room), &me);
     }
 
-    /// The live nodes came back: the SFU join completes with the media node among them.
-    fn complete_sfu_join(&mut self, ctx: &mut Ctx<'_>, id: ConnId, live: Vec<Present>) {
+    /// The claim on the room's media came back: the SFU join completes with its holder.
+    fn complete_sfu_join(&mut self, ctx: &mut Ctx<'_>, id: ConnId, holder: Vec<Present>) {
         let Some(present) = ctx.state::<Participant>(id).and_then(|p| p.present.take()) else {
             return;
         };
-        let media = choose_media(&media_nodes(&present), &live, &self.service.node);
-        self.finish_join(ctx, id, present, media);
+        match holder.into_iter().next() {
+            Some(media) => self.finish_join(ctx, id, present, media.client),
+            None => self.join_failed(ctx, id),
+        }
+    }
+
+    /// A join's read or claim could not be answered (the backend is unavailable).
+    fn join_failed(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        if let Some(p) = ctx.state::<Participant>(id) {
+            p.joining = None;
+            p.present = None;
+        }
+        self.fail(ctx, id, SignalError::Unavailable);
     }
 
     /// Joins the room whose presence was `present`, its media (in SFU mode) on node `media`.
@@ -610,18 +625,9 @@ impl App for RoomsApp {
     fn on_start(&mut self, ctx: &mut Ctx<'_>) {
         let _ = self.backend(ctx);
         let done = self.done(ctx);
-        // Participants of this node's SFU rooms that joined on other nodes; this node in the
-        // live nodes while it lives.
+        // Participants of this node's SFU rooms that joined on other nodes.
         if self.service.sfu.is_some() && ctx.shard() == 0 {
-            let backend = self.backend(ctx);
-            backend.listen(&done, &self.service.node);
-            backend.join(
-                NODES_CHANNEL,
-                &Present {
-                    client: self.service.node.clone(),
-                    user: String::new(),
-                },
-            );
+            self.backend(ctx).listen(&done, &self.service.node);
         }
         if let Some(options) = self.service.sfu {
             let addr = sfu::shard_addr(options.udp, ctx.shard());
@@ -676,12 +682,7 @@ impl App for RoomsApp {
 
     fn on_post(&mut self, ctx: &mut Ctx<'_>, payload: Box<dyn Any + Send>) {
         let payload = match payload.downcast::<Command>() {
-            Ok(command) => {
-                if let Some(s) = &mut self.sfu {
-                    s.command(ctx, *command);
-                }
-                return;
-            }
+            Ok(command) => return self.run_sfu(ctx, *command),
             Err(other) => other,
         };
         let Ok(outcome) = payload.downcast::<Outcome>() else {
@@ -698,52 +699,10 @@ impl App for RoomsApp {
         if let Outcome::Presence { conn, id, result } = *outcome {
             match (id, result) {
                 (JOIN, Ok(present)) => self.complete_join(ctx, conn, present),
-                (JOIN_NODES, Ok(live)) => self.complete_sfu_join(ctx, conn, live),
-                (JOIN | JOIN_NODES, Err(_)) => {
-                    if let Some(p) = ctx.state::<Participant>(conn) {
-                        p.joining = None;
-                        p.present = None;
-                    }
-                    self.fail(ctx, conn, SignalError::Unavailable);
-                }
+                (JOIN_CLAIM, Ok(holder)) => self.complete_sfu_join(ctx, conn, holder),
+                (JOIN | JOIN_CLAIM, Err(_)) => self.join_failed(ctx, conn),
                 _ => {}
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn present(client: &str, user: &str) -> Present {
-        Present {
-            client: client.into(),
-            user: user.into(),
-        }
-    }
-
-    #[test]
-    fn the_media_node_is_the_first_live_one_sfu_participants_name() {
-        assert!(media_nodes(&[]).is_empty());
-        // Mesh participants name none.
-        assert!(media_nodes(&[present("b2-1", "")]).is_empty());
-        assert!(media_nodes(&[present("c3-2", "sfu:")]).is_empty());
-        let room = [
-            present("b2-1", ""),
-            present("c3-2", "sfu:d4"),
-            present("c3-3", "sfu:a1"),
-            present("c3-4", "sfu:a1"),
-        ];
-        let named = media_nodes(&room);
-        assert_eq!(named.iter().copied().collect::<Vec<_>>(), ["a1", "d4"]);
-        let live = |nodes: &[&str]| nodes.iter().map(|n| present(n, "")).collect::<Vec<_>>();
-        assert_eq!(choose_media(&named, &live(&["a1", "d4"]), "c3"), "a1");
-        // a1 died: the other named node that lives.
-        assert_eq!(choose_media(&named, &live(&["d4", "c3"]), "c3"), "d4");
-        // Every named node died: this one takes the room.
-        assert_eq!(choose_media(&named, &live(&["c3"]), "c3"), "c3");
-        // This node is named: it lives.
-        assert_eq!(choose_media(&named, &[], "d4"), "d4");
     }
 }

@@ -108,6 +108,17 @@ impl Command {
     }
 }
 
+/// What a command did to its room on this shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoomChange {
+    /// Its first participant joined: the room opened here.
+    Opened,
+    /// Its last participant left: the room closed here.
+    Closed,
+    /// Neither.
+    Same,
+}
+
 /// The shard that owns `room`'s media (FNV-1a of its name).
 pub fn room_shard(room: &str, shards: u16) -> u16 {
     let mut h: u32 = 0x811c_9dc5;
@@ -219,15 +230,19 @@ impl SfuShard {
         self.rooms.len()
     }
 
-    /// Carries out a command from signaling.
-    pub fn command(&mut self, ctx: &mut Ctx<'_>, command: Command) {
+    /// Carries out a command from signaling; says whether it opened or closed its room here.
+    pub fn command(&mut self, ctx: &mut Ctx<'_>, command: Command) -> RoomChange {
         let now = Instant::now();
         let mut out = Output::default();
         let room_name = command.room().to_owned();
+        let mut change = RoomChange::Same;
         match command {
             Command::Join { room, id, conn } => {
                 match Peer::new(id.clone(), conn.clone(), now, self.bandwidth_estimate) {
                     Ok(peer) => {
+                        if !self.rooms.contains_key(&room) {
+                            change = RoomChange::Opened;
+                        }
                         let r = self.rooms.entry(room).or_default();
                         if r.find(&id).is_none() {
                             r.peers.push(peer);
@@ -266,6 +281,7 @@ impl SfuShard {
                     self.routes.forget(&(room.clone(), peer.id.clone()));
                     if r.peers.is_empty() {
                         self.rooms.remove(&room);
+                        change = RoomChange::Closed;
                     }
                 }
             }
@@ -274,6 +290,7 @@ impl SfuShard {
             r.pump(now, &mut out, &mut self.ssrcs);
         }
         self.finish(ctx, out);
+        change
     }
 
     /// Datagrams arrived on a socket of this app.
