@@ -294,3 +294,50 @@ fn first_joins_racing_on_two_nodes_get_one_media_node() {
     }
     assert_eq!(held(), 0, "claims still held after every participant left");
 }
+
+/// Participants that leave the moment they have joined: each room opens on the node's SFU and
+/// closes again within about a Redis round trip, while the node's claim on it is still being
+/// written. No claim may outlive its room: once its TTL has passed, none is left.
+#[test]
+fn claims_of_rooms_closed_at_once_do_not_outlive_them() {
+    const ROOMS: usize = 32;
+    let redis = Redis::start();
+    let (_node_a, addr_a) = node(&redis);
+    let rooms: Vec<String> = (0..ROOMS).map(|r| format!("brief-{r}")).collect();
+    for room in &rooms {
+        let stream = TcpStream::connect(addr_a).unwrap();
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        let url = format!("ws://{addr_a}/signal/v1?room={room}");
+        let mut ws = tungstenite::client(url, stream).unwrap().0;
+        let join = format!(r#"{{"type":"join","room":"{room}","mode":"sfu"}}"#);
+        ws.send(tungstenite::Message::text(join)).unwrap();
+        loop {
+            let tungstenite::Message::Text(t) = ws.read().unwrap() else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            match v["type"].as_str() {
+                Some("joined") => break,
+                Some("error") => panic!("join refused: {v}"),
+                _ => {}
+            }
+        }
+        ws.close(None).unwrap();
+        let _ = ws.flush();
+    }
+    // Whatever was written last, a claim nobody refreshes expires within the TTL.
+    let gone_by = now_ms() + 2 * TTL_MS;
+    let deadline = Instant::now() + LIMIT;
+    let held = || {
+        rooms
+            .iter()
+            .filter(|room| redis_cmd(&redis, &["EXISTS", &format!("c10m:p:sigm:{room}")]) != ["0"])
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    while (now_ms() < gone_by || !held().is_empty()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(held(), Vec::<String>::new(), "claims outlived their rooms");
+}

@@ -157,9 +157,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Makes `who` the holder of `channel` unless a client already holds it, in one step for
     /// every process sharing the backend (of several holders, the least client id holds);
-    /// posts [`Outcome::Presence`] with the holder alone. A holder stays until it leaves
-    /// ([`Backend::leave`]), or, with a shared backend, until its process dies and its entry
-    /// expires like a presence entry.
+    /// posts [`Outcome::Presence`] with the holder alone. With a shared backend the claim
+    /// lasts one presence TTL; the holder keeps it by joining the channel ([`Backend::join`],
+    /// refreshed while its process lives) until it leaves ([`Backend::leave`]). In process
+    /// there is no other process to hold anything: the claim records nothing, and the
+    /// channel's first client (or `who`) holds.
     fn claim(&self, done: &Done, conn: ConnId, id: u64, channel: &str, who: &Present);
 
     /// A connection of `user` opened: it counts as online, and what waited in the user's inbox

@@ -192,17 +192,17 @@ impl Backend for Memory {
 
     fn claim(&self, done: &Done, conn: ConnId, id: u64, channel: &str, who: &Present) {
         let holder = {
-            let mut state = self.state();
-            let held = state.presence.entry(channel.to_owned()).or_default();
-            match held.first_key_value() {
+            let state = self.state();
+            match state
+                .presence
+                .get(channel)
+                .and_then(|p| p.first_key_value())
+            {
                 Some((client, user)) => Present {
                     client: client.clone(),
                     user: user.clone(),
                 },
-                None => {
-                    held.insert(who.client.clone(), who.user.clone());
-                    who.clone()
-                }
+                None => who.clone(),
             }
         };
         done.post(

@@ -12,7 +12,8 @@
 //!   expiry. Each node refreshes its own entries every third of the TTL; a dead node's entries
 //!   expire within the TTL and are dropped when read. A claim on a channel is one script on
 //!   the same set: it adds the claimant only when no live entry is there, so of two nodes
-//!   claiming at once one holds it, refreshed like the node's other entries.
+//!   claiming at once one holds it. The claim lasts one TTL; the holder keeps it by joining
+//!   the channel, which makes it one of the node's refreshed entries.
 //! - **Users**: per user a sorted set `c10m:u:{user}` of connection ids scored by expiry,
 //!   refreshed the same way. A message to a user is published to the user's channel when the
 //!   set has a live member, else appended to the user's inbox `c10m:i:{user}` (bounded,
@@ -376,13 +377,17 @@ async fn serve(
                 }
                 Command::Join(channel, member) => {
                     let expiry = now_ms() + limits.presence_ttl.as_millis() as u64;
+                    let key = presence_key(&channel);
+                    // Owned before the write is answered: a leave issued meanwhile (its task
+                    // runs after this one's first step) finds the entry and removes it, where
+                    // adding it afterwards would bring it back, refreshed for good.
+                    lock(&owned).presence.insert((i, channel, member.clone()));
                     let r: redis::RedisResult<()> = redis::cmd("ZADD")
-                        .arg(presence_key(&channel))
+                        .arg(key)
                         .arg(expiry)
                         .arg(&member)
                         .exec_async(&mut con)
                         .await;
-                    lock(&owned).presence.insert((i, channel, member));
                     r.is_ok()
                 }
                 Command::Leave(channel, client) => {
@@ -448,10 +453,8 @@ async fn serve(
                         .invoke_async(&mut con)
                         .await;
                     let ok = r.is_ok();
-                    if r.as_ref().is_ok_and(|held| *held == member) {
-                        // This node holds it now: refreshed while the node lives.
-                        lock(&owned).presence.insert((i, channel, member));
-                    }
+                    // A won claim is not refreshed: it lasts one TTL unless its holder joins
+                    // the channel, so a claim whose joiner went away expires.
                     let result = r.map_err(|_| ErrorCode::Unavailable).and_then(|held| {
                         let (client, user) = held.split_once('\t').ok_or(ErrorCode::Unavailable)?;
                         Ok(vec![Present {

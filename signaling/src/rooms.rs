@@ -446,10 +446,11 @@ impl RoomsApp {
         }
     }
 
-    /// Carries out a command on this shard's SFU. A room that opens here holds the room's
-    /// media channel (the claim of the join that chose this node already did, unless the
-    /// room closed meanwhile); a room that closes lets it go, so the next first join may take
-    /// the room elsewhere.
+    /// Carries out a command on this shard's SFU. A room that opens here keeps the claim on
+    /// the room's media (the join that chose this node made it, lasting one TTL) by joining
+    /// the media channel, refreshed while the node lives; a room that closes lets it go, so
+    /// the next first join may take the room elsewhere. A claim whose joiner went away before
+    /// its room opened expires.
     fn run_sfu(&mut self, ctx: &mut Ctx<'_>, command: Command) {
         let Some(s) = &mut self.sfu else {
             return;
