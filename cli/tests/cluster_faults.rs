@@ -71,28 +71,8 @@ fn present(ws: &mut Ws, n: u64) -> Vec<String> {
 
 /// The expiry Redis holds for a member of a sorted set (ms since the epoch).
 fn deadline(redis: &Redis, key: &str, member_prefix: &str) -> Option<u64> {
-    let mut s = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    use std::io::{BufRead, BufReader, Write};
-    let args = ["ZRANGE", key, "0", "-1", "WITHSCORES"];
-    let mut cmd = format!("*{}\r\n", args.len());
-    for a in args {
-        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-    }
-    s.write_all(cmd.as_bytes()).unwrap();
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let n: usize = line.trim_start_matches('*').trim().parse().unwrap();
-    let mut items = Vec::new();
-    for _ in 0..n {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        items.push(line.trim_end().to_string());
-    }
-    items
+    redis
+        .query(&["ZRANGE", key, "0", "-1", "WITHSCORES"])
         .chunks(2)
         .find(|kv| kv[0].starts_with(member_prefix))
         .map(|kv| kv[1].parse::<f64>().unwrap() as u64)

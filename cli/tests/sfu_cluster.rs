@@ -12,7 +12,6 @@ mod support;
 #[path = "../../cluster/tests/support/redis.rs"]
 mod redis_server;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,52 +39,20 @@ fn node_of(participant: &str) -> String {
     participant.split_once('-').unwrap().0.to_owned()
 }
 
-/// One Redis command's reply: a bulk string's text or an integer's, or an array's (of bulk
-/// strings), or nothing for a nil.
-fn redis_cmd(redis: &Redis, args: &[&str]) -> Vec<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut cmd = format!("*{}\r\n", args.len());
-    for a in args {
-        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-    }
-    s.write_all(cmd.as_bytes()).unwrap();
-    let mut r = BufReader::new(s);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let bulk = |r: &mut BufReader<TcpStream>, head: &str| {
-        assert!(
-            head.starts_with('$'),
-            "unexpected reply to {args:?}: {head:?}"
-        );
-        let mut text = String::new();
-        r.read_line(&mut text).unwrap();
-        text.trim_end_matches("\r\n").to_owned()
-    };
-    if line == "$-1\r\n" {
-        return Vec::new();
-    }
-    if let Some(n) = line.strip_prefix(':') {
-        return vec![n.trim_end().to_owned()];
-    }
-    if let Some(n) = line.strip_prefix('*') {
-        let n: usize = n.trim_end().parse().unwrap();
-        return (0..n)
-            .map(|_| {
-                let mut head = String::new();
-                r.read_line(&mut head).unwrap();
-                bulk(&mut r, &head)
-            })
-            .collect();
-    }
-    vec![bulk(&mut r, &line)]
+/// The rooms whose media claim is still in Redis.
+fn held_claims(redis: &Redis, rooms: &[String]) -> Vec<String> {
+    rooms
+        .iter()
+        .filter(|room| redis.query(&["EXISTS", &format!("c10m:p:sigm:{room}")]) != ["0"])
+        .cloned()
+        .collect()
 }
 
 /// Until when Redis keeps `node`'s claim on `room`'s media (ms since the epoch; the score of
 /// its entry).
 fn claimed_until(redis: &Redis, room: &str, node: &str) -> u64 {
     let key = format!("c10m:p:sigm:{room}");
-    let score = redis_cmd(redis, &["ZSCORE", &key, &format!("{node}\t")]);
+    let score = redis.query(&["ZSCORE", &key, &format!("{node}\t")]);
     assert_eq!(score.len(), 1, "{node} does not hold {key}");
     score[0].parse::<f64>().unwrap() as u64
 }
@@ -249,10 +216,7 @@ fn first_joins_racing_on_two_nodes_get_one_media_node() {
             "one per node"
         );
         // Each entry is `participant\tsfu:MEDIA_NODE`.
-        let entries = redis_cmd(
-            &redis,
-            &["ZRANGE", &format!("c10m:p:sig:{room}"), "0", "-1"],
-        );
+        let entries = redis.query(&["ZRANGE", &format!("c10m:p:sig:{room}"), "0", "-1"]);
         assert_eq!(entries.len(), 2, "{room}: {entries:?}");
         let media: std::collections::BTreeSet<String> = entries
             .iter()
@@ -270,10 +234,7 @@ fn first_joins_racing_on_two_nodes_get_one_media_node() {
     );
     // And each room's media node holds the room's claim.
     for (room, node) in rooms.iter().zip(&media_of) {
-        let holder = redis_cmd(
-            &redis,
-            &["ZRANGE", &format!("c10m:p:sigm:{room}"), "0", "-1"],
-        );
+        let holder = redis.query(&["ZRANGE", &format!("c10m:p:sigm:{room}"), "0", "-1"]);
         assert_eq!(holder, [format!("{node}\t")], "{room}");
     }
     // Everyone leaves: each media node's room closes and lets its claim go (a claim left
@@ -283,16 +244,14 @@ fn first_joins_racing_on_two_nodes_get_one_media_node() {
         let _ = ws.flush();
     }
     let deadline = Instant::now() + LIMIT;
-    let held = || {
-        rooms
-            .iter()
-            .filter(|room| redis_cmd(&redis, &["EXISTS", &format!("c10m:p:sigm:{room}")]) != ["0"])
-            .count()
-    };
-    while held() > 0 && Instant::now() < deadline {
+    while !held_claims(&redis, &rooms).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(held(), 0, "claims still held after every participant left");
+    assert_eq!(
+        held_claims(&redis, &rooms),
+        Vec::<String>::new(),
+        "claims still held after every participant left"
+    );
 }
 
 /// Participants that leave the moment they have joined: each room opens on the node's SFU and
@@ -329,15 +288,14 @@ fn claims_of_rooms_closed_at_once_do_not_outlive_them() {
     // Whatever was written last, a claim nobody refreshes expires within the TTL.
     let gone_by = now_ms() + 2 * TTL_MS;
     let deadline = Instant::now() + LIMIT;
-    let held = || {
-        rooms
-            .iter()
-            .filter(|room| redis_cmd(&redis, &["EXISTS", &format!("c10m:p:sigm:{room}")]) != ["0"])
-            .cloned()
-            .collect::<Vec<_>>()
-    };
-    while (now_ms() < gone_by || !held().is_empty()) && Instant::now() < deadline {
+    while (now_ms() < gone_by || !held_claims(&redis, &rooms).is_empty())
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(held(), Vec::<String>::new(), "claims outlived their rooms");
+    assert_eq!(
+        held_claims(&redis, &rooms),
+        Vec::<String>::new(),
+        "claims outlived their rooms"
+    );
 }

@@ -85,6 +85,48 @@ impl Redis {
         Some(first)
     }
 
+    /// Sends one command and returns its whole answer: a bulk string's or an integer's text,
+    /// an array's items (bulk strings), or nothing for a nil.
+    pub fn query(&self, args: &[&str]) -> Vec<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut line = String::new();
+        for a in args {
+            line.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        write!(s, "*{}\r\n{line}", args.len()).unwrap();
+        let mut reader = BufReader::new(s);
+        let mut read_line = || {
+            let mut l = String::new();
+            reader.read_line(&mut l).unwrap();
+            l.trim_end_matches("\r\n").to_owned()
+        };
+        let first = read_line();
+        let bulk = |head: &str, read_line: &mut dyn FnMut() -> String| {
+            assert!(
+                head.starts_with('$'),
+                "unexpected answer to {args:?}: {head:?}"
+            );
+            read_line()
+        };
+        if first == "$-1" {
+            return Vec::new();
+        }
+        if let Some(n) = first.strip_prefix(':') {
+            return vec![n.to_owned()];
+        }
+        if let Some(n) = first.strip_prefix('*') {
+            let n: usize = n.parse().unwrap();
+            return (0..n)
+                .map(|_| {
+                    let head = read_line();
+                    bulk(&head, &mut read_line)
+                })
+                .collect();
+        }
+        vec![bulk(&first, &mut read_line)]
+    }
+
     /// How many connections subscribe to the channel of `topic`.
     pub fn subscribers(&self, topic: &str) -> u64 {
         let answer = self
