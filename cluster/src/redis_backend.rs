@@ -428,14 +428,8 @@ async fn serve(
                     let ok = r.is_ok();
                     let result = r
                         .map(|(members,)| {
-                            let mut clients: Vec<Present> = members
-                                .iter()
-                                .filter_map(|m| m.split_once('\t'))
-                                .map(|(client, user)| Present {
-                                    client: client.to_owned(),
-                                    user: user.to_owned(),
-                                })
-                                .collect();
+                            let mut clients: Vec<Present> =
+                                members.iter().filter_map(|m| present_of(m)).collect();
                             clients.sort();
                             clients
                         })
@@ -455,13 +449,11 @@ async fn serve(
                     let ok = r.is_ok();
                     // A won claim is not refreshed: it lasts one TTL unless its holder joins
                     // the channel, so a claim whose joiner went away expires.
-                    let result = r.map_err(|_| ErrorCode::Unavailable).and_then(|held| {
-                        let (client, user) = held.split_once('\t').ok_or(ErrorCode::Unavailable)?;
-                        Ok(vec![Present {
-                            client: client.to_owned(),
-                            user: user.to_owned(),
-                        }])
-                    });
+                    let result = r
+                        .ok()
+                        .and_then(|held| present_of(&held))
+                        .map(|holder| vec![holder])
+                        .ok_or(ErrorCode::Unavailable);
                     done.post(conn, Outcome::Presence { conn, id, result });
                     ok
                 }
@@ -708,6 +700,15 @@ fn meta_key(channel: &str) -> String {
 fn idempotency_key(channel: &str, key: &str) -> String {
     // The key may hold ':', so its length comes first: no two (channel, key) pairs share one.
     format!("c10m:k:{}:{channel}:{key}", channel.len())
+}
+
+/// The client a presence member (`client\tuser`) stands for.
+fn present_of(member: &str) -> Option<Present> {
+    let (client, user) = member.split_once('\t')?;
+    Some(Present {
+        client: client.to_owned(),
+        user: user.to_owned(),
+    })
 }
 
 fn presence_key(channel: &str) -> String {
