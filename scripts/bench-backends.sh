@@ -27,10 +27,12 @@
 # the process that reads the socket, as a NIC with RFS does, so each side pays for its own
 # input. It sets the host-wide net.core.rps_sock_flow_entries and restores it afterwards.
 #
-# Run-to-run spread on a shared virtual machine is large, so the servers alternate, round
-# after round, and the report gives medians over the rounds and each round's ratio, and in how
-# many rounds c10m spent no more than uWebSockets. --scenarios runs only the named scenarios
-# (default: all), so more rounds of the close ones fit in a run.
+# Run-to-run spread on a shared virtual machine is large, so the servers take turns, round
+# after round (each round starts with the next server, so none always runs first), and the
+# report gives medians over the rounds and each round's ratio, in how many rounds c10m spent no
+# more than uWebSockets, and the geometric mean of the rounds' ratios with a 95% confidence
+# interval: "below" or "ABOVE" only when the whole interval is. --scenarios runs only the named
+# scenarios (default: all), so more rounds of the close ones fit in a run.
 #
 # Scenarios:
 #   echo-small   100 connections, 20-byte messages, 16 in flight each
@@ -173,7 +175,11 @@ broadcast() { # backend round: the broadcast against its /pubsub (uWebSockets: i
 }
 
 for round in $(seq 1 "$rounds"); do
-  for io in $servers; do
+  # This round's order: the list rotated by one more each round.
+  read -ra order <<<"$servers"
+  shift_by=$(( (round - 1) % ${#order[@]} ))
+  order=("${order[@]:shift_by}" "${order[@]:0:shift_by}")
+  for io in "${order[@]}"; do
     start_server "$io"
     echo "bench-backends: round $round, $([ "$io" = uws ] && echo uWebSockets || echo "--io $io") on ws://$addr (pid $pid)"
     ! runs echo-small || load echo-small "$io" "$round" /echo echo -n 100 --size 20 --window 16 --duration "$duration"
@@ -189,7 +195,7 @@ for round in $(seq 1 "$rounds"); do
 done
 
 python3 - "$out" "$rounds" "$rfs" "$uws_sources" "$scenarios" <<'PY'
-import json, statistics, sys
+import json, math, statistics, sys
 out, rounds, rfs, uws_sources = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
 ran = sys.argv[5].split()
 uws = bool(uws_sources)
@@ -226,6 +232,26 @@ for scenario, label in scenarios:
     p50 = {io: med(x[2]["p50_us"] for x in m[io]) for io in m}
     print(f"| {label}{f' ({missing} missing)' if missing else ''}{failed(scenario, ('epoll', 'uring'))} | {med(x[0] for x in m['epoll']):,.0f} | {med(x[0] for x in m['uring']):,.0f} | "
           f"{med(x[1] for x in m['epoll']):,.0f} | {med(x[1] for x in m['uring']):,.0f} | {ratios} | {cpu_ratios} | {p50['epoll']:.0f} / {p50['uring']:.0f} µs |")
+# Two-sided 95% quantiles of Student's t for 1 to 20 degrees of freedom (rounds - 1); past 20
+# the last one (slightly wide).
+T975 = [12.71, 4.30, 3.18, 2.78, 2.57, 2.45, 2.36, 2.31, 2.26, 2.23,
+        2.20, 2.18, 2.16, 2.14, 2.13, 2.12, 2.11, 2.10, 2.09, 2.09]
+def paired(rel, ok):
+    """The rounds' ratios as one figure: their geometric mean with a 95% confidence interval
+    (each round pairs the two servers on the same machine state; the log ratios are taken as
+    independent and roughly normal), and what the interval says against 1.00x. Only rounds
+    where neither run FAILED count (`ok`): a server that fell behind has no comparable cost."""
+    logs = [math.log(x) for x, good in zip(rel, ok) if good]
+    left_out = f", {len(rel) - len(logs)} FAILED round(s) left out" if len(logs) < len(rel) else ""
+    if not logs:
+        return "no round without failures"
+    mean = statistics.mean(logs)
+    if len(logs) < 2:
+        return f"{math.exp(mean):.2f}x (one round: no interval{left_out})"
+    half = T975[min(len(logs) - 2, len(T975) - 1)] * statistics.stdev(logs) / math.sqrt(len(logs))
+    lo, hi = math.exp(mean - half), math.exp(mean + half)
+    verdict = "below" if hi < 1 else "ABOVE" if lo > 1 else "not distinguishable from 1.00x"
+    return f"{math.exp(mean):.2f}x ({lo:.2f}-{hi:.2f}): {verdict}{left_out}"
 if uws:
     def cpu_us(scenario, io, r):
         d = get(scenario, io, r)
@@ -234,17 +260,20 @@ if uws:
     print("c10m / uWebSockets, server CPU per message (server CPU time over the run / messages received), "
           "per round; below 1.00x c10m spends less.")
     print()
-    print("| scenario | uWS msg/s | uWS per message | epoll per message | io_uring per message | epoll / uWS per round | io_uring / uWS per round | median epoll / uWS, io_uring / uWS | rounds at or below uWS: epoll, io_uring |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| scenario | uWS msg/s | uWS per message | epoll per message | io_uring per message | epoll / uWS per round | io_uring / uWS per round | median epoll / uWS, io_uring / uWS | rounds at or below uWS: epoll, io_uring | epoll / uWS: geometric mean (95% interval) | io_uring / uWS: geometric mean (95% interval) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for scenario, label in scenarios:
         c = {io: [cpu_us(scenario, io, r) for r in range(1, rounds + 1)] for io in ("epoll", "uring", "uws")}
         rel = {io: [x / u for x, u in zip(c[io], c["uws"])] for io in ("epoll", "uring")}
         missing = sum(measure(scenario, "uws", r)[3] for r in range(1, rounds + 1))
+        ok = {io: [not get(scenario, io, r)["failures"] and not get(scenario, "uws", r)["failures"]
+                   for r in range(1, rounds + 1)] for io in ("epoll", "uring")}
         print(f"| {label}{f' (uWS: {missing} missing)' if missing else ''}{failed(scenario, ('uws',))} | {med(measure(scenario, 'uws', r)[0] for r in range(1, rounds + 1)):,.0f} | "
               f"{med(c['uws']):.2f} µs | {med(c['epoll']):.2f} µs | {med(c['uring']):.2f} µs | "
               f"{' / '.join(f'{x:.2f}x' for x in rel['epoll'])} | {' / '.join(f'{x:.2f}x' for x in rel['uring'])} | "
               f"{med(rel['epoll']):.2f}x, {med(rel['uring']):.2f}x | "
-              f"{sum(x <= 1 for x in rel['epoll'])} of {rounds}, {sum(x <= 1 for x in rel['uring'])} of {rounds} |")
+              f"{sum(x <= 1 for x in rel['epoll'])} of {rounds}, {sum(x <= 1 for x in rel['uring'])} of {rounds} | "
+              f"{paired(rel['epoll'], ok['epoll'])} | {paired(rel['uring'], ok['uring'])} |")
 if "idle-memory" not in ran:
     sys.exit(0)
 servers = ("epoll", "uring", "uws") if uws else ("epoll", "uring")
