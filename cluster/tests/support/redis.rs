@@ -60,79 +60,66 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Sends one command (inline protocol) and returns the first line of the answer.
-    pub fn command(&self, args: &[&str]) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(WAIT)).unwrap();
+    /// Sends one command (as a RESP array) on a fresh connection; the answer is to be read.
+    fn send(&self, args: &[&str]) -> std::io::Result<BufReader<TcpStream>> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(WAIT))?;
         let mut line = String::new();
         for a in args {
             line.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
-        write!(s, "*{}\r\n{line}", args.len()).ok()?;
-        let mut reader = BufReader::new(s);
+        write!(s, "*{}\r\n{line}", args.len())?;
+        Ok(BufReader::new(s))
+    }
+
+    /// Sends one command and returns the first line of the answer (None if Redis cannot be
+    /// reached).
+    pub fn command(&self, args: &[&str]) -> Option<String> {
         let mut first = String::new();
-        reader.read_line(&mut first).ok()?;
-        let first = first.trim_end().to_string();
-        // `PUBSUB NUMSUB ch`: *2, $len, ch, :count -> return the count.
-        if first == "*2" && args.first() == Some(&"PUBSUB") {
-            let mut rest = String::new();
-            for _ in 0..3 {
-                rest.clear();
-                reader.read_line(&mut rest).ok()?;
-            }
-            return Some(rest.trim_end().to_string());
-        }
-        Some(first)
+        self.send(args).ok()?.read_line(&mut first).ok()?;
+        Some(first.trim_end().to_string())
     }
 
     /// Sends one command and returns its whole answer: a bulk string's or an integer's text,
-    /// an array's items (bulk strings), or nothing for a nil.
+    /// an array's items (bulk strings or integers), or nothing for a nil.
     pub fn query(&self, args: &[&str]) -> Vec<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
-        let mut line = String::new();
-        for a in args {
-            line.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        write!(s, "*{}\r\n{line}", args.len()).unwrap();
-        let mut reader = BufReader::new(s);
+        let mut reader = self.send(args).unwrap();
         let mut read_line = || {
             let mut l = String::new();
             reader.read_line(&mut l).unwrap();
             l.trim_end_matches("\r\n").to_owned()
         };
-        let first = read_line();
-        let bulk = |head: &str, read_line: &mut dyn FnMut() -> String| {
+        let item = |head: String, read_line: &mut dyn FnMut() -> String| {
+            if let Some(n) = head.strip_prefix(':') {
+                return n.to_owned();
+            }
             assert!(
                 head.starts_with('$'),
                 "unexpected answer to {args:?}: {head:?}"
             );
             read_line()
         };
+        let first = read_line();
         if first == "$-1" {
             return Vec::new();
-        }
-        if let Some(n) = first.strip_prefix(':') {
-            return vec![n.to_owned()];
         }
         if let Some(n) = first.strip_prefix('*') {
             let n: usize = n.parse().unwrap();
             return (0..n)
                 .map(|_| {
                     let head = read_line();
-                    bulk(&head, &mut read_line)
+                    item(head, &mut read_line)
                 })
                 .collect();
         }
-        vec![bulk(&first, &mut read_line)]
+        vec![item(first, &mut read_line)]
     }
 
     /// How many connections subscribe to the channel of `topic`.
     pub fn subscribers(&self, topic: &str) -> u64 {
-        let answer = self
-            .command(&["PUBSUB", "NUMSUB", &format!("c10m:{topic}")])
-            .unwrap();
-        answer.trim_start_matches(':').parse().unwrap()
+        // `PUBSUB NUMSUB ch` answers [ch, count].
+        let answer = self.query(&["PUBSUB", "NUMSUB", &format!("c10m:{topic}")]);
+        answer[1].parse().unwrap()
     }
 }
 
