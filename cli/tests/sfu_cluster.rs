@@ -39,6 +39,30 @@ fn node_of(participant: &str) -> String {
     participant.split_once('-').unwrap().0.to_owned()
 }
 
+/// A signaling connection to `addr` for `room`.
+fn signal(addr: SocketAddr, room: &str) -> tungstenite::WebSocket<TcpStream> {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(LIMIT)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    let url = format!("ws://{addr}/signal/v1?room={room}");
+    tungstenite::client(url, stream).unwrap().0
+}
+
+/// Reads until the join is answered; the participant id it was given.
+fn joined(ws: &mut tungstenite::WebSocket<TcpStream>) -> String {
+    loop {
+        let tungstenite::Message::Text(t) = ws.read().unwrap() else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        match v["type"].as_str() {
+            Some("joined") => return v["id"].as_str().unwrap().to_owned(),
+            Some("error") => panic!("join refused: {v}"),
+            _ => {}
+        }
+    }
+}
+
 /// The rooms whose media claim is still in Redis.
 fn held_claims(redis: &Redis, rooms: &[String]) -> Vec<String> {
     rooms
@@ -168,17 +192,10 @@ fn first_joins_racing_on_two_nodes_get_one_media_node() {
     let redis = Redis::start();
     let (_node_a, addr_a) = node(&redis);
     let (_node_b, addr_b) = node(&redis);
-    let connect = |addr: SocketAddr, room: &str| {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(LIMIT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        let url = format!("ws://{addr}/signal/v1?room={room}");
-        tungstenite::client(url, stream).unwrap().0
-    };
     let rooms: Vec<String> = (0..ROOMS).map(|r| format!("race-{r}")).collect();
     let mut sockets: Vec<_> = rooms
         .iter()
-        .flat_map(|room| [connect(addr_a, room), connect(addr_b, room)])
+        .flat_map(|room| [signal(addr_a, room), signal(addr_b, room)])
         .collect();
     // Every join written before any answer is read: each room's two joins reach their nodes
     // within microseconds of each other.
@@ -194,18 +211,7 @@ fn first_joins_racing_on_two_nodes_get_one_media_node() {
     }
     let mut ids = Vec::new();
     for ws in &mut sockets {
-        let id = loop {
-            let tungstenite::Message::Text(t) = ws.read().unwrap() else {
-                continue;
-            };
-            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-            match v["type"].as_str() {
-                Some("joined") => break v["id"].as_str().unwrap().to_owned(),
-                Some("error") => panic!("join refused: {v}"),
-                _ => {}
-            }
-        };
-        ids.push(id);
+        ids.push(joined(ws));
     }
     let mut split = Vec::new();
     let mut media_of = Vec::new();
@@ -264,24 +270,10 @@ fn claims_of_rooms_closed_at_once_do_not_outlive_them() {
     let (_node_a, addr_a) = node(&redis);
     let rooms: Vec<String> = (0..ROOMS).map(|r| format!("brief-{r}")).collect();
     for room in &rooms {
-        let stream = TcpStream::connect(addr_a).unwrap();
-        stream.set_read_timeout(Some(LIMIT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        let url = format!("ws://{addr_a}/signal/v1?room={room}");
-        let mut ws = tungstenite::client(url, stream).unwrap().0;
+        let mut ws = signal(addr_a, room);
         let join = format!(r#"{{"type":"join","room":"{room}","mode":"sfu"}}"#);
         ws.send(tungstenite::Message::text(join)).unwrap();
-        loop {
-            let tungstenite::Message::Text(t) = ws.read().unwrap() else {
-                continue;
-            };
-            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
-            match v["type"].as_str() {
-                Some("joined") => break,
-                Some("error") => panic!("join refused: {v}"),
-                _ => {}
-            }
-        }
+        joined(&mut ws);
         ws.close(None).unwrap();
         let _ = ws.flush();
     }
