@@ -35,7 +35,9 @@ use c10m_cluster::protocol::valid_name;
 use c10m_cluster::{Backend, Done, Outcome, Present};
 use c10m_engine::proto::handshake::Request;
 use c10m_engine::proto::{CloseCode, Message};
-use c10m_engine::server::{App, Closed, ConnId, Ctx, Datagram, Handle, SharedFrame, UdpId};
+use c10m_engine::server::{
+    App, Closed, ConnId, Ctx, Datagram, Handle, SharedFrame, Subscribed, UdpId,
+};
 use serde_json::{Map, Value};
 
 use crate::ice::IceConfig;
@@ -216,6 +218,11 @@ struct Participant {
     media: Option<String>,
     /// The room's presence, while the claim on its media completes an SFU join.
     present: Option<Vec<Present>>,
+    /// The topics of a join the broker has not confirmed yet: the join is announced once
+    /// none is left ([`RoomsApp::announce`]).
+    unconfirmed: Vec<String>,
+    /// The others in the room, for the `joined` of a join waiting for its topics.
+    others: Vec<String>,
     errors: u32,
 }
 
@@ -480,6 +487,10 @@ impl RoomsApp {
         };
         let me = p.id.clone();
         let media = p.media.take();
+        // A join still waiting for its topics was never announced: no one is told it left.
+        let announced = p.unconfirmed.is_empty();
+        p.unconfirmed.clear();
+        p.others.clear();
         if std::mem::take(&mut p.sfu) {
             let command = Command::Leave {
                 room: room.clone(),
@@ -491,11 +502,13 @@ impl RoomsApp {
         self.backend(ctx).leave(&room_channel(&room), &me);
         let _ = ctx.unsubscribe(id, &room_topic(&room));
         let _ = ctx.unsubscribe(id, &participant_topic(&me));
-        let left = format!(
-            "{{\"type\":\"participant-left\",\"id\":{}}}",
-            Value::String(me)
-        );
-        ctx.publish(&room_topic(&room), &SharedFrame::text(&left));
+        if announced {
+            let left = format!(
+                "{{\"type\":\"participant-left\",\"id\":{}}}",
+                Value::String(me)
+            );
+            ctx.publish(&room_topic(&room), &SharedFrame::text(&left));
+        }
         true
     }
 
@@ -549,6 +562,10 @@ impl RoomsApp {
     }
 
     /// Joins the room whose presence was `present`, its media (in SFU mode) on node `media`.
+    /// The join is announced once the joiner's topics are live: with a broker, what the
+    /// others (or another node's SFU) send the joiner as soon as they hear of it would be lost
+    /// while Redis is not yet subscribed to its topic (an SFU's answer was, and the client met
+    /// the SFU's next offer with its own still unanswered).
     fn finish_join(&mut self, ctx: &mut Ctx<'_>, id: ConnId, present: Vec<Present>, media: String) {
         let node = &self.service.node;
         let Some(p) = ctx.state::<Participant>(id) else {
@@ -559,13 +576,45 @@ impl RoomsApp {
         };
         if p.sfu && media != *node {
             tracing::debug!(%room, media, "SFU join: the room's media is on another node");
-            p.media = Some(media.clone());
+            p.media = Some(media);
         }
         p.room = Some(room.clone());
         let me = p.id.clone();
+        p.others = present
+            .into_iter()
+            .map(|x| x.client)
+            .filter(|c| *c != me)
+            .collect();
+        self.service.local().insert(me.clone(), (id, room.clone()));
+        let mut unconfirmed = Vec::new();
+        for topic in [room_topic(&room), participant_topic(&me)] {
+            if matches!(ctx.subscribe(id, &topic), Ok(Subscribed::Pending)) {
+                unconfirmed.push(topic);
+            }
+        }
+        let ready = unconfirmed.is_empty();
+        if let Some(p) = ctx.state::<Participant>(id) {
+            p.unconfirmed = unconfirmed;
+        }
+        if ready {
+            self.announce(ctx, id);
+        }
+    }
+
+    /// A joiner's topics are live: it enters the room's presence, the SFU (in SFU mode) hears
+    /// of it, it gets `joined`, and the room `participant-joined`.
+    fn announce(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
+        let Some(p) = ctx.state::<Participant>(id) else {
+            return;
+        };
+        let Some(room) = p.room.clone() else {
+            return;
+        };
+        let me = p.id.clone();
         let sfu = p.sfu;
         let remote = p.media.clone();
-        self.service.local().insert(me.clone(), (id, room.clone()));
+        let others = std::mem::take(&mut p.others);
+        let media = remote.as_deref().unwrap_or(&self.service.node);
         self.backend(ctx).join(
             &room_channel(&room),
             &Present {
@@ -577,13 +626,7 @@ impl RoomsApp {
                 },
             },
         );
-        let _ = ctx.subscribe(id, &room_topic(&room));
-        let _ = ctx.subscribe(id, &participant_topic(&me));
-        let others: Vec<Value> = present
-            .into_iter()
-            .filter(|p| p.client != me)
-            .map(|p| Value::String(p.client))
-            .collect();
+        let others: Vec<Value> = others.into_iter().map(Value::String).collect();
         let ice = self
             .service
             .ice
@@ -679,6 +722,17 @@ impl App for RoomsApp {
 
     fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, _: Closed) {
         self.leave(ctx, id);
+    }
+
+    fn on_subscribed(&mut self, ctx: &mut Ctx<'_>, id: ConnId, topic: &str) {
+        let Some(p) = ctx.state::<Participant>(id) else {
+            return;
+        };
+        let before = p.unconfirmed.len();
+        p.unconfirmed.retain(|t| t != topic);
+        if before > 0 && p.unconfirmed.is_empty() {
+            self.announce(ctx, id);
+        }
     }
 
     fn on_post(&mut self, ctx: &mut Ctx<'_>, payload: Box<dyn Any + Send>) {

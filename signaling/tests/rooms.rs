@@ -4,11 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpStream;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use c10m_cluster::{Backend, Limits as MemoryLimits, Memory};
-use c10m_engine::server::{self, Routes, ServerConfig, ServerHandle};
+use c10m_engine::server::{self, Broker, Handle, Routes, ServerConfig, ServerHandle, SharedFrame};
 use c10m_signaling::{IceConfig, Limits, Signaling};
 use serde_json::{Value, json};
 use tungstenite::Message;
@@ -16,6 +16,10 @@ use tungstenite::Message;
 type Ws = tungstenite::WebSocket<TcpStream>;
 
 fn start(limits: Limits) -> ServerHandle {
+    start_with(limits, None)
+}
+
+fn start_with(limits: Limits, broker: Option<Arc<dyn Broker>>) -> ServerHandle {
     let ice = IceConfig {
         stun: vec!["stun:127.0.0.1:3478".into()],
         turn: vec!["turn:127.0.0.1:3478?transport=udp".into()],
@@ -31,7 +35,8 @@ fn start(limits: Limits) -> ServerHandle {
         drain_timeout_ms: 1_000,
         ..ServerConfig::default()
     };
-    server::start(config, Routes::new().route("/signal/v1", signaling.app())).unwrap()
+    let routes = Routes::new().route("/signal/v1", signaling.app());
+    server::start_with_broker(config, routes, broker).unwrap()
 }
 
 fn client(server: &ServerHandle) -> Ws {
@@ -207,4 +212,121 @@ fn bad_input_gets_clear_errors_and_rooms_have_a_limit() {
         }
     };
     assert_eq!(code, 3501);
+}
+
+/// A broker that carries publishes back at once but confirms a subscription only when the
+/// test says so, as Redis does once its SUBSCRIBE is answered.
+#[derive(Default)]
+struct GatedBroker {
+    handle: Mutex<Option<Handle>>,
+    waiting: Mutex<Vec<String>>,
+}
+
+impl GatedBroker {
+    fn waiting(&self) -> Vec<String> {
+        self.waiting.lock().unwrap().clone()
+    }
+
+    fn confirm_all(&self) {
+        let handle = self.handle.lock().unwrap().clone().unwrap();
+        for topic in std::mem::take(&mut *self.waiting.lock().unwrap()) {
+            handle.confirm(&topic);
+        }
+    }
+}
+
+impl Broker for GatedBroker {
+    fn attach(&self, handle: Handle) {
+        *self.handle.lock().unwrap() = Some(handle);
+    }
+    fn subscribed(&self, topic: &str) {
+        self.waiting.lock().unwrap().push(topic.to_owned());
+    }
+    fn unsubscribed(&self, _: &str) {}
+    fn publish(&self, topic: &str, frame: &SharedFrame) {
+        let handle = self.handle.lock().unwrap().clone().unwrap();
+        handle.deliver(topic, frame);
+    }
+}
+
+/// Nothing arrives within `wait` (the read times out).
+fn silent(ws: &mut Ws, wait: Duration) -> bool {
+    ws.get_mut().set_read_timeout(Some(wait)).unwrap();
+    let quiet = match ws.read() {
+        Err(tungstenite::Error::Io(e)) => matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        other => panic!("expected nothing, got {other:?}"),
+    };
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    quiet
+}
+
+/// With a broker, `joined` waits until the broker carries the joiner's topics: what another
+/// node sends the joiner as soon as it hears of it (an SFU's answer, a peer's offer) would
+/// otherwise be published before Redis is subscribed to its topic, and lost.
+#[test]
+fn a_join_is_announced_once_the_broker_carries_the_joiners_topics() {
+    let broker = Arc::new(GatedBroker::default());
+    let server = start_with(Limits::default(), Some(broker.clone() as Arc<dyn Broker>));
+    let mut a = client(&server);
+    send(&mut a, json!({"type":"join","room":"gate"}));
+    // The join waits for its two topics; nothing is said until the broker confirms them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while broker
+        .waiting()
+        .iter()
+        .filter(|t| t.starts_with("sig"))
+        .count()
+        < 2
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            broker.waiting()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let waiting = broker.waiting();
+    assert!(waiting.contains(&"sig gate".to_owned()), "{waiting:?}");
+    assert!(
+        waiting.iter().any(|t| t.starts_with("sigp ")),
+        "{waiting:?}"
+    );
+    assert!(silent(&mut a, Duration::from_millis(300)));
+    broker.confirm_all();
+    let joined = next(&mut a);
+    assert_eq!(joined["type"], "joined", "{joined}");
+    let me = joined["id"].as_str().unwrap().to_owned();
+    assert_eq!(joined["participants"], json!([]));
+    assert_eq!(next(&mut a)["id"], me.as_str());
+    // A second joiner's own topic is new again: it waits too, and the first hears of it
+    // only once it is announced.
+    let mut b = client(&server);
+    send(&mut b, json!({"type":"join","room":"gate"}));
+    while !broker.waiting().iter().any(|t| t.starts_with("sigp ")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            broker.waiting()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(silent(&mut b, Duration::from_millis(300)));
+    assert!(silent(&mut a, Duration::from_millis(1)));
+    broker.confirm_all();
+    let joined = next(&mut b);
+    assert_eq!(joined["participants"], json!([me]), "{joined}");
+    let them = joined["id"].as_str().unwrap().to_owned();
+    assert_eq!(next(&mut b)["id"], them.as_str());
+    let event = next(&mut a);
+    assert_eq!(
+        (event["type"].as_str(), event["id"].as_str()),
+        (Some("participant-joined"), Some(them.as_str()))
+    );
+    server.shutdown();
+    server.join().unwrap();
 }
