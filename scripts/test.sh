@@ -14,7 +14,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says when it starts and how long the run has taken so far (CI has 30 minutes).
+step() { printf '\n==> %s   [%s, %dm%02ds in]\n' "$*" "$(date +%T)" $((SECONDS / 60)) $((SECONDS % 60)); }
 . "$root/scripts/lib/debian.sh"
 
 step "services the tests run against (installed when missing)"
