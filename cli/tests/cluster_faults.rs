@@ -156,15 +156,6 @@ fn a_killed_nodes_entries_expire_within_their_ttl_and_its_users_mail_waits_for_t
     }
 }
 
-/// Sends `signal` (STOP, CONT) to a process.
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{signal} {pid}");
-}
-
 /// Redis stalls (SIGSTOP) under two nodes: publishes are answered "unavailable" (100) within
 /// the client's response timeout instead of hanging, and connections stay open. A publish
 /// answered 100 may still have happened (a stalled Redis runs it once it resumes), so the
@@ -207,7 +198,7 @@ fn a_stalled_redis_answers_unavailable_and_retries_with_a_key_lose_and_duplicate
     for k in 1..=5 {
         offsets.push(publish(&mut publisher, k, false).unwrap());
     }
-    signal(redis.pid(), "STOP");
+    redis.stall();
     for k in 6..=10 {
         assert_eq!(
             publish(&mut publisher, k, true),
@@ -215,7 +206,7 @@ fn a_stalled_redis_answers_unavailable_and_retries_with_a_key_lose_and_duplicate
             "a publish while Redis is stopped"
         );
     }
-    signal(redis.pid(), "CONT");
+    redis.resume();
     // The same five again, with their keys, then five new ones.
     for k in 6..=15 {
         offsets.push(publish(&mut publisher, k, false).unwrap());

@@ -380,9 +380,11 @@ impl Session<'_> {
     }
 
     async fn subscribe(&mut self, topic: Arc<str>) -> redis::RedisResult<()> {
+        // Recorded before Redis answers: a SUBSCRIBE lost with its connection is made again
+        // (and confirmed) at the reconnect, instead of leaving its subscribers waiting.
+        self.topics.insert(topic.clone());
         self.sink.subscribe(channel(&topic)).await?;
         self.handle.confirm(&topic);
-        self.topics.insert(topic);
         Ok(())
     }
 

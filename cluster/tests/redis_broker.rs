@@ -190,6 +190,39 @@ fn nodes_ride_out_a_redis_restart() {
     assert!(a.broker.stats().connects.load(Relaxed) >= 2);
 }
 
+/// A subscription asked for while Redis is stalled (SIGSTOP), which Redis never answers (it
+/// is killed stalled), is made again once the node reconnects to a new Redis: the subscriber
+/// hears `ok sub` then, and gets what another node publishes after. (Before, a SUBSCRIBE lost
+/// with its connection was forgotten: the subscriber waited for ever.)
+#[test]
+fn a_subscription_redis_never_answered_is_made_on_reconnect() {
+    let redis = Redis::start();
+    let port = redis.port;
+    let a = Node::start(&redis.url());
+    let b = Node::start(&redis.url());
+    let mut other = a.subscriber("earlier");
+    redis.stall();
+    let mut sub = a.client();
+    sub.send(Message::text("sub late")).unwrap();
+    // Time for the broker to send its SUBSCRIBE to the stalled Redis (if it has not by then,
+    // the subscription is simply made at the reconnect, and this test proves less).
+    std::thread::sleep(Duration::from_millis(500));
+    drop(redis);
+    eventually("node a to see Redis gone", || !a.broker.healthy());
+    let redis = Redis::start_on(port);
+    eventually("both nodes to reconnect", || {
+        a.broker.healthy() && b.broker.healthy()
+    });
+    assert_eq!(text(&mut sub), "ok sub late");
+    assert_eq!(redis.subscribers("late"), 1);
+    assert_eq!(redis.subscribers("earlier"), 1);
+    let mut publisher = b.client();
+    publisher.send(Message::text("pub late after")).unwrap();
+    assert_eq!(text(&mut sub), "msg late after");
+    publisher.send(Message::text("pub earlier after")).unwrap();
+    assert_eq!(text(&mut other), "msg earlier after");
+}
+
 #[test]
 fn a_bad_redis_url_is_refused_at_once() {
     let err = RedisBroker::new("http://example").unwrap_err();

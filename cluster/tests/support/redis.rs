@@ -51,9 +51,28 @@ impl Redis {
         redis
     }
 
-    /// The redis-server process (to stall it with SIGSTOP in fault tests).
+    /// The redis-server process.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Stalls it (SIGSTOP): connections stay open and nothing is answered.
+    pub fn stall(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a stalled Redis go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.pid().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
     }
 
     pub fn url(&self) -> String {
