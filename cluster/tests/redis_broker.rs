@@ -84,6 +84,15 @@ fn text(ws: &mut Ws) -> String {
     }
 }
 
+/// A new Redis on `port`, once every one of `nodes` has reconnected to it.
+fn restart_on(port: u16, nodes: [&Node; 2]) -> Redis {
+    let redis = Redis::start_on(port);
+    eventually("the nodes to reconnect", || {
+        nodes.iter().all(|n| n.broker.healthy())
+    });
+    redis
+}
+
 /// Waits (bounded) for `cond`, yielding in between.
 fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
@@ -180,10 +189,7 @@ fn nodes_ride_out_a_redis_restart() {
         a.broker.stats().local_only.load(Relaxed) == 1
     });
 
-    let redis = Redis::start_on(port);
-    eventually("both nodes to reconnect", || {
-        a.broker.healthy() && b.broker.healthy()
-    });
+    let redis = restart_on(port, [&a, &b]);
     assert_eq!(redis.subscribers("t"), 1, "node a subscribed again");
     pub_b.send(Message::text("pub t after")).unwrap();
     assert_eq!(text(&mut on_a), "msg t after");
@@ -209,10 +215,7 @@ fn a_subscription_redis_never_answered_is_made_on_reconnect() {
     std::thread::sleep(Duration::from_millis(500));
     drop(redis);
     eventually("node a to see Redis gone", || !a.broker.healthy());
-    let redis = Redis::start_on(port);
-    eventually("both nodes to reconnect", || {
-        a.broker.healthy() && b.broker.healthy()
-    });
+    let redis = restart_on(port, [&a, &b]);
     assert_eq!(text(&mut sub), "ok sub late");
     assert_eq!(redis.subscribers("late"), 1);
     assert_eq!(redis.subscribers("earlier"), 1);

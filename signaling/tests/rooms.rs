@@ -223,8 +223,17 @@ struct GatedBroker {
 }
 
 impl GatedBroker {
-    fn waiting(&self) -> Vec<String> {
-        self.waiting.lock().unwrap().clone()
+    /// Waits (bounded) until the topics waiting for confirmation satisfy `ready`.
+    fn until_waiting(&self, ready: impl Fn(&[String]) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting = self.waiting.lock().unwrap().clone();
+            if ready(&waiting) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{waiting:?}");
+            std::thread::yield_now();
+        }
     }
 
     fn confirm_all(&self) {
@@ -275,27 +284,9 @@ fn a_join_is_announced_once_the_broker_carries_the_joiners_topics() {
     let mut a = client(&server);
     send(&mut a, json!({"type":"join","room":"gate"}));
     // The join waits for its two topics; nothing is said until the broker confirms them.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while broker
-        .waiting()
-        .iter()
-        .filter(|t| t.starts_with("sig"))
-        .count()
-        < 2
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{:?}",
-            broker.waiting()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let waiting = broker.waiting();
-    assert!(waiting.contains(&"sig gate".to_owned()), "{waiting:?}");
-    assert!(
-        waiting.iter().any(|t| t.starts_with("sigp ")),
-        "{waiting:?}"
-    );
+    broker.until_waiting(|w| {
+        w.iter().any(|t| t == "sig gate") && w.iter().any(|t| t.starts_with("sigp "))
+    });
     assert!(silent(&mut a, Duration::from_millis(300)));
     broker.confirm_all();
     let joined = next(&mut a);
@@ -307,14 +298,7 @@ fn a_join_is_announced_once_the_broker_carries_the_joiners_topics() {
     // only once it is announced.
     let mut b = client(&server);
     send(&mut b, json!({"type":"join","room":"gate"}));
-    while !broker.waiting().iter().any(|t| t.starts_with("sigp ")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{:?}",
-            broker.waiting()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    broker.until_waiting(|w| w.iter().any(|t| t.starts_with("sigp ")));
     assert!(silent(&mut b, Duration::from_millis(300)));
     assert!(silent(&mut a, Duration::from_millis(1)));
     broker.confirm_all();
